@@ -1,0 +1,4 @@
+from lightclf.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Callbacks that make every run carry its config, cost figures and results on disk and in W&B."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lightclf.complexity import measure_complexity
+
+__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "run_dir"]
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run's own folder: ``<save_dir>/<project>/<run id>`` for W&B (where checkpoints go too)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return Path(logger.save_dir or ".") / str(logger.name) / str(logger.version)
+    if logger is not None and logger.log_dir:
+        return Path(logger.log_dir)
+    return Path(trainer.default_root_dir)
+
+
+def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    out = {}
+    for key, value in trainer.callback_metrics.items():
+        value = value.item() if isinstance(value, torch.Tensor) else value
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)  # atomic: a killed run never leaves half a record
+
+
+class RunRecorder(L.Callback):
+    """Writes ``complexity.json`` at fit start and ``results.json`` as stages end; logs both to W&B.
+
+    Cost figures go to the W&B run's summary and config, so every run carries the same
+    params / MACs / size / receptive field; ``flops_per_batch`` feeds the ThroughputMonitor.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.complexity: dict[str, Any] | None = None
+
+    def _record(self, trainer: L.Trainer, **updates: Any) -> None:
+        path = run_dir(trainer) / "results.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        record.update(updates)
+        _write_json(path, record)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        hp = pl_module.hparams
+        complexity = measure_complexity(pl_module.network, hp.get("img_size", 224), hp.get("in_chans", 3)).as_dict()
+        complexity["network"] = getattr(pl_module, "network_name", type(pl_module).__name__)
+        self.complexity = complexity
+        batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        pl_module.forward_macs = complexity["macs"]  # read by ImageClassifier.flops_per_batch
+        pl_module.batch_size = batch_size
+        if trainer.is_global_zero:
+            _write_json(run_dir(trainer) / "complexity.json", complexity)
+            self._record(trainer, status="running", network=complexity["network"], started=self.started)
+            self._log_to_wandb(trainer, complexity)
+
+    @rank_zero_only
+    def _log_to_wandb(self, trainer: L.Trainer, complexity: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in complexity.items() if v is not None})
+                logger.experiment.config.update({"complexity": complexity}, allow_val_change=True)
+            else:
+                logger.log_hyperparams({"complexity": complexity})
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        logger = trainer.logger
+        checkpoint["lightclf"] = {
+            "network": getattr(pl_module, "network_name", None),
+            "wandb_id": logger.version if isinstance(logger, WandbLogger) else None,
+            "run_dir": str(run_dir(trainer)),
+        }
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._record(trainer, epoch=trainer.current_epoch, global_step=trainer.global_step, **{"last": _scalar_metrics(trainer)})
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            ckpt = trainer.checkpoint_callback
+            best = getattr(ckpt, "best_model_path", "") if ckpt else ""
+            status = "interrupted" if trainer.interrupted else "fit_done"
+            self._record(trainer, status=status, fit_metrics=_scalar_metrics(trainer), best_ckpt=best,
+                         fit_seconds=round(time.time() - self.started, 1), global_step=trainer.global_step)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            test = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
+            self._record(trainer, status="finished", test_metrics=test)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.summary.update(test)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            self._record(trainer, status="failed", error=f"{type(exception).__name__}: {exception}"[:500])
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run's own folder and the W&B run config.
+
+    Lightning's default writes ``config.yaml`` into the logger's shared save_dir and refuses
+    the second run there (Lightning issue 17168); one folder per run avoids the collision.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.config_filename if stage == "fit" else f"config_{stage}.yaml"
+        self.parser.save(self.config, str(folder / name), skip_none=False, overwrite=True, multifile=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                config = self.parser.dump(self.config, skip_none=False, format="json")
+                logger.experiment.config.update({"lightclf_config": json.loads(config)}, allow_val_change=True)
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0])
+
+
+class TrainThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor with an image-batch ``batch_size_fn`` (configurable from YAML)."""
+
+    def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
+        super().__init__(batch_size_fn=_batch_size, window_size=window_size, **kwargs)

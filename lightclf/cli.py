@@ -1,0 +1,88 @@
+"""`python -m lightclf`: LightningCLI for fit/validate/test/predict, plus the study tools."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightclf.data import DataError, ImageDataModule
+from lightclf.models import ConfigError
+from lightclf.module import ImageClassifier
+from lightclf.wandb_setup import configure_wandb
+
+__all__ = ["LightclfCLI", "main"]
+
+# Subcommands that are not Trainer entry points: name -> module with a ``main(argv)``.
+TOOLS = {
+    "bench": "lightclf.bench",
+    "study": "lightclf.study",
+    "report": "lightclf.report",
+    "export": "lightclf.export",
+}
+USER_ERRORS = (ConfigError, DataError, FloatingPointError, FileNotFoundError)
+
+
+class LightclfCLI(LightningCLI):
+    """Links data -> model so no number is typed twice; validates before any training starts."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.channels", "model.in_chans", apply_on="instantiate")
+        parser.link_arguments("data.resolution", "model.img_size", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="after fit, test the best checkpoint in the same run"
+        )
+
+    def after_fit(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        if config.get("test_after_fit") and not self.trainer.interrupted:
+            has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        logger = config.get("trainer", {}).get("logger")
+        for item in logger if isinstance(logger, list) else [logger]:
+            init_args = getattr(item, "init_args", None) or (item.get("init_args") if isinstance(item, dict) else None)
+            save_dir = init_args.get("save_dir") if init_args else None
+            if save_dir:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)  # wandb wants its dir to exist
+
+
+def run_cli(argv: list[str]) -> None:
+    configure_wandb()
+    LightclfCLI(
+        ImageClassifier,
+        ImageDataModule,
+        subclass_mode_data=True,
+        save_config_callback=_config_saver(),
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+        parser_kwargs={"description": "lightclf: train and compare lightweight image classifiers"},
+    )
+
+
+def _config_saver():
+    from lightclf.callbacks import RunConfigSaver
+
+    return RunConfigSaver
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    try:
+        if argv and argv[0] in TOOLS:
+            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        else:
+            run_cli(argv)
+    except USER_ERRORS as err:
+        print(f"lightclf: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("lightclf: interrupted; resume with --ckpt_path last", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,449 @@
+"""LightningDataModules with the input resolution as a first-class parameter.
+
+In-memory sets (Fashion-MNIST, CIFAR, scikit-learn digits) are resized once at setup and kept
+as uint8 tensors; augmentation and normalisation run per batch after transfer, which keeps
+2-core CPU runs fast. ImageFolder decodes per sample with torchvision transforms.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
+
+__all__ = [
+    "DataError",
+    "ImageDataModule",
+    "FashionMNIST",
+    "CIFAR10",
+    "CIFAR100",
+    "ImageFolder",
+    "Digits",
+    "FASHION_MNIST_CLASSES",
+]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+class DataError(RuntimeError):
+    """The data set is missing, empty or malformed; the message says which path and what to do."""
+
+
+def _resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Resize an N,C,H,W uint8 stack with antialiased bilinear interpolation, chunked to bound memory."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images.contiguous()
+    out = []
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(part.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base: train/val/test split, resolution, channel handling, loaders.
+
+    Args:
+        data_dir: where the data set lives (or is downloaded to).
+        resolution: square input size the network sees (the paper's resolution knob).
+        channels: 3 repeats grey images to RGB (needed by most baselines); 1 keeps grey.
+        batch_size: per-step batch for every split.
+        val_fraction: share of the training set held out for validation (seeded split).
+        train_subset / test_subset: cap the number of images (0 = all), for quick studies.
+        augment: random crop (pad 1/8) and horizontal flip on training batches.
+        seed: seed of the split and the subsets, so runs compare on the same images.
+    """
+
+    num_classes: int = 0
+    native_channels: int = 3
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    class_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        resolution: int = 32,
+        channels: int = 3,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        train_subset: int = 0,
+        test_subset: int = 0,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if resolution < 1:
+            raise DataError(f"data.resolution must be >= 1, got {resolution}")
+        if channels not in (1, 3):
+            raise DataError(f"data.channels must be 1 or 3, got {channels}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
+        if channels == 1 and self.native_channels == 3:
+            raise DataError(f"data.channels=1 but {type(self).__name__} is RGB: use channels=3")
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.resolution = resolution
+        self.channels = channels
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.train_subset = train_subset
+        self.test_subset = test_subset
+        self.augment = augment
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.tensor_batches = True  # False when samples are already normalised float tensors
+
+    # -- subclasses provide raw (uint8 N,C,H,W, int64 N) arrays for each split ------------------
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _subset(self, dataset: Dataset, limit: int, salt: int) -> Dataset:
+        if limit <= 0 or limit >= len(dataset):
+            return dataset
+        gen = torch.Generator().manual_seed(self.seed + salt)
+        return Subset(dataset, torch.randperm(len(dataset), generator=gen)[:limit].tolist())
+
+    def _check_labels(self, labels: torch.Tensor, where: str) -> None:
+        if len(labels) == 0:
+            raise DataError(f"{type(self).__name__}: the {where} split at {self.data_dir} is empty")
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bad.any():
+            raise DataError(
+                f"{type(self).__name__}: {int(bad.sum())} {where} labels outside [0, {self.num_classes}) "
+                f"(e.g. {int(labels[bad][0])}); check data_dir or num_classes"
+            )
+
+    def _as_dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
+        images = _resize_uint8(images, self.resolution)
+        return TensorDataset(images, labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self.load_split(train=True)
+            self._check_labels(labels, "train")
+            full = self._as_dataset(images, labels)
+            n_val = int(round(len(full) * self.val_fraction))
+            gen = torch.Generator().manual_seed(self.seed)
+            train, val = random_split(full, [len(full) - n_val, n_val], generator=gen)
+            self.train_set = self._subset(train, self.train_subset, 1)
+            self.val_set = self._subset(val, self.train_subset // 4 if self.train_subset else 0, 2)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            images, labels = self.load_split(train=False)
+            self._check_labels(labels, "test")
+            self.test_set = self._subset(self._as_dataset(images, labels), self.test_subset, 3)
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        assert dataset is not None, "setup() has not run"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set if len(self.val_set) else self.test_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # -- batch-level pipeline (tensor data sets) -------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N,C,H,W -> float, channels repeated as requested, normalised."""
+        x = images.float().div_(255)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        x = (x - mean) / std
+        if x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        return x
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        flip = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        pad = max(1, h // 8)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
+        return padded[:, :, dy : dy + h, dx : dx + w]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not self.tensor_batches:
+            return batch
+        images, labels = batch
+        x = self.normalize(images)
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = self._augment(x)
+        return x, labels
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file as used by MNIST / Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{path} is not an IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated: {body.size} bytes for shape {dims}")
+    return body.reshape(dims)
+
+
+class FashionMNIST(ImageDataModule):
+    """Fashion-MNIST (Zalando, MIT): 60k/10k 28x28 grey images, 10 classes.
+
+    Looked up in ``data_dir``, then the Debian package's folder
+    (``apt-get install dataset-fashion-mnist`` -> /usr/share/datasets/fashion-mnist), then
+    downloaded with torchvision into ``data_dir`` when ``download`` is set.
+    """
+
+    num_classes = 10
+    native_channels = 1
+    mean = (0.2860,)
+    std = (0.3530,)
+    class_names = FASHION_MNIST_CLASSES
+
+    def __init__(self, *args, download: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.download = download
+
+    def _find_idx(self, stem: str) -> Path | None:
+        roots = []
+        if self.data_dir:
+            roots += [Path(self.data_dir), Path(self.data_dir) / "FashionMNIST" / "raw"]
+        roots.append(DEBIAN_FASHION_MNIST)
+        for root in roots:
+            for name in (f"{stem}.gz", stem):
+                if (root / name).is_file():
+                    return root / name
+        return None
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = "train" if train else "t10k"
+        img_path = self._find_idx(f"{prefix}-images-idx3-ubyte")
+        lbl_path = self._find_idx(f"{prefix}-labels-idx1-ubyte")
+        if img_path is None or lbl_path is None:
+            if self.download and self.data_dir:
+                from torchvision.datasets import FashionMNIST as TVFashionMNIST
+
+                ds = TVFashionMNIST(self.data_dir, train=train, download=True)
+                return ds.data.unsqueeze(1).clone(), ds.targets.long().clone()
+            raise DataError(
+                f"Fashion-MNIST not found in data_dir={self.data_dir} nor {DEBIAN_FASHION_MNIST}: "
+                "run `apt-get install dataset-fashion-mnist` or set data.download=true with a data_dir"
+            )
+        images = torch.from_numpy(_read_idx(img_path).copy()).unsqueeze(1)
+        labels = torch.from_numpy(_read_idx(lbl_path).astype(np.int64))
+        if len(images) != len(labels):
+            raise DataError(f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels")
+        return images, labels
+
+
+class _TorchvisionCIFAR(ImageDataModule):
+    native_channels = 3
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+
+    def __init__(self, *args, download: bool = True, **kwargs) -> None:
+        kwargs.setdefault("augment", True)
+        super().__init__(*args, **kwargs)
+        self.download = download
+
+    def _dataset_cls(self):
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        if self.download:
+            for train in (True, False):
+                self._dataset_cls()(self._root(), train=train, download=True)
+
+    def _root(self) -> str:
+        return self.data_dir or os.path.expanduser("~/.cache/lightclf/data")
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            ds = self._dataset_cls()(self._root(), train=train, download=False)
+        except RuntimeError as err:
+            raise DataError(f"{type(self).__name__} not found under {self._root()} ({err}); set data.download=true") from None
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+class CIFAR10(_TorchvisionCIFAR):
+    """CIFAR-10 via torchvision (downloaded into data_dir on first use)."""
+
+    num_classes = 10
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+    def _dataset_cls(self):
+        from torchvision.datasets import CIFAR10 as TV
+
+        return TV
+
+
+class CIFAR100(_TorchvisionCIFAR):
+    """CIFAR-100 via torchvision (downloaded into data_dir on first use)."""
+
+    num_classes = 100
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+
+    def _dataset_cls(self):
+        from torchvision.datasets import CIFAR100 as TV
+
+        return TV
+
+
+class Digits(ImageDataModule):
+    """scikit-learn's 8x8 digits (1,797 images, 10 classes): a tiny real set for tests."""
+
+    num_classes = 10
+    native_channels = 1
+    mean = (0.3,)
+    std = (0.38,)
+    class_names = tuple(str(i) for i in range(10))
+
+    def __init__(self, *args, test_fraction: float = 0.25, **kwargs) -> None:
+        kwargs.setdefault("resolution", 16)
+        super().__init__(*args, **kwargs)
+        self.test_fraction = test_fraction
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.from_numpy((digits.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+        labels = torch.from_numpy(digits.target.astype(np.int64))
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
+        n_test = int(len(labels) * self.test_fraction)
+        idx = perm[n_test:] if train else perm[:n_test]
+        return images[idx], labels[idx]
+
+
+class _SafeImageFolder(Dataset):
+    """torchvision ImageFolder that skips unreadable images with one warning naming the file."""
+
+    def __init__(self, root: str, transform) -> None:
+        from torchvision.datasets import ImageFolder as TVImageFolder
+
+        try:
+            self.folder = TVImageFolder(root)
+        except (FileNotFoundError, OSError) as err:
+            raise DataError(f"data_dir {root}: {err}") from None
+        self.transform = transform
+        self.bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            if i in self.bad:
+                continue
+            path, label = self.folder.samples[i]
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB")
+                return self.transform(img), label
+            except (OSError, ValueError, SyntaxError) as err:
+                self.bad.add(i)
+                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
+        raise DataError(f"no readable image in {self.folder.root}")
+
+
+class ImageFolder(ImageDataModule):
+    """A directory of class sub-folders (e.g. Caltech-101), torchvision layout.
+
+    ``data_dir`` holds ``train/`` and optionally ``val/`` and ``test/``; without ``val/`` a
+    seeded ``val_fraction`` of train is held out; without ``test/`` the val split is used.
+    Unreadable (corrupt or truncated) images are skipped with a warning naming the file.
+    """
+
+    def __init__(self, *args, num_classes: int | None = None, **kwargs) -> None:
+        kwargs.setdefault("resolution", 224)
+        kwargs.setdefault("augment", True)
+        super().__init__(*args, **kwargs)
+        if not self.data_dir:
+            raise DataError("data.data_dir is required for ImageFolder")
+        root = Path(self.data_dir)
+        train = root / "train" if (root / "train").is_dir() else root
+        if not train.is_dir():
+            raise DataError(f"data.data_dir {root} does not exist")
+        classes = sorted(p.name for p in train.iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"data.data_dir {train} has no class sub-folders")
+        if num_classes is not None and num_classes != len(classes):
+            raise DataError(f"data.num_classes={num_classes} but {train} has {len(classes)} class folders")
+        self.num_classes = len(classes)
+        self.class_names = tuple(classes)
+        self.root = root
+        self.train_dir = train
+        self.tensor_batches = False
+        self.mean = (0.485, 0.456, 0.406)
+        self.std = (0.229, 0.224, 0.225)
+
+    def _transform(self, train: bool):
+        from torchvision.transforms import v2 as T
+
+        steps = [T.PILToTensor()]
+        if train and self.augment:
+            steps += [T.RandomResizedCrop(self.resolution, antialias=True), T.RandomHorizontalFlip()]
+        else:
+            steps += [T.Resize(int(self.resolution / 0.875), antialias=True), T.CenterCrop(self.resolution)]
+        steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)]
+        if self.channels == 1:
+            steps.append(T.Grayscale(1))
+        return T.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        val_dir, test_dir = self.root / "val", self.root / "test"
+        if self.train_set is None:
+            train_full = _SafeImageFolder(str(self.train_dir), self._transform(True))
+            if val_dir.is_dir():
+                self.train_set = self._subset(train_full, self.train_subset, 1)
+                self.val_set = _SafeImageFolder(str(val_dir), self._transform(False))
+            else:
+                n_val = int(round(len(train_full) * self.val_fraction))
+                gen = torch.Generator().manual_seed(self.seed)
+                perm = torch.randperm(len(train_full), generator=gen).tolist()
+                eval_full = _SafeImageFolder(str(self.train_dir), self._transform(False))
+                self.train_set = self._subset(Subset(train_full, perm[n_val:]), self.train_subset, 1)
+                self.val_set = Subset(eval_full, perm[:n_val])
+        if self.test_set is None:
+            test = _SafeImageFolder(str(test_dir), self._transform(False)) if test_dir.is_dir() else self.val_set
+            self.test_set = self._subset(test, self.test_subset, 3)

@@ -1,0 +1,300 @@
+"""DDSNet: the dilated depthwise-separable network of Sun, Zhang & He (2020).
+
+A MobileNet-v1 body (Howard et al. 2017) whose stride-1 depthwise 3x3 convolutions in the
+late stages are dilated, widening the receptive field at no parameter or MAC cost:
+
+* stem: standard 3x3 conv (stride 2, or 1 with ``small_input``)
+* 13 depthwise-separable blocks (dw 3x3 + BN + act, pw 1x1 + BN + act)
+* global average pool, dropout, linear classifier
+
+1 + 13 x 2 = 27 convolutions + pool + FC = 29 layers. The three compression knobs of the
+paper are ``width_multiplier`` (alpha), the input resolution (chosen by the data pipeline)
+and ``dilation`` (the rate used by the dilated blocks; ``dilation_schedule`` sets one rate
+per block to study *where* to dilate). ``separable=False`` swaps every dw+pw pair for a
+plain 3x3 conv (the paper's ablation); ``dilation=1`` gives MobileNet v1 exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from timm.layers import get_act_layer, make_divisible
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+__all__ = ["DDSNet", "BlockSpec", "BLOCK_SPECS", "DEFAULT_DILATED_BLOCKS", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A hyperparameter that cannot build a working network; the message names the field."""
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    out_chs: int
+    stride: int
+
+
+# MobileNet v1 body, channels before the width multiplier.
+BLOCK_SPECS: tuple[BlockSpec, ...] = (
+    BlockSpec(64, 1),
+    BlockSpec(128, 2),
+    BlockSpec(128, 1),
+    BlockSpec(256, 2),
+    BlockSpec(256, 1),
+    BlockSpec(512, 2),
+    *(BlockSpec(512, 1) for _ in range(5)),
+    BlockSpec(1024, 2),
+    BlockSpec(1024, 1),
+)
+STEM_CHS = 32
+# Stride-1 blocks of the last stages (the 512 x5 stack and the final 1024 block): their
+# feature maps are coarse, so a wider receptive field there is what dilation buys.
+DEFAULT_DILATED_BLOCKS: tuple[int, ...] = (6, 7, 8, 9, 10, 12)
+# Blocks whose stride ``small_input`` drops to 1 (besides the stem): keeps the last stage
+# at 4x4 for 32 px inputs so a dilated 3x3 still sees more than its centre tap.
+SMALL_INPUT_UNSTRIDED_BLOCKS: tuple[int, ...] = (1,)
+
+
+class ConvBnAct(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm + activation; padding keeps 'same' size for odd kernels."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        act_layer: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups, bias=False),
+            nn.BatchNorm2d(out_chs),
+            act_layer(inplace=True),
+        )
+
+
+class SeparableBlock(nn.Sequential):
+    """Depthwise 3x3 (optionally dilated) followed by pointwise 1x1: two layers."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv_dw = ConvBnAct(in_chs, in_chs, 3, stride, dilation, groups=in_chs, act_layer=act_layer)
+        self.conv_pw = ConvBnAct(in_chs, out_chs, 1, act_layer=act_layer)
+
+
+class PlainBlock(nn.Sequential):
+    """The ablation: one standard 3x3 conv in place of the dw + pw pair."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv = ConvBnAct(in_chs, out_chs, 3, stride, dilation, act_layer=act_layer)
+
+
+def resolve_dilation_schedule(
+    dilation: int, dilation_schedule: Sequence[int] | None, num_blocks: int = len(BLOCK_SPECS)
+) -> tuple[int, ...]:
+    """One dilation rate per block: the explicit schedule, or ``dilation`` on the default blocks."""
+    if dilation_schedule is not None:
+        schedule = tuple(int(d) for d in dilation_schedule)
+        if len(schedule) != num_blocks:
+            raise ConfigError(f"dilation_schedule needs {num_blocks} rates (one per block), got {len(schedule)}")
+        field = "dilation_schedule"
+    else:
+        schedule = tuple(dilation if i in DEFAULT_DILATED_BLOCKS else 1 for i in range(num_blocks))
+        field = "dilation"
+    if any(d < 1 for d in schedule) or (dilation_schedule is None and dilation < 1):
+        raise ConfigError(f"{field} must be >= 1 (1 = undilated), got {dilation_schedule or dilation}")
+    return schedule
+
+
+class DDSNet(nn.Module):
+    """Dilated depthwise-separable classifier (MobileNet-v1 body with dilated depthwise convs)."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width_multiplier: float = 1.0,
+        dilation: int = 2,
+        dilation_schedule: Sequence[int] | None = None,
+        separable: bool = True,
+        small_input: bool = False,
+        drop_rate: float = 0.0,
+        act_layer: str | type[nn.Module] = "relu",
+        global_pool: str = "avg",
+        round_chs_to: int = 8,
+    ) -> None:
+        super().__init__()
+        if not width_multiplier > 0:
+            raise ConfigError(f"width_multiplier must be > 0, got {width_multiplier}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        if num_classes < 0 or in_chans < 1:
+            raise ConfigError(f"num_classes must be >= 0 and in_chans >= 1, got {num_classes}, {in_chans}")
+        if global_pool != "avg":
+            raise ConfigError(f"global_pool must be 'avg', got {global_pool!r}")
+        act = get_act_layer(act_layer) if isinstance(act_layer, str) else act_layer
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.width_multiplier = width_multiplier
+        self.separable = separable
+        self.small_input = small_input
+        self.drop_rate = drop_rate
+        self.dilations = resolve_dilation_schedule(dilation, dilation_schedule)
+        self.stem_stride = 1 if small_input else 2
+        self.strides = tuple(
+            1 if small_input and i in SMALL_INPUT_UNSTRIDED_BLOCKS else spec.stride for i, spec in enumerate(BLOCK_SPECS)
+        )
+
+        def chs(c: int) -> int:
+            return make_divisible(c * width_multiplier, round_chs_to)
+
+        stem_chs = chs(STEM_CHS)
+        self.conv_stem = ConvBnAct(in_chans, stem_chs, 3, self.stem_stride, act_layer=act)
+        block_cls = SeparableBlock if separable else PlainBlock
+        blocks, in_chs = [], stem_chs
+        for spec, stride, dil in zip(BLOCK_SPECS, self.strides, self.dilations):
+            blocks.append(block_cls(in_chs, chs(spec.out_chs), stride, dil, act))
+            in_chs = chs(spec.out_chs)
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def total_stride(self) -> int:
+        stride = self.stem_stride
+        for s in self.strides:
+            stride *= s
+        return stride
+
+    def feature_sizes(self, img_size: int) -> list[int]:
+        """Spatial size entering each block (after the stem and earlier blocks) for a square input."""
+        size = (img_size - 1) // self.stem_stride + 1
+        sizes = []
+        for stride in self.strides:
+            sizes.append(size)
+            size = (size - 1) // stride + 1
+        sizes.append(size)
+        return sizes
+
+    def check_input_size(self, img_size: int) -> None:
+        """Raise ConfigError if ``img_size`` leaves a dilated conv with no tap inside its input."""
+        if img_size < 1:
+            raise ConfigError(f"resolution must be >= 1, got {img_size}")
+        sizes = self.feature_sizes(img_size)
+        for i, (dil, size) in enumerate(zip(self.dilations, sizes)):
+            # With padding = dilation, every off-centre tap falls in the zero padding once
+            # dilation >= size: the "dilated" conv degenerates to a 1x1 conv.
+            if dil > 1 and dil >= size:
+                raise ConfigError(
+                    f"dilation {dil} at block {i} sees only its centre tap on a {size}x{size} map at resolution "
+                    f"{img_size}: lower the dilation, raise the resolution or set small_input=True"
+                )
+
+    def receptive_field(self) -> int:
+        """Theoretical receptive field (pixels) of one output unit of the last conv."""
+        rf, jump = 1, 1
+        layers = [(3, self.stem_stride, 1)]
+        for stride, dil in zip(self.strides, self.dilations):
+            layers.append((3, stride, dil))
+            if self.separable:
+                layers.append((1, 1, 1))
+        for kernel, stride, dil in layers:
+            rf += (kernel - 1) * dil * jump
+            jump *= stride
+        return rf
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.conv_stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.flatten(self.global_pool(x)))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_ddsnet(variant: str, pretrained: bool = False, **kwargs) -> DDSNet:
+    if pretrained:
+        raise ConfigError(f"{variant} has no pretrained weights; train it with `lightclf fit`")
+    return build_model_with_cfg(DDSNet, variant, pretrained=False, feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "conv_stem.0",
+        "classifier": "classifier",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "ddsnet.untrained": _cfg(),
+        "ddsnet_nodilation.untrained": _cfg(),
+        "ddsnet_plainconv.untrained": _cfg(),
+        "ddsnet_plainconv_nodilation.untrained": _cfg(),
+    }
+)
+
+
+@register_model
+def ddsnet(pretrained: bool = False, **kwargs) -> DDSNet:
+    """Proposed net: separable, depthwise convs of the late stride-1 blocks dilated (rate 2)."""
+    return _create_ddsnet("ddsnet", pretrained, **{"dilation": 2, "separable": True, **kwargs})
+
+
+@register_model
+def ddsnet_nodilation(pretrained: bool = False, **kwargs) -> DDSNet:
+    """Ablation: separable, undilated (= MobileNet v1)."""
+    return _create_ddsnet("ddsnet_nodilation", pretrained, **{"dilation": 1, "separable": True, **kwargs})
+
+
+@register_model
+def ddsnet_plainconv(pretrained: bool = False, **kwargs) -> DDSNet:
+    """Ablation: plain 3x3 convs (not separable), dilated like the proposed net."""
+    return _create_ddsnet("ddsnet_plainconv", pretrained, **{"dilation": 2, "separable": False, **kwargs})
+
+
+@register_model
+def ddsnet_plainconv_nodilation(pretrained: bool = False, **kwargs) -> DDSNet:
+    """Ablation: plain 3x3 convs, undilated."""
+    return _create_ddsnet("ddsnet_plainconv_nodilation", pretrained, **{"dilation": 1, "separable": False, **kwargs})
