@@ -95,15 +95,26 @@ class RunRecorder(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._record(trainer, epoch=trainer.current_epoch, global_step=trainer.global_step, **{"last": _scalar_metrics(trainer)})
+            self._record(
+                trainer,
+                epoch=trainer.current_epoch,
+                global_step=trainer.global_step,
+                **{"last": _scalar_metrics(trainer)},
+            )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             ckpt = trainer.checkpoint_callback
             best = getattr(ckpt, "best_model_path", "") if ckpt else ""
             status = "interrupted" if trainer.interrupted else "fit_done"
-            self._record(trainer, status=status, fit_metrics=_scalar_metrics(trainer), best_ckpt=best,
-                         fit_seconds=round(time.time() - self.started, 1), global_step=trainer.global_step)
+            self._record(
+                trainer,
+                status=status,
+                fit_metrics=_scalar_metrics(trainer),
+                best_ckpt=best,
+                fit_seconds=round(time.time() - self.started, 1),
+                global_step=trainer.global_step,
+            )
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

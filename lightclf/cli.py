@@ -72,6 +72,16 @@ def _config_saver():
     return RunConfigSaver
 
 
+def _instantiation_error(err: ValueError) -> str | None:
+    """jsonargparse wraps errors raised while instantiating a subclass (the data module): unwrap them."""
+    text = str(err)
+    if "Does not validate against any of the Union subtypes" not in text:
+        return None
+    reasons = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
+    reasons = [r for r in reasons if not r.startswith("Expected a <class 'NoneType'>")]
+    return reasons[0] if reasons else text.splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
@@ -82,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
             run_cli(argv)
     except USER_ERRORS as err:
         print(f"lightclf: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:
+        message = _instantiation_error(err)
+        if message is None:
+            raise
+        print(f"lightclf: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("lightclf: interrupted; resume with --ckpt_path last", file=sys.stderr)

@@ -72,7 +72,9 @@ def count_macs(model: nn.Module, resolution: int, in_chans: int = 3, count_norm:
     hooks = []
     if count_norm:
         hooks = [
-            m.register_forward_hook(count_norm_input) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            m.register_forward_hook(count_norm_input)
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
         ]
     try:
         x = torch.zeros(1, in_chans, resolution, resolution, device=next(model.parameters()).device)

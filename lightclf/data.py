@@ -296,7 +296,9 @@ class _TorchvisionCIFAR(ImageDataModule):
         try:
             ds = self._dataset_cls()(self._root(), train=train, download=False)
         except RuntimeError as err:
-            raise DataError(f"{type(self).__name__} not found under {self._root()} ({err}); set data.download=true") from None
+            raise DataError(
+                f"{type(self).__name__} not found under {self._root()} ({err}); set data.download=true"
+            ) from None
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.tensor(ds.targets, dtype=torch.int64)
 

@@ -80,7 +80,9 @@ class ImageClassifier(L.LightningModule):
                 self.network(torch.zeros(1, in_chans, img_size, img_size))
         except RuntimeError as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"data.resolution: {img_size} px is too small for {self.network_name} ({first_line})") from None
+            raise ConfigError(
+                f"data.resolution: {img_size} px is too small for {self.network_name} ({first_line})"
+            ) from None
         finally:
             self.network.train(was_training)
 
@@ -141,4 +143,7 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }

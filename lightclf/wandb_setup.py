@@ -36,7 +36,10 @@ def choose_wandb_mode(timeout_s: float = 5.0) -> tuple[str, str | None]:
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"], None
     if not _has_api_key():
-        return "offline", "no W&B API key found: logging offline (run `wandb login`, then `wandb sync runs/wandb/offline-run-*`)"
+        return (
+            "offline",
+            "no W&B API key found: logging offline (run `wandb login`, then `wandb sync runs/wandb/offline-run-*`)",
+        )
     if not _reachable(timeout_s):
         return "offline", f"W&B server unreachable within {timeout_s:.0f} s: logging offline (`wandb sync` later)"
     return "online", None

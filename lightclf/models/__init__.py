@@ -32,7 +32,10 @@ def _create_googlenet(num_classes: int, in_chans: int, aux_logits: bool = True, 
 def create_network(name: str, num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """Build a network by name: ``googlenet`` from torchvision, anything else from timm's registry."""
     if name in TORCHVISION_NETWORKS:
-        return _create_googlenet(num_classes, in_chans, **kwargs)
+        try:
+            return _create_googlenet(num_classes, in_chans, **kwargs)
+        except TypeError as err:
+            raise ConfigError(f"model.network_kwargs: {name} does not accept {err}") from None
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, [*TORCHVISION_NETWORKS, *timm.list_models()], n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -149,7 +149,8 @@ class DDSNet(nn.Module):
         self.dilations = resolve_dilation_schedule(dilation, dilation_schedule)
         self.stem_stride = 1 if small_input else 2
         self.strides = tuple(
-            1 if small_input and i in SMALL_INPUT_UNSTRIDED_BLOCKS else spec.stride for i, spec in enumerate(BLOCK_SPECS)
+            1 if small_input and i in SMALL_INPUT_UNSTRIDED_BLOCKS else spec.stride
+            for i, spec in enumerate(BLOCK_SPECS)
         )
 
         def chs(c: int) -> int:

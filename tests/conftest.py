@@ -1,0 +1,82 @@
+"""Shared fixtures: offline W&B, a tiny real data set (scikit-learn digits), CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict | None = None, **overrides) -> Path:
+    """A real fit config on digits at 32 px: a few dozen steps on 2 CPU cores."""
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 2,
+            "limit_train_batches": 12,
+            "limit_val_batches": 4,
+            "limit_test_batches": 4,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.WandbLogger",
+                "init_args": {"project": "smoke", "save_dir": str(tmp_path / "runs"), "tags": ["test"]},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/acc1", "mode": "max", "save_last": True},
+                },
+                {"class_path": "lightclf.callbacks.RunRecorder"},
+                {"class_path": "lightclf.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
+            ],
+        },
+        "model": {
+            "network": network,
+            "network_kwargs": network_kwargs
+            if network_kwargs is not None
+            else {"width_multiplier": 0.25, "small_input": True},
+        },
+        "data": {
+            "class_path": "lightclf.data.Digits",
+            "init_args": {"resolution": 32, "channels": 3, "batch_size": 32},
+        },
+    }
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_lightclf(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "lightclf", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tmp_config(tmp_path):
+    def make(**kwargs) -> Path:
+        return smoke_config(tmp_path, **kwargs)
+
+    return make

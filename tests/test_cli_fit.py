@@ -1,0 +1,102 @@
+"""Smoke fits through `python -m lightclf fit` on real data (digits), one per network family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_lightclf, smoke_config
+
+from lightclf.wandb_records import read_run
+
+FAMILIES = {
+    "ddsnet": {"width_multiplier": 0.25, "small_input": True},
+    "ddsnet_plainconv_nodilation": {"width_multiplier": 0.25, "small_input": True},
+    "mobilenetv3_small_050": {},
+    "googlenet": {},
+}
+
+
+def _single(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+@pytest.mark.parametrize("network", FAMILIES)
+def test_smoke_fit(tmp_path, network):
+    config = smoke_config(tmp_path, network=network, network_kwargs=FAMILIES[network])
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    run_folder = _single((tmp_path / "runs" / "smoke").iterdir())
+    checkpoints = sorted(p.name for p in (run_folder / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and len(checkpoints) >= 2
+    assert (run_folder / "config.yaml").read_text().count(network) >= 1
+    record = json.loads((run_folder / "results.json").read_text())
+    assert record["status"] == "finished" and record["network"] == network
+    assert 0.0 <= record["test_metrics"]["test/acc1"] <= 1.0
+    assert record["test_metrics"]["test/acc1"] <= record["test_metrics"]["test/acc5"]
+
+    # The W&B offline run exists and holds the loss history and cost figures.
+    wandb_dir = _single((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    run = read_run(_single(wandb_dir.glob("run-*.wandb")))
+    assert run["id"] == run_folder.name
+    losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
+    assert len(losses) >= 20
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first, f"loss did not fall: {first:.3f} -> {last:.3f}"
+    for key in ("params", "macs", "size_mb", "test/acc1", "train/device/samples_per_sec"):
+        assert key in run["summary"], key
+    assert run["config"]["network"] == network
+    assert "complexity" in run["config"] and "lightclf_config" in run["config"]
+
+
+def test_second_run_in_same_save_dir_does_not_collide(tmp_path):
+    config = smoke_config(
+        tmp_path, **{"trainer.max_epochs": 1, "trainer.limit_train_batches": 2, "test_after_fit": False}
+    )
+    for _ in range(2):
+        result = run_lightclf("fit", "--config", str(config))
+        assert result.returncode == 0, result.stderr[-2000:]
+    run_folders = list((tmp_path / "runs" / "smoke").iterdir())
+    assert len(run_folders) == 2 and all((f / "config.yaml").exists() for f in run_folders)
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        (["--model.network_kwargs", '{"width_multiplier": 0}'], "width_multiplier must be > 0"),
+        (["--model.network_kwargs", '{"width_multiplier": 0.25, "dilation": 0}'], "dilation must be >= 1"),
+        (["--model.network", "ddsnett"], "model.network: unknown network 'ddsnett'"),
+        (
+            ["--model.network_kwargs", '{"width_multiplier": 0.25}', "--data.init_args.resolution", "32"],
+            "data.resolution: dilation 2 at block",
+        ),
+        (
+            ["--model.network", "googlenet", "--model.network_kwargs", "{}", "--data.init_args.resolution", "4"],
+            "data.resolution: 4 px is too small",
+        ),
+        (["--data.init_args.batch_size", "0"], "data.batch_size must be >= 1"),
+        (["--model.network_kwargs", '{"bogus": 1}'], "does not accept"),
+        (["--model.network", "googlenet", "--model.network_kwargs", '{"small_input": true}'], "does not accept"),
+    ],
+)
+def test_bad_config_fails_before_training_with_one_line(tmp_path, override, expected):
+    config = smoke_config(tmp_path)
+    result = run_lightclf("fit", "--config", str(config), *override)
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("lightclf: error:") and expected in last_line, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "smoke").exists()  # nothing trained, no run folder
+
+
+def test_broken_yaml_and_unknown_key(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  network: [ddsnet\n")
+    result = run_lightclf("fit", "--config", str(broken))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    config = smoke_config(tmp_path)
+    result = run_lightclf("fit", "--config", str(config), "--model.netwrk", "ddsnet")
+    assert result.returncode == 2 and "netwrk" in result.stderr and "Traceback" not in result.stderr
