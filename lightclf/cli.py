@@ -19,6 +19,7 @@ __all__ = ["LightclfCLI", "main"]
 # Subcommands that are not Trainer entry points: name -> module with a ``main(argv)``.
 TOOLS = {
     "bench": "lightclf.bench",
+    "bench-compare": "lightclf.bench:compare_main",
     "study": "lightclf.study",
     "report": "lightclf.report",
     "export": "lightclf.export",
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     try:
         if argv and argv[0] in TOOLS:
-            importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            module, _, func = TOOLS[argv[0]].partition(":")
+            getattr(importlib.import_module(module), func or "main")(argv[1:])
         else:
             run_cli(argv)
     except USER_ERRORS as err:

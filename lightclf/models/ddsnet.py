@@ -16,6 +16,7 @@ plain 3x3 conv (the paper's ablation); ``dilation=1`` gives MobileNet v1 exactly
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -174,7 +175,11 @@ class DDSNet(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                # He init over fan-out per group (as timm's EfficientNet family): torch's
+                # kaiming_normal_ ignores groups, shrinking depthwise weights by sqrt(C) and
+                # driving untrained activations into (slow) denormals.
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

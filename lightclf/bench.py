@@ -1,0 +1,362 @@
+"""`python -m lightclf bench`: inference throughput and latency, interleaved and repeated.
+
+CPU timings drift over minutes, so every configuration is timed once per round, rounds are
+repeated, and medians (and ratios between configurations of the same round) are reported.
+Rows go to a CSV that `lightclf report` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightclf.complexity import count_macs, count_params, inference_copy
+from lightclf.models import ConfigError, create_network
+
+__all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
+
+
+@dataclass
+class BenchRow:
+    network: str  # the spec as given, e.g. ddsnet:width_multiplier=0.5
+    resolution: int
+    memory_format: str  # contiguous | channels_last
+    backend: str  # eager | compile | onnxruntime
+    batch_size: int
+    threads: int
+    images_per_s: float  # median over repeats
+    latency_ms: float  # median per-image latency = 1000 / images_per_s ... of a batch of batch_size
+    batch_latency_ms: float  # median wall time of one batch
+    spread: float  # (max - min) / median images_per_s over repeats: how much the machine drifted
+    repeats: int
+    params: int
+    macs: int
+    device: str
+
+
+CSV_FIELDS = [f.name for f in fields(BenchRow)]
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "/" in text:
+        return [int(v) for v in text.split("/")]
+    return text
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name[:key=value,key=value]`` -> (name, kwargs); ``a/b/c`` values become int lists."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"bench --models: expected key=value in {spec!r}, got {item!r}")
+        kwargs[key.strip()] = _value(value.strip())
+    return name, kwargs
+
+
+def _time_batches(fn, x: torch.Tensor, iters: int) -> float:
+    """Seconds per batch, mean over ``iters`` calls."""
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn(x)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters
+
+
+class _Case:
+    def __init__(self, spec: str, resolution: int, memory_format: str, backend: str, batch: int, device: str):
+        name, kwargs = parse_model_spec(spec)
+        model = inference_copy(create_network(name, num_classes=10, **kwargs))
+        if hasattr(model, "check_input_size"):
+            model.check_input_size(resolution)
+        self.params = count_params(model)
+        self.macs = count_macs(model, resolution)
+        fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        model = model.to(device=device, memory_format=fmt)
+        self.x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=fmt)
+        self.key = (spec, resolution, memory_format, backend, batch)
+        if backend == "compile":
+            model = torch.compile(model, dynamic=False)
+        elif backend == "onnxruntime":
+            model = _onnx_session(model, self.x)
+        self.fn = model
+        self.times: list[float] = []
+
+    def __call__(self, x: torch.Tensor):
+        with torch.inference_mode():
+            return self.fn(x)
+
+
+def _onnx_session(model: nn.Module, example: torch.Tensor):
+    import io
+
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model.cpu(), (example.cpu(),), buffer, input_names=["images"], output_names=["logits"], dynamo=False
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor):
+        return session.run(None, {"images": x.cpu().contiguous().numpy()})[0]
+
+    return run
+
+
+def run_bench(
+    models: list[str],
+    resolutions: list[int],
+    memory_formats: list[str] = ("contiguous", "channels_last"),
+    backends: list[str] = ("eager",),
+    batch_size: int = 32,
+    repeats: int = 5,
+    warmup: int = 3,
+    iters: int = 10,
+    device: str = "cpu",
+    log=print,
+) -> list[BenchRow]:
+    """Time every (model, resolution, format, backend) once per round, ``repeats`` rounds."""
+    cases = []
+    for spec in models:
+        for resolution in resolutions:
+            for memory_format in memory_formats:
+                for backend in backends:
+                    if backend == "onnxruntime" and memory_format != "contiguous":
+                        continue  # ORT picks its own layout
+                    try:
+                        case = _Case(spec, resolution, memory_format, backend, batch_size, device)
+                    except ConfigError as err:
+                        log(f"skip {spec} @ {resolution}px: {err}")
+                        continue
+                    try:
+                        for _ in range(warmup):
+                            case(case.x)
+                    except Exception as err:  # e.g. torch.compile unavailable for this model
+                        log(
+                            f"skip {spec} @ {resolution}px {memory_format} {backend}: {type(err).__name__}: {err}"[:300]
+                        )
+                        continue
+                    cases.append(case)
+    for round_idx in range(repeats):
+        for case in cases:
+            case.times.append(_time_batches(case, case.x, iters))
+        log(f"round {round_idx + 1}/{repeats} done")
+    rows = []
+    for case in cases:
+        spec, resolution, memory_format, backend, batch = case.key
+        rates = [batch / t for t in case.times]
+        median_rate = statistics.median(rates)
+        batch_ms = statistics.median(case.times) * 1000
+        rows.append(
+            BenchRow(
+                network=spec,
+                resolution=resolution,
+                memory_format=memory_format,
+                backend=backend,
+                batch_size=batch,
+                threads=torch.get_num_threads(),
+                images_per_s=round(median_rate, 1),
+                latency_ms=round(1000 / median_rate, 4),
+                batch_latency_ms=round(batch_ms, 3),
+                spread=round((max(rates) - min(rates)) / median_rate, 3),
+                repeats=repeats,
+                params=case.params,
+                macs=case.macs,
+                device=device,
+            )
+        )
+    return rows
+
+
+def write_csv(rows: list[BenchRow], path: str | Path, append: bool = False) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not (append and path.exists())
+    with path.open("a" if append else "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    return path
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    with Path(path).open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for key in ("resolution", "batch_size", "threads", "repeats", "params", "macs"):
+            row[key] = int(row[key])
+        for key in ("images_per_s", "latency_ms", "batch_latency_ms", "spread"):
+            row[key] = float(row[key])
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = "| network | px | format | backend | batch | img/s | ms/img | spread | MMACs |\n|---|---|---|---|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {r.network} | {r.resolution} | {r.memory_format} | {r.backend} | {r.batch_size} | {r.images_per_s:.0f} | "
+        f"{r.latency_ms:.3f} | {r.spread:.2f} | {r.macs / 1e6:.1f} |"
+        for r in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["ddsnet", "ddsnet_nodilation", "mobilenetv1_100"],
+        help="name[:key=value,...], e.g. ddsnet:width_multiplier=0.5,small_input=true",
+    )
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[96])
+    parser.add_argument(
+        "--formats", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"]
+    )
+    parser.add_argument("--backends", nargs="+", default=["eager"], choices=["eager", "compile", "onnxruntime"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=10, help="batches timed per round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="reports/bench/bench.csv")
+    parser.add_argument("--append", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run_bench(
+        args.models,
+        args.resolutions,
+        args.formats,
+        args.backends,
+        args.batch_size,
+        args.repeats,
+        args.warmup,
+        args.iters,
+        args.device,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    path = write_csv(rows, args.out, append=args.append)
+    print(format_table(rows))
+    print(f"\nwrote {len(rows)} rows to {path}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+# -- item: how our nets compare with timm's, and what dilation costs ---------------------------
+COMPARISONS = {
+    # name: (candidate spec, reference spec, resolutions it makes sense at)
+    "ddsnet_nodilation / timm mobilenetv1_100": ("ddsnet_nodilation", "mobilenetv1_100", (32, 96, 160, 224)),
+    "ddsnet / ddsnet_nodilation": ("ddsnet", "ddsnet_nodilation", (96, 160, 224)),
+    "ddsnet / ddsnet_nodilation (small_input)": (
+        "ddsnet:small_input=true",
+        "ddsnet_nodilation:small_input=true",
+        (32, 64),
+    ),
+    # The investigation: dilation 2 on all 13 depthwise convs, incl. the large early maps.
+    "ddsnet all blocks dilated / ddsnet_nodilation (small_input)": (
+        "ddsnet:small_input=true,dilation_schedule=" + "/".join(["2"] * 13),
+        "ddsnet_nodilation:small_input=true",
+        (32, 64),
+    ),
+    "ddsnet all blocks dilated / ddsnet_nodilation": (
+        "ddsnet:dilation_schedule=" + "/".join(["2"] * 13),
+        "ddsnet_nodilation",
+        (96, 160, 224),
+    ),
+}
+
+
+def run_compare(
+    resolutions: list[int], memory_formats: list[str], batch_size: int, repeats: int, iters: int, log=print
+):
+    """Throughput ratios candidate/reference, computed within each round (interleaved), median over rounds."""
+    out = []
+    for label, (candidate, reference, valid) in COMPARISONS.items():
+        for resolution in [r for r in resolutions if r in valid]:
+            for memory_format in memory_formats:
+                cases = [
+                    _Case(spec, resolution, memory_format, "eager", batch_size, "cpu")
+                    for spec in (candidate, reference)
+                ]
+                for case in cases:
+                    for _ in range(3):
+                        case(case.x)
+                for _ in range(repeats):
+                    for case in cases:
+                        case.times.append(_time_batches(case, case.x, iters))
+                ratios = [ref / cand for cand, ref in zip(cases[0].times, cases[1].times)]
+                row = {
+                    "comparison": label,
+                    "resolution": resolution,
+                    "memory_format": memory_format,
+                    "batch_size": batch_size,
+                    "candidate_images_per_s": round(batch_size / statistics.median(cases[0].times), 1),
+                    "reference_images_per_s": round(batch_size / statistics.median(cases[1].times), 1),
+                    "speed_ratio": round(statistics.median(ratios), 3),
+                    "ratio_min": round(min(ratios), 3),
+                    "ratio_max": round(max(ratios), 3),
+                    "repeats": repeats,
+                    "threads": torch.get_num_threads(),
+                }
+                log(f"{label} @ {resolution}px {memory_format}: {row['speed_ratio']:.3f}")
+                out.append(row)
+    return out
+
+
+def compare_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf bench-compare", description=run_compare.__doc__)
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[32, 64, 96, 160, 224])
+    parser.add_argument("--formats", nargs="+", default=["contiguous", "channels_last"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--out", default="reports/bench/compare.csv")
+    args = parser.parse_args(argv)
+    rows = run_compare(
+        args.resolutions,
+        args.formats,
+        args.batch_size,
+        args.repeats,
+        args.iters,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(
+        "| comparison | px | format | candidate img/s | reference img/s | speed ratio (min-max) |\n|---|---|---|---|---|---|"
+    )
+    for r in rows:
+        print(
+            f"| {r['comparison']} | {r['resolution']} | {r['memory_format']} | {r['candidate_images_per_s']:.0f} | "
+            f"{r['reference_images_per_s']:.0f} | {r['speed_ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+        )
+    print(f"\nwrote {len(rows)} rows to {path}")

@@ -1,0 +1,226 @@
+"""`python -m lightclf study`: run a grid of fits (width x resolution x dilation + extra runs).
+
+A study is a base fit config plus factors. Every run is a separate `lightclf fit` process
+with a deterministic W&B id, group = study name and tags naming its factors, so a killed
+study resumes: finished runs are skipped, interrupted ones continue from ``last.ckpt``.
+``--emit-sweep`` writes the equivalent W&B sweep so the grid can fan out with `wandb agent`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightclf.models import ConfigError
+
+__all__ = ["Study", "RunSpec", "load_study", "main"]
+
+FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "seed")
+NETWORK_KWARGS = ("width_multiplier", "dilation", "small_input")
+
+
+@dataclass
+class RunSpec:
+    """One point of a study: its factors and the extra network kwargs."""
+
+    study: str
+    factors: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.factors, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.study[:20]}-{digest}"
+
+    @property
+    def name(self) -> str:
+        f = self.factors
+        parts = [f["network"]]
+        for key, short in (("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("seed", "s")):
+            if f.get(key) is not None:
+                parts.append(f"{short}{f[key]}")
+        return "-".join(str(p) for p in parts)
+
+    def cli_args(self, base_config: str, save_dir: str, project: str) -> list[str]:
+        f = self.factors
+        kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
+        kwargs.update(f.get("network_kwargs") or {})
+        tags = [self.study, f["network"]] + [f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None]
+        args = [
+            "fit",
+            "--config", base_config,
+            "--model.network", f["network"],
+            "--model.network_kwargs", json.dumps(kwargs),
+            "--seed_everything", str(f.get("seed", 0)),
+            "--trainer.logger.init_args.project", project,
+            "--trainer.logger.init_args.save_dir", save_dir,
+            "--trainer.logger.init_args.group", self.study,
+            "--trainer.logger.init_args.name", self.name,
+            "--trainer.logger.init_args.tags", json.dumps(tags),
+        ]  # fmt: skip
+        if "WANDB_SWEEP_ID" not in os.environ:  # a sweep agent owns the run id
+            args += ["--trainer.logger.init_args.id", self.run_id]
+        if f.get("resolution") is not None:
+            args += ["--data.init_args.resolution", str(f["resolution"])]
+        return args
+
+
+@dataclass
+class Study:
+    name: str
+    base_config: str
+    grid: dict[str, list[Any]]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    save_dir: str = "runs/study"
+    project: str = "lightclf-study"
+    bench: dict[str, Any] = field(default_factory=dict)
+
+    def specs(self) -> list[RunSpec]:
+        """The grid's cartesian product, then the extra runs, each once per seed (order kept)."""
+        keys = list(self.grid)
+        points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        points += [dict(run) for run in self.runs]
+        specs, seen = [], set()
+        for seed in self.seeds:
+            for point in points:
+                factors = {**point, "seed": seed}
+                key = json.dumps(factors, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    specs.append(RunSpec(self.name, factors))
+        return specs
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return Path(self.save_dir) / self.project / spec.run_id
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"study config {path} not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"study config {path} must be a mapping")
+    known = set(Study.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"study config {path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    for key in ("name", "base_config", "grid"):
+        if key not in raw:
+            raise ConfigError(f"study config {path}: missing '{key}'")
+    bad = set(raw["grid"]) - set(FACTORS) - {"network_kwargs"}
+    if bad:
+        raise ConfigError(f"study config {path}: grid factors {sorted(bad)} unknown (use {FACTORS})")
+    if "network" not in raw["grid"]:
+        raise ConfigError(f"study config {path}: grid needs a 'network' list")
+    for run in raw.get("runs", []):
+        if "network" not in run:
+            raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
+    if not Path(raw["base_config"]).is_file():
+        raise ConfigError(f"study config {path}: base_config {raw['base_config']} not found")
+    return Study(**raw)
+
+
+def run_status(study: Study, spec: RunSpec) -> str:
+    record = study.run_dir(spec) / "results.json"
+    if not record.exists():
+        return "new"
+    return json.loads(record.read_text()).get("status", "unknown")
+
+
+def run_study(study: Study, extra_args: list[str] | None = None, dry_run: bool = False, log=print) -> dict[str, str]:
+    """Run every spec not yet finished; resume interrupted ones from their last checkpoint."""
+    outcome = {}
+    specs = study.specs()
+    for index, spec in enumerate(specs, 1):
+        status = run_status(study, spec)
+        if status == "finished":
+            log(f"[{index}/{len(specs)}] {spec.name}: finished earlier, skipped")
+            outcome[spec.run_id] = "skipped"
+            continue
+        args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args or [])
+        last = study.run_dir(spec) / "checkpoints" / "last.ckpt"
+        if last.exists():
+            args += ["--ckpt_path", str(last)]
+            log(f"[{index}/{len(specs)}] {spec.name}: resuming from {last}")
+        else:
+            log(f"[{index}/{len(specs)}] {spec.name}: starting ({spec.run_id})")
+        if dry_run:
+            log("  python -m lightclf " + " ".join(args))
+            outcome[spec.run_id] = "dry-run"
+            continue
+        study.run_dir(spec).mkdir(parents=True, exist_ok=True)
+        (study.run_dir(spec) / "study.json").write_text(json.dumps({"study": study.name, **spec.factors}, indent=2))
+        result = subprocess.run([sys.executable, "-m", "lightclf", *args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        outcome[spec.run_id] = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
+        log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
+    return outcome
+
+
+def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
+    """A W&B grid sweep over the same points; each agent call runs one point through this runner."""
+    values = {key: {"values": list(vals)} for key, vals in study.grid.items()}
+    values["seed"] = {"values": list(study.seeds)}
+    return {
+        "name": study.name,
+        "program": "lightclf",
+        "method": "grid",
+        "metric": {"name": "test/acc1", "goal": "maximize"},
+        "parameters": values,
+        "command": ["${env}", "${interpreter}", "-m", "lightclf", "study", "--config", study_path, "--point", "${args_no_hyphens}"],
+    }
+
+
+def _parse_point(items: list[str]) -> dict[str, Any]:
+    point = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FACTORS:
+            raise ConfigError(f"study --point: expected factor=value with factor in {FACTORS}, got {item!r}")
+        point[key] = yaml.safe_load(value)
+    return point
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf study", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="study YAML (configs/study/*.yaml)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--emit-sweep", metavar="PATH", help="write the W&B sweep config and exit")
+    parser.add_argument("--point", nargs="+", metavar="FACTOR=VALUE", help="run one point (used by wandb agent)")
+    parser.add_argument("--no-bench", action="store_true", help="skip the inference benchmark of the study's nets")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra `lightclf fit` arguments for every run")
+    args = parser.parse_args(argv)
+    study = load_study(args.config)
+    extra = [a for a in args.extra if a != "--"]
+    if args.emit_sweep:
+        Path(args.emit_sweep).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.emit_sweep).write_text(yaml.safe_dump(sweep_config(study, args.config), sort_keys=False))
+        print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
+        return
+    if args.point:
+        point = _parse_point(args.point)
+        study.grid, study.runs, study.seeds = {k: [v] for k, v in point.items() if k != "seed"}, [], [point.get("seed", 0)]
+    specs = study.specs()
+    print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
+    outcome = run_study(study, extra, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    failed = [k for k, v in outcome.items() if v.startswith("failed")]
+    if not args.dry_run and not args.no_bench and not args.point:
+        from lightclf.report import bench_study
+
+        bench_study(study)
+    if failed:
+        print(f"lightclf: error: {len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry", file=sys.stderr)
+        sys.exit(1)
