@@ -54,7 +54,9 @@ class RunSpec:
         f = self.factors
         kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
         kwargs.update(f.get("network_kwargs") or {})
-        tags = [self.study, f["network"]] + [f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None]
+        tags = [self.study, f["network"]] + [
+            f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None
+        ]
         args = [
             "fit",
             "--config", base_config,
@@ -180,7 +182,17 @@ def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
         "method": "grid",
         "metric": {"name": "test/acc1", "goal": "maximize"},
         "parameters": values,
-        "command": ["${env}", "${interpreter}", "-m", "lightclf", "study", "--config", study_path, "--point", "${args_no_hyphens}"],
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "-m",
+            "lightclf",
+            "study",
+            "--config",
+            study_path,
+            "--point",
+            "${args_no_hyphens}",
+        ],
     }
 
 
@@ -201,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emit-sweep", metavar="PATH", help="write the W&B sweep config and exit")
     parser.add_argument("--point", nargs="+", metavar="FACTOR=VALUE", help="run one point (used by wandb agent)")
     parser.add_argument("--no-bench", action="store_true", help="skip the inference benchmark of the study's nets")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra `lightclf fit` arguments for every run")
+    parser.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="after --: extra `lightclf fit` arguments for every run"
+    )
     args = parser.parse_args(argv)
     study = load_study(args.config)
     extra = [a for a in args.extra if a != "--"]
@@ -212,7 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.point:
         point = _parse_point(args.point)
-        study.grid, study.runs, study.seeds = {k: [v] for k, v in point.items() if k != "seed"}, [], [point.get("seed", 0)]
+        study.grid, study.runs, study.seeds = (
+            {k: [v] for k, v in point.items() if k != "seed"},
+            [],
+            [point.get("seed", 0)],
+        )
     specs = study.specs()
     print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
     outcome = run_study(study, extra, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -222,5 +240,8 @@ def main(argv: list[str] | None = None) -> None:
 
         bench_study(study)
     if failed:
-        print(f"lightclf: error: {len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry", file=sys.stderr)
+        print(
+            f"lightclf: error: {len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -1,0 +1,410 @@
+"""`python -m lightclf report`: turn a study's runs into tables and plots under reports/<study>/.
+
+Reads the local run records (always) and, with ``--wandb ENTITY/PROJECT`` when online, the
+W&B API. Writes ``report.md`` (headline, per-hyperparameter tables, the paper's questions
+answered from the numbers), ``runs.csv`` and PNG plots (accuracy vs params / MACs /
+throughput, with the Pareto front).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lightclf.models import ConfigError
+
+__all__ = ["collect_runs", "aggregate", "bench_study", "write_report", "pareto_front", "main"]
+
+KEY_FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input")
+BASELINE_PREFIXES = ("googlenet", "mobilenet")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def collect_runs(save_dir: str | Path, project: str, study: str | None = None) -> list[dict[str, Any]]:
+    """One dict per finished run folder: factors, test metrics, complexity."""
+    runs = []
+    for folder in sorted((Path(save_dir) / project).glob("*")):
+        factors = _read_json(folder / "study.json")
+        if study is not None and factors.get("study") != study:
+            continue
+        results = _read_json(folder / "results.json")
+        if results.get("status") != "finished":
+            continue
+        complexity = _read_json(folder / "complexity.json")
+        test = results.get("test_metrics", {})
+        runs.append(
+            {
+                **{k: factors.get(k) for k in (*KEY_FACTORS, "seed")},
+                "run_id": folder.name,
+                "top1": test.get("test/acc1"),
+                "top5": test.get("test/acc5"),
+                "params": complexity.get("params"),
+                "macs": complexity.get("macs"),
+                "size_mb": complexity.get("size_mb"),
+                "receptive_field": complexity.get("receptive_field"),
+                "fit_seconds": results.get("fit_seconds"),
+                "epochs": (results.get("epoch") or 0) + 1,
+            }
+        )
+    return runs
+
+
+def collect_wandb_runs(path: str, study: str) -> list[dict[str, Any]]:
+    """The same rows from the W&B API (group = study name); needs network and a key."""
+    import wandb
+
+    runs = []
+    for run in wandb.Api(timeout=30).runs(path, filters={"group": study}):
+        if run.state != "finished":
+            continue
+        cfg, summary = run.config, run.summary
+        runs.append(
+            {
+                "network": cfg.get("network"),
+                "width_multiplier": (cfg.get("network_kwargs") or {}).get("width_multiplier"),
+                "resolution": cfg.get("img_size"),
+                "dilation": (cfg.get("network_kwargs") or {}).get("dilation"),
+                "small_input": (cfg.get("network_kwargs") or {}).get("small_input"),
+                "seed": (cfg.get("lightclf_config") or {}).get("seed_everything"),
+                "run_id": run.id,
+                "top1": summary.get("test/acc1"),
+                "top5": summary.get("test/acc5"),
+                **{k: summary.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
+                "fit_seconds": summary.get("_runtime"),
+                "epochs": (summary.get("epoch") or 0) + 1,
+            }
+        )
+    return runs
+
+
+def _key(run: dict[str, Any]) -> tuple:
+    return tuple(run.get(k) for k in KEY_FACTORS)
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge seeds: mean top-1/top-5, their std and the seed list per configuration."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[_key(run)].append(run)
+    rows = []
+    for members in groups.values():
+        row = dict(members[0])
+        for metric in ("top1", "top5", "fit_seconds"):
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            row[metric] = statistics.fmean(values) if values else None
+            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["seeds"] = sorted(m.get("seed") for m in members)
+        rows.append(row)
+    return rows
+
+
+def _spec(row: dict[str, Any]) -> str:
+    kwargs = {k: row[k] for k in ("width_multiplier", "dilation", "small_input") if row.get(k) is not None}
+    body = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in kwargs.items())
+    return f"{row['network']}:{body}" if body else row["network"]
+
+
+def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_size: int = 32) -> Path | None:
+    """Inference img/s of every configuration of a study, interleaved, into reports/<study>/bench.csv."""
+    from lightclf.bench import run_bench, write_csv
+
+    runs = aggregate(collect_runs(study.save_dir, study.project, study.name))
+    pairs = sorted({(_spec(r), r["resolution"]) for r in runs if r.get("resolution")})
+    if not pairs:
+        return None
+    rows = []
+    for resolution in sorted({res for _, res in pairs}):
+        specs = [spec for spec, res in pairs if res == resolution]
+        rows += run_bench(
+            specs,
+            [resolution],
+            ["contiguous", "channels_last"],
+            ["eager"],
+            batch_size,
+            repeats,
+            warmup=2,
+            iters=5,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    return write_csv(rows, Path(out_dir) / study.name / "bench.csv")
+
+
+def _attach_throughput(rows: list[dict[str, Any]], bench_csv: Path) -> None:
+    from lightclf.bench import read_csv
+
+    if not bench_csv.exists():
+        return
+    best: dict[tuple, dict] = {}
+    for b in read_csv(bench_csv):
+        key = (b["network"], b["resolution"])
+        if key not in best or b["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = b
+    for row in rows:
+        b = best.get((_spec(row), row["resolution"]))
+        row["images_per_s"] = b["images_per_s"] if b else None
+        row["memory_format"] = b["memory_format"] if b else None
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when maximising both coordinates, sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best_y = [], float("-inf")
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def _pct(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+
+
+def _label(row: dict[str, Any]) -> str:
+    parts = [row["network"]]
+    if row.get("width_multiplier") is not None:
+        parts.append(f"α={row['width_multiplier']}")
+    if row.get("dilation") is not None:
+        parts.append(f"d={row['dilation']}")
+    return " ".join(parts)
+
+
+def _role(row: dict[str, Any]) -> str:
+    name = row["network"]
+    if name == "ddsnet":
+        return "proposed" if (row.get("dilation") or 2) > 1 else "ablation: no dilation"
+    if name.startswith("ddsnet"):
+        return "ablation: " + name.removeprefix("ddsnet_").replace("_", ", ")
+    return "baseline"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    out = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        out.append("| " + " | ".join(_cell(row, key) for _, key in columns) + " |")
+    return "\n".join(out)
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if key == "top1":
+        return _pct(value, row.get("top1_std"))
+    if key == "top5":
+        return _pct(value)
+    if value is None:
+        return "-"
+    if key == "params":
+        return f"{value / 1e6:.3f}M"
+    if key == "macs":
+        return f"{value / 1e6:.1f}M"
+    if key == "images_per_s":
+        return f"{value:.0f}"
+    if key == "label":
+        return _label(row)
+    if key == "role":
+        return _role(row)
+    if key == "seeds":
+        return ",".join(str(s) for s in value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+HEADLINE = [("network", "label"), ("role", "role"), ("px", "resolution"), ("top-1 %", "top1"), ("top-5 %", "top5"),
+            ("params", "params"), ("MACs", "macs"), ("size MB", "size_mb"), ("img/s", "images_per_s"),
+            ("RF px", "receptive_field"), ("seeds", "seeds")]  # fmt: skip
+
+
+def _factor_table(rows: list[dict[str, Any]], factor: str, held: tuple[str, ...]) -> tuple[str, list[float]]:
+    """One row per setting of the held factors; columns per value of ``factor``; deltas vs the first value."""
+    proposed = [r for r in rows if r["network"] == "ddsnet"]
+    values = sorted({r[factor] for r in proposed if r.get(factor) is not None})
+    if len(values) < 2:
+        return "", []
+    groups: dict[tuple, dict] = defaultdict(dict)
+    for r in proposed:
+        groups[tuple(r.get(h) for h in held)][r[factor]] = r
+    head = [*held, *[f"top-1 @ {factor}={v}" for v in values], f"Δ top-1 ({values[-1]} vs {values[0]})",
+            *[f"MACs @ {v}" for v in values], *[f"params @ {v}" for v in values]]  # fmt: skip
+    if factor == "dilation":
+        head += [f"RF @ {v}" for v in values]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    deltas = []
+    for held_values, by_value in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if not all(v in by_value for v in (values[0], values[-1])):
+            continue
+        delta = by_value[values[-1]]["top1"] - by_value[values[0]]["top1"]
+        deltas.append(delta)
+        cells = [str(v) for v in held_values]
+        cells += [_pct(by_value[v]["top1"]) if v in by_value else "-" for v in values]
+        cells.append(f"{100 * delta:+.2f}")
+        cells += [_cell(by_value[v], "macs") if v in by_value else "-" for v in values]
+        cells += [_cell(by_value[v], "params") if v in by_value else "-" for v in values]
+        if factor == "dilation":
+            cells += [str(by_value[v].get("receptive_field")) if v in by_value else "-" for v in values]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), deltas
+
+
+def _find(rows, **match) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def answers(rows: list[dict[str, Any]], deltas: dict[str, list[float]]) -> list[str]:
+    """The paper's questions, answered from the measured rows (no claims beyond them)."""
+    out = []
+    d = deltas.get("dilation") or []
+    if d:
+        out.append(
+            f"**Does dilation help at equal parameters?** Over {len(d)} width x resolution settings, dilation changed "
+            f"top-1 by {100 * statistics.fmean(d):+.2f} points on average (range {100 * min(d):+.2f} to "
+            f"{100 * max(d):+.2f}), with identical parameters and MACs; it widens the receptive field."
+        )
+    sep = _find(rows, network="ddsnet_plainconv")
+    if sep:
+        twin = _find(rows, network="ddsnet", width_multiplier=sep.get("width_multiplier"), resolution=sep["resolution"],
+                     dilation=sep.get("dilation") or 2)  # fmt: skip
+        if twin:
+            out.append(
+                f"**What does separability cost and save?** At α={sep.get('width_multiplier')}, {sep['resolution']} px, "
+                f"plain 3x3 convs reach {_pct(sep['top1'])}% vs {_pct(twin['top1'])}% for the separable net "
+                f"({100 * (twin['top1'] - sep['top1']):+.2f} points for separable) with "
+                f"{sep['params'] / twin['params']:.1f}x the parameters and {sep['macs'] / twin['macs']:.1f}x the MACs."
+            )
+    for factor, noun in (("width_multiplier", "width"), ("resolution", "resolution")):
+        d = deltas.get(factor) or []
+        if d:
+            out.append(
+                f"**How does {noun} trade accuracy for cost?** Raising {noun} from its lowest to its highest value "
+                f"changed top-1 by {100 * statistics.fmean(d):+.2f} points on average (see its table for the MACs and "
+                "parameters each setting costs)."
+            )
+    google = _find(rows, network="googlenet")
+    proposed = [
+        r for r in rows if r["network"] == "ddsnet" and (google is None or r["resolution"] == google["resolution"])
+    ]
+    if google and proposed:
+        best = max(proposed, key=lambda r: r["top1"])
+        out.append(
+            f"**Proposed vs GoogLeNet** ({google['resolution']} px): the best proposed configuration ({_label(best)}) "
+            f"reaches {_pct(best['top1'])}% vs GoogLeNet's {_pct(google['top1'])}% "
+            f"({100 * (best['top1'] - google['top1']):+.2f} points) with {(google['params'] - best['params']) / 1e6:.2f}M "
+            f"fewer parameters ({best['params'] / 1e6:.2f}M vs {google['params'] / 1e6:.2f}M). The paper claims about "
+            "+1 point and 3.7M fewer parameters at ImageNet-style scale."
+        )
+    return out
+
+
+def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, xlabel, log in (("params", "parameters", True), ("macs", "forward MACs / image", True),
+                             ("images_per_s", "inference images/s (CPU)", True)):  # fmt: skip
+        pts = [r for r in rows if r.get(key) and r.get("top1") is not None]
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for role, marker in (("proposed", "o"), ("ablation", "s"), ("baseline", "^")):
+            sel = [r for r in pts if _role(r).startswith(role)]
+            ax.scatter([r[key] for r in sel], [100 * r["top1"] for r in sel], marker=marker, label=role, s=40)
+            for r in sel:
+                ax.annotate(_label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
+        # Pareto front: fewer params/MACs is better, more img/s is better.
+        sign = 1 if key == "images_per_s" else -1
+        coords = [(sign * r[key], r["top1"]) for r in pts]
+        front = [pts[i] for i in pareto_front(coords)]
+        front.sort(key=lambda r: r[key])
+        ax.plot([r[key] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"accuracy_vs_{key}.png"
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, notes: str = "") -> Path:
+    """Write report.md, runs.csv and plots for ``runs`` (as returned by collect_runs)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(runs)
+    if not rows:
+        raise ConfigError(f"report: no finished runs for study {name!r}")
+    _attach_throughput(rows, out / "bench.csv")
+    rows.sort(key=lambda r: -(r["top1"] or 0))
+    with (out / "runs.csv").open("w", newline="") as fh:
+        fields = [*KEY_FACTORS, "seeds", "top1", "top1_std", "top5", "params", "macs", "size_mb", "receptive_field",
+                  "images_per_s", "fit_seconds", "epochs"]  # fmt: skip
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    anchor_res = next((r["resolution"] for r in rows if r["network"] != "ddsnet"), None)
+    headline = [r for r in rows if anchor_res is None or r["resolution"] == anchor_res]
+    sections = [f"# Study: {name}\n", notes.strip() + "\n" if notes else ""]
+    sections.append(f"## Proposed vs baselines vs ablations ({anchor_res} px)\n\n" + _table(headline, HEADLINE) + "\n")
+    deltas = {}
+    for factor, held in (("dilation", ("width_multiplier", "resolution")),
+                         ("width_multiplier", ("resolution", "dilation")),
+                         ("resolution", ("width_multiplier", "dilation"))):  # fmt: skip
+        table, deltas[factor] = _factor_table(rows, factor, held)
+        if table:
+            sections.append(f"## Effect of {factor.replace('_', ' ')} (proposed net)\n\n{table}\n")
+    found = answers(rows, deltas)
+    if found:
+        sections.append("## The paper's questions, as measured here\n\n" + "\n\n".join(f"- {a}" for a in found) + "\n")
+    sections.append(
+        "## All runs\n\n" + _table(rows, HEADLINE + [("fit s", "fit_seconds"), ("epochs", "epochs")]) + "\n"
+    )
+    plots = _plots(rows, out)
+    if plots:
+        sections.append("## Plots\n\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
+    path = out / "report.md"
+    path.write_text("\n".join(s for s in sections if s))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True, help="study YAML (its name, save_dir and project are used)")
+    parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<study name>/")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read finished runs from the W&B API")
+    parser.add_argument("--notes", metavar="FILE", help="markdown to put under the title (setup, caveats)")
+    parser.add_argument("--bench", action="store_true", help="(re)measure inference img/s before writing")
+    args = parser.parse_args(argv)
+    from lightclf.study import load_study
+
+    study = load_study(args.study)
+    runs = collect_runs(study.save_dir, study.project, study.name)
+    if args.wandb:
+        local = {r["run_id"] for r in runs}
+        runs += [r for r in collect_wandb_runs(args.wandb, study.name) if r["run_id"] not in local]
+    if args.bench:
+        bench_study(study, args.out)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    path = write_report(study.name, runs, Path(args.out) / study.name, notes)
+    print(f"wrote {path} ({len(runs)} runs)")
