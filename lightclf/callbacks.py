@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.complexity import measure_complexity
 
-__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "run_dir"]
+__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "run_dir"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -87,10 +89,17 @@ class RunRecorder(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         logger = trainer.logger
+        datamodule = trainer.datamodule
         checkpoint["lightclf"] = {
             "network": getattr(pl_module, "network_name", None),
             "wandb_id": logger.version if isinstance(logger, WandbLogger) else None,
             "run_dir": str(run_dir(trainer)),
+            # What `lightclf predict` / `export` need to preprocess images like training did.
+            "class_names": list(getattr(datamodule, "class_names", ()) or ()),
+            "mean": list(getattr(datamodule, "mean", ())),
+            "std": list(getattr(datamodule, "std", ())),
+            "native_channels": getattr(datamodule, "native_channels", 3),
+            "data_class": type(datamodule).__name__ if datamodule is not None else None,
         }
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -125,8 +134,18 @@ class RunRecorder(L.Callback):
                     logger.experiment.summary.update(test)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.is_global_zero:
-            self._record(trainer, status="failed", error=f"{type(exception).__name__}: {exception}"[:500])
+        if not trainer.is_global_zero:
+            return
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if interrupted:
+            # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact.
+            path = run_dir(trainer) / "checkpoints" / "interrupted.ckpt"
+            try:
+                trainer.save_checkpoint(path)
+            except OSError:
+                pass
+        error = f"{type(exception).__name__}: {exception}"[:500]
+        self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -161,3 +180,31 @@ class TrainThroughput(ThroughputMonitor):
 
     def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
         super().__init__(batch_size_fn=_batch_size, window_size=window_size, **kwargs)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """An always-current ``last.ckpt``, rewritten after every epoch (or every N steps).
+
+    Since Lightning 2.6 ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when a
+    top-k checkpoint was written in the same step: an epoch that did not improve the monitored
+    metric would be lost to a crash. Resuming from this file loses at most one epoch.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            every_n_train_steps=every_n_train_steps,
+            enable_version_counter=False,
+        )
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Lightning writes in place: a kill mid-write would truncate the only resumable file.
+        partial = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath

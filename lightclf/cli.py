@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.data import DataError, ImageDataModule
 from lightclf.models import ConfigError
@@ -44,6 +46,16 @@ class LightclfCLI(LightningCLI):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning replaces the model config by the checkpoint's hyperparameters; check first
+        # that the checkpoint is readable and of the network the config asks for.
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand, {}) if subcommand else {}
+        ckpt_path = config.get("ckpt_path") if config else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            _check_checkpoint(config, ckpt_path, resume=subcommand == "fit")
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         logger = config.get("trainer", {}).get("logger")
@@ -52,6 +64,35 @@ class LightclfCLI(LightningCLI):
             save_dir = init_args.get("save_dir") if init_args else None
             if save_dir:
                 Path(save_dir).mkdir(parents=True, exist_ok=True)  # wandb wants its dir to exist
+
+
+def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
+    """Fail early on a checkpoint of another network; on resume, continue its W&B run."""
+    import torch
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: {ckpt_path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ConfigError(f"ckpt_path: {ckpt_path} is not a readable checkpoint ({type(err).__name__})") from None
+    saved = ckpt.get("hyper_parameters", {})
+    model = config.get("model", {})
+    for key in ("network", "network_kwargs"):
+        want, have = model.get(key), saved.get(key)
+        if key in saved and (want or None) != (have or None):
+            raise ConfigError(
+                f"ckpt_path: {ckpt_path} holds model.{key}={have!r} but the config asks for {want!r}; "
+                "use the run's own config.yaml"
+            )
+    wandb_id = (ckpt.get("lightclf") or {}).get("wandb_id")
+    logger = config.get("trainer", {}).get("logger")
+    init_args = getattr(logger, "init_args", None)
+    if resume and wandb_id and init_args is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
+        if init_args.get("id") in (None, wandb_id):
+            init_args["id"] = wandb_id  # same W&B run and run folder: no duplicate, history continues
+            init_args["resume"] = "allow"
 
 
 def run_cli(argv: list[str]) -> None:
@@ -87,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     try:
-        if argv and argv[0] in TOOLS:
+        if argv and argv[0] == "predict" and any(a == "--input" or a.startswith("--input=") for a in argv):
+            importlib.import_module("lightclf.predict").main(argv[1:])  # photos/folders, not a data module
+        elif argv and argv[0] in TOOLS:
             module, _, func = TOOLS[argv[0]].partition(":")
             getattr(importlib.import_module(module), func or "main")(argv[1:])
         else:
@@ -95,12 +138,25 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as err:
         print(f"lightclf: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(
+            f"lightclf: error: no space left on device ({err.filename or 'checkpoint'}); "
+            "checkpoints written before are intact: free space and resume with --ckpt_path",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except ValueError as err:
         message = _instantiation_error(err)
         if message is None:
             raise
         print(f"lightclf: error: {message}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("lightclf: interrupted; resume with --ckpt_path last", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, SIGTERMException) as err:
+        # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
+        name = "SIGTERM" if isinstance(err, SIGTERMException) else "Ctrl-C"
+        print(
+            f"lightclf: interrupted by {name}; resume with --ckpt_path <run dir>/checkpoints/last.ckpt", file=sys.stderr
+        )
+        sys.exit(143 if name == "SIGTERM" else 130)

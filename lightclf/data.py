@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset, random_split
 
 __all__ = [
     "DataError",
@@ -37,6 +37,24 @@ FASHION_MNIST_CLASSES = (
 
 class DataError(RuntimeError):
     """The data set is missing, empty or malformed; the message says which path and what to do."""
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Shuffles with a generator seeded by (seed, epoch): a run resumed from a checkpoint sees
+    exactly the batches the uninterrupted run saw (Lightning calls ``set_epoch`` each epoch)."""
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def _resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
@@ -155,7 +173,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and len(dataset) > self.batch_size,
@@ -242,8 +260,12 @@ class FashionMNIST(ImageDataModule):
     def _find_idx(self, stem: str) -> Path | None:
         roots = []
         if self.data_dir:
+            # An explicit data_dir is used alone: silently training on other data would mislead.
+            if not Path(self.data_dir).is_dir() and not self.download:
+                raise DataError(f"data.data_dir {self.data_dir} does not exist (omit it to use {DEBIAN_FASHION_MNIST})")
             roots += [Path(self.data_dir), Path(self.data_dir) / "FashionMNIST" / "raw"]
-        roots.append(DEBIAN_FASHION_MNIST)
+        else:
+            roots.append(DEBIAN_FASHION_MNIST)
         for root in roots:
             for name in (f"{stem}.gz", stem):
                 if (root / name).is_file():
@@ -260,9 +282,10 @@ class FashionMNIST(ImageDataModule):
 
                 ds = TVFashionMNIST(self.data_dir, train=train, download=True)
                 return ds.data.unsqueeze(1).clone(), ds.targets.long().clone()
+            where = f"data.data_dir {self.data_dir}" if self.data_dir else str(DEBIAN_FASHION_MNIST)
             raise DataError(
-                f"Fashion-MNIST not found in data_dir={self.data_dir} nor {DEBIAN_FASHION_MNIST}: "
-                "run `apt-get install dataset-fashion-mnist` or set data.download=true with a data_dir"
+                f"Fashion-MNIST IDX files not found in {where}: run `apt-get install dataset-fashion-mnist` "
+                "or set data.download=true with a data_dir"
             )
         images = torch.from_numpy(_read_idx(img_path).copy()).unsqueeze(1)
         labels = torch.from_numpy(_read_idx(lbl_path).astype(np.int64))
@@ -396,7 +419,7 @@ class ImageFolder(ImageDataModule):
     Unreadable (corrupt or truncated) images are skipped with a warning naming the file.
     """
 
-    def __init__(self, *args, num_classes: int | None = None, **kwargs) -> None:
+    def __init__(self, *args, expected_num_classes: int | None = None, **kwargs) -> None:
         kwargs.setdefault("resolution", 224)
         kwargs.setdefault("augment", True)
         super().__init__(*args, **kwargs)
@@ -409,8 +432,10 @@ class ImageFolder(ImageDataModule):
         classes = sorted(p.name for p in train.iterdir() if p.is_dir())
         if not classes:
             raise DataError(f"data.data_dir {train} has no class sub-folders")
-        if num_classes is not None and num_classes != len(classes):
-            raise DataError(f"data.num_classes={num_classes} but {train} has {len(classes)} class folders")
+        if expected_num_classes is not None and expected_num_classes != len(classes):
+            raise DataError(
+                f"data.expected_num_classes={expected_num_classes} but {train} has {len(classes)} class folders"
+            )
         self.num_classes = len(classes)
         self.class_names = tuple(classes)
         self.root = root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,8 +35,9 @@ def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict |
             "callbacks": [
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"monitor": "val/acc1", "mode": "max", "save_last": True},
+                    "init_args": {"monitor": "val/acc1", "mode": "max"},
                 },
+                {"class_path": "lightclf.callbacks.LastCheckpoint"},
                 {"class_path": "lightclf.callbacks.RunRecorder"},
                 {"class_path": "lightclf.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
             ],
@@ -80,3 +82,14 @@ def tmp_config(tmp_path):
         return smoke_config(tmp_path, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """One short real fit (ddsnet, digits) whose best checkpoint several tests reuse."""
+    tmp = tmp_path_factory.mktemp("trained")
+    config = smoke_config(tmp, **{"trainer.max_epochs": 3, "trainer.limit_train_batches": 20})
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (tmp / "runs" / "smoke").iterdir()
+    return Path(json.loads((folder / "results.json").read_text())["best_ckpt"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_lightclf, smoke_config
 
+from conftest import run_lightclf, smoke_config
 from lightclf.wandb_records import read_run
 
 FAMILIES = {

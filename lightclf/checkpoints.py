@@ -1,0 +1,68 @@
+"""Load a trained classifier and its preprocessing from a lightclf checkpoint."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from lightclf.models import ConfigError
+from lightclf.module import ImageClassifier
+
+__all__ = ["LoadedRun", "load_run", "datamodule_from_run"]
+
+
+@dataclass
+class LoadedRun:
+    module: ImageClassifier
+    ckpt_path: Path
+    resolution: int
+    in_chans: int
+    class_names: list[str]
+    mean: list[float]
+    std: list[float]
+    native_channels: int
+    run_dir: Path | None
+
+
+def load_run(ckpt_path: str | Path) -> LoadedRun:
+    """The classifier (eval, CPU) and the preprocessing facts its checkpoint recorded."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt: {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        module = ImageClassifier.load_from_checkpoint(path, map_location="cpu")
+    except (RuntimeError, KeyError, EOFError, OSError, TypeError) as err:
+        raise ConfigError(f"--ckpt: {path} is not a lightclf checkpoint ({type(err).__name__})") from None
+    module.eval()
+    meta = raw.get("lightclf") or {}
+    hp = module.hparams
+    num_classes = hp.get("num_classes", 10)
+    names = meta.get("class_names") or [str(i) for i in range(num_classes)]
+    run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else path.parent.parent
+    return LoadedRun(
+        module=module,
+        ckpt_path=path,
+        resolution=int(hp.get("img_size", 224)),
+        in_chans=int(hp.get("in_chans", 3)),
+        class_names=list(names),
+        mean=list(meta.get("mean") or [0.5]),
+        std=list(meta.get("std") or [0.5]),
+        native_channels=int(meta.get("native_channels", 3)),
+        run_dir=run_dir if run_dir.is_dir() else None,
+    )
+
+
+def datamodule_from_run(run: LoadedRun, **overrides):
+    """Rebuild the run's data module from its saved config.yaml (for calibration and evaluation)."""
+    if run.run_dir is None or not (run.run_dir / "config.yaml").exists():
+        raise ConfigError(f"no config.yaml beside {run.ckpt_path}: cannot rebuild the data module")
+    config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    data = config["data"]
+    module_name, _, cls_name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**{**(data.get("init_args") or {}), **overrides})

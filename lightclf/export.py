@@ -1,0 +1,181 @@
+"""`python -m lightclf export`: ONNX / TorchScript export and int8 post-training quantization.
+
+Every export is checked against the PyTorch model on real images (max |logit difference|)
+and timed; int8 PTQ (FX graph mode, x86 backend) is calibrated on training images and
+evaluated on the test set, a compression axis the paper did not study. Figures go to
+``<run dir>/export.json``, which `lightclf report` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightclf.checkpoints import LoadedRun, datamodule_from_run, load_run
+from lightclf.complexity import inference_copy, state_dict_bytes
+from lightclf.models import ConfigError
+
+__all__ = ["export_onnx", "export_torchscript", "quantize_int8", "main"]
+
+
+def _latency_ms(fn, x: torch.Tensor, repeats: int = 5, iters: int = 5) -> float:
+    """Median per-image latency (ms) of ``fn`` on batch ``x``."""
+    with torch.inference_mode():
+        fn(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn(x)
+            times.append((time.perf_counter() - start) / iters)
+    return 1000 * statistics.median(times) / len(x)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor):
+        return session.run(None, {"images": x.numpy()})[0]
+
+    with torch.inference_mode():
+        expected = model(example)
+    got = torch.from_numpy(run(example))
+    return {
+        "path": str(path),
+        "size_mb": round(path.stat().st_size / 1e6, 3),
+        "max_abs_diff": float((got - expected).abs().max()),
+        "same_top1": float((got.argmax(-1) == expected.argmax(-1)).float().mean()),
+        "ms_per_image": round(_latency_ms(run, example), 4),
+        "torch_ms_per_image": round(_latency_ms(model, example), 4),
+    }
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    model = model.eval()
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, example)
+        traced = torch.jit.freeze(traced)
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
+    with torch.inference_mode():
+        expected, got = model(example), loaded(example)
+    return {
+        "path": str(path),
+        "size_mb": round(path.stat().st_size / 1e6, 3),
+        "max_abs_diff": float((got - expected).abs().max()),
+        "same_top1": float((got.argmax(-1) == expected.argmax(-1)).float().mean()),
+        "ms_per_image": round(_latency_ms(loaded, example), 4),
+    }
+
+
+def quantize_int8(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
+    """Static post-training int8 quantization (FX graph mode, x86 backend)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    model = inference_copy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(calibration[0],))
+        with torch.inference_mode():
+            for batch in calibration:
+                prepared(batch)
+        return convert_fx(prepared)
+
+
+@torch.inference_mode()
+def _accuracy(model: nn.Module, loader, datamodule) -> float:
+    correct = total = 0
+    for batch in loader:
+        x, y = datamodule.on_after_batch_transfer(batch, 0) if datamodule.tensor_batches else batch
+        correct += int((model(x).argmax(-1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def _serialized_mb(model: nn.Module, example: torch.Tensor) -> float:
+    """Size of the TorchScript file a device would load (int8 weights packed)."""
+    buffer = io.BytesIO()
+    with torch.inference_mode():
+        torch.jit.save(torch.jit.trace(model, example), buffer)
+    return round(buffer.tell() / 1e6, 3)
+
+
+def _example(run: LoadedRun, batch: int = 8) -> torch.Tensor:
+    return torch.randn(batch, run.in_chans, run.resolution, run.resolution)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--format", nargs="+", default=["onnx"], choices=["onnx", "torchscript", "int8"])
+    parser.add_argument("--out", help="output folder (default: <run dir>/export)")
+    parser.add_argument("--calibration-batches", type=int, default=8)
+    parser.add_argument("--test-subset", type=int, default=0, help="test images for the int8 accuracy (0 = all)")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| accepted for ONNX/TS")
+    args = parser.parse_args(argv)
+    run = load_run(args.ckpt)
+    out = Path(args.out) if args.out else (run.run_dir or args.ckpt.parent) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    network = inference_copy(run.module.network)
+    stem = Path(args.ckpt).stem
+    record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}
+    failures = []
+    if "onnx" in args.format:
+        record["onnx"] = export_onnx(network, _example(run), out / f"{stem}.onnx")
+    if "torchscript" in args.format:
+        record["torchscript"] = export_torchscript(network, _example(run), out / f"{stem}.pt")
+    for fmt in ("onnx", "torchscript"):
+        if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:
+            failures.append(f"{fmt} differs from PyTorch by {record[fmt]['max_abs_diff']:.2e} > {args.tolerance:g}")
+    if "int8" in args.format:
+        datamodule = datamodule_from_run(run, test_subset=args.test_subset)
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        calibration = []
+        for batch in datamodule.train_dataloader():
+            x = datamodule.on_after_batch_transfer(batch, 0)[0] if datamodule.tensor_batches else batch[0]
+            calibration.append(x)
+            if len(calibration) >= args.calibration_batches:
+                break
+        quantized = quantize_int8(network, calibration)
+        example = calibration[0][:8]
+        loader = datamodule.test_dataloader()
+        record["fp32"] = {
+            "top1": _accuracy(network, loader, datamodule),
+            "size_mb": round(state_dict_bytes(network) / 1e6, 3),
+            "file_mb": _serialized_mb(network, example),
+            "ms_per_image": round(_latency_ms(network, calibration[0]), 4),
+        }
+        record["int8"] = {
+            "top1": _accuracy(quantized, loader, datamodule),
+            "size_mb": round(state_dict_bytes(quantized) / 1e6, 3),
+            "file_mb": _serialized_mb(quantized, example),
+            "ms_per_image": round(_latency_ms(quantized, calibration[0]), 4),
+            "calibration_images": sum(len(c) for c in calibration),
+        }
+        traced = torch.jit.trace(quantized, example)
+        traced.save(str(out / f"{stem}.int8.pt"))
+    (out.parent / "export.json").write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+    if failures:
+        raise ConfigError("export check failed: " + "; ".join(failures))

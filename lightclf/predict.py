@@ -1,0 +1,99 @@
+"""`python -m lightclf predict --ckpt CKPT --input PHOTO_OR_FOLDER ...`: top-k classes of images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from lightclf.checkpoints import LoadedRun, load_run
+from lightclf.models import ConfigError
+
+__all__ = ["preprocess", "predict_paths", "main"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _expand(inputs: list[str]) -> list[Path]:
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise ConfigError(f"--input: {path} does not exist")
+    if not paths:
+        raise ConfigError(f"--input: no images found in {', '.join(inputs)}")
+    return paths
+
+
+def preprocess(image, run: LoadedRun) -> torch.Tensor:
+    """PIL image -> normalised C,H,W tensor as the run's data pipeline made them (resize + centre crop)."""
+    from torchvision.transforms import v2 as T
+
+    image = image.convert("L" if run.native_channels == 1 else "RGB")
+    transform = T.Compose([
+        T.PILToTensor(),
+        T.Resize(run.resolution, antialias=True),
+        T.CenterCrop(run.resolution),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(run.mean, run.std),
+    ])  # fmt: skip
+    x = transform(image)
+    if x.shape[0] == 1 and run.in_chans == 3:
+        x = x.expand(3, -1, -1)
+    return x
+
+
+@torch.inference_mode()
+def predict_paths(run: LoadedRun, paths: list[Path], topk: int = 5, batch_size: int = 32) -> list[dict]:
+    from PIL import Image
+
+    results, batch, batch_paths = [], [], []
+
+    def flush():
+        if not batch:
+            return
+        probs = run.module(torch.stack(batch)).softmax(-1)
+        values, indices = probs.topk(min(topk, probs.shape[-1]), dim=-1)
+        for path, vals, idxs in zip(batch_paths, values.tolist(), indices.tolist()):
+            results.append({"path": str(path), "top": [(run.class_names[i], round(v, 4)) for v, i in zip(vals, idxs)]})
+        batch.clear()
+        batch_paths.clear()
+
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                batch.append(preprocess(image, run))
+                batch_paths.append(path)
+        except (OSError, ValueError, SyntaxError) as err:
+            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
+            continue
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="a lightclf checkpoint (runs/<project>/<id>/checkpoints/*.ckpt)")
+    parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders (searched recursively)")
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    args = parser.parse_args(argv)
+    run = load_run(args.ckpt)
+    for result in predict_paths(run, _expand(args.input), args.topk, args.batch_size):
+        if args.json:
+            print(json.dumps(result))
+        else:
+            ranked = ", ".join(f"{name} {p:.1%}" for name, p in result["top"])
+            print(f"{result['path']}: {ranked}")
+    sys.stdout.flush()

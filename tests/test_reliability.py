@@ -1,0 +1,268 @@
+"""Interrupted runs resume exactly; bad input fails with one line; nothing trained is lost."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_lightclf, smoke_config
+from lightclf.wandb_records import read_run
+from lightclf.wandb_setup import choose_wandb_mode
+
+RESUME_OVERRIDES = {
+    "trainer.max_epochs": 3,
+    "trainer.limit_train_batches": 16,
+    "trainer.limit_val_batches": 3,
+    "trainer.deterministic": True,
+    "test_after_fit": True,
+}
+WIDE = {"width_multiplier": 0.25, "small_input": True}
+
+
+def _start_fit(config: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightclf", "fit", "--config", str(config), *extra],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_epoch(run_root: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for record in run_root.glob("*/results.json"):
+            try:
+                data = json.loads(record.read_text())
+            except json.JSONDecodeError:
+                continue
+            last = record.parent / "checkpoints" / "last.ckpt"
+            # last.ckpt is replaced atomically, so reading it while training is safe.
+            if (
+                data.get("epoch", -1) >= epoch
+                and last.exists()
+                and torch.load(last, weights_only=False)["epoch"] >= epoch
+            ):
+                return record.parent
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    raise TimeoutError("fit never reached the epoch")
+
+
+def _final(run_folder: Path) -> dict:
+    return json.loads((run_folder / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES)
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (tmp / "runs" / "smoke").iterdir()
+    return _final(folder)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_run, sig):
+    config = smoke_config(tmp_path, network_kwargs=WIDE, **RESUME_OVERRIDES)
+    run_root = tmp_path / "runs" / "smoke"
+    proc = _start_fit(config)
+    folder = _wait_for_epoch(run_root, 1, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+
+    last = folder / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] >= 1  # the newest epoch is kept, not only the best
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    status = _final(folder)["status"]
+    assert status != "finished"
+    if sig == signal.SIGTERM:  # graceful: recorded, and the partial epoch kept aside
+        assert status == "interrupted"
+        assert (folder / "checkpoints" / "interrupted.ckpt").exists()
+
+    resumed = run_lightclf("fit", "--config", str(config), "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [p.name for p in run_root.iterdir()] == [folder.name]  # same run folder, no duplicate
+    final = _final(folder)
+    assert final["status"] == "finished" and final["global_step"] == reference_run["global_step"] == 48
+    for key in ("test/acc1", "test/loss"):
+        assert final["test_metrics"][key] == pytest.approx(reference_run["test_metrics"][key], abs=1e-6)
+    assert final["fit_metrics"]["val/loss"] == pytest.approx(reference_run["fit_metrics"]["val/loss"], abs=1e-6)
+
+    # W&B: both segments belong to one run id; together they hold every training step.
+    segments = [read_run(p) for p in sorted((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))]
+    assert {s["id"] for s in segments} == {folder.name} and len(segments) == 2
+    steps = {row["trainer/global_step"] for s in segments for row in s["history"] if "train/loss" in row}
+    assert max(steps) == 47 and len(steps) >= 40
+    assert "test/acc1" in segments[-1]["summary"]
+
+
+def test_nan_loss_stops_with_a_message(tmp_path):
+    config = smoke_config(tmp_path, **{"model.optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e30}}})
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("lightclf: error: training loss is") and "lower the learning rate" in last
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    assert _final(folder)["status"] == "failed"
+
+
+def test_no_disk_space_keeps_earlier_checkpoints(tmp_path, monkeypatch, capsys):
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    from lightclf.cli import main
+
+    monkeypatch.chdir(REPO)
+    config = smoke_config(tmp_path, **{"trainer.max_epochs": 3, "trainer.limit_train_batches": 3})
+    real_save, calls = torch_io._atomic_save, []
+
+    def save_then_fill_disk(checkpoint, path):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 0 wrote best + last; the disk is full afterwards (epoch 1's last)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(torch_io, "_atomic_save", save_then_fill_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config)])
+    assert exit_info.value.code == 2
+    assert "no space left on device" in capsys.readouterr().err.strip().splitlines()[-1]
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    kept = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in kept
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] >= 0  # readable, intact
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fashion_config(tmp_path: Path, data_dir: Path) -> Path:
+    return smoke_config(
+        tmp_path,
+        **{
+            "data": {
+                "class_path": "lightclf.data.FashionMNIST",
+                "init_args": {"data_dir": str(data_dir), "resolution": 28},
+            }
+        },
+    )
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "labels", "truncated"])
+def test_bad_data_dir_fails_with_one_line(tmp_path, case):
+    data_dir = tmp_path / "fmnist"
+    if case != "missing":
+        data_dir.mkdir()
+    if case in ("labels", "truncated"):
+        for prefix, n in (("train", 64), ("t10k", 16)):
+            _write_idx(data_dir / f"{prefix}-images-idx3-ubyte.gz", np.zeros((n, 28, 28)))
+            labels = np.arange(n) % 10
+            if case == "labels":
+                labels[3] = 12
+            _write_idx(data_dir / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        if case == "truncated":
+            raw = gzip.open(data_dir / "train-images-idx3-ubyte.gz").read()
+            with gzip.open(data_dir / "train-images-idx3-ubyte.gz", "wb") as fh:
+                fh.write(raw[: len(raw) // 2])
+    result = run_lightclf("fit", "--config", str(_fashion_config(tmp_path, data_dir)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    expected = {
+        "missing": "does not exist",
+        "empty": "IDX files not found in data.data_dir",
+        "labels": "labels outside [0, 10)",
+        "truncated": "is truncated",
+    }[case]
+    assert last.startswith("lightclf: error:") and expected in last, last
+
+
+def test_corrupt_image_in_image_folder_is_skipped_with_warning(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "folder" / "train"
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            shade = 40 if label == "cats" else 200
+            pixels = np.clip(rng.normal(shade, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    (root / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = smoke_config(
+        tmp_path,
+        **{
+            "data": {
+                "class_path": "lightclf.data.ImageFolder",
+                "init_args": {
+                    "data_dir": str(tmp_path / "folder"),
+                    "resolution": 32,
+                    "batch_size": 8,
+                    "val_fraction": 0.25,
+                },
+            },
+            "trainer.limit_train_batches": 3,
+        },
+    )
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipping unreadable image" in result.stderr and "broken.png" in result.stderr
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    assert _final(folder)["status"] == "finished"
+
+
+def test_checkpoint_from_another_network_is_refused(tmp_path, trained_checkpoint):
+    config = smoke_config(tmp_path, network="ddsnet_nodilation")
+    result = run_lightclf("test", "--config", str(config), "--ckpt_path", str(trained_checkpoint))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "holds model.network='ddsnet' but the config asks for 'ddsnet_nodilation'" in last
+
+
+def test_unreadable_checkpoint_is_refused(tmp_path):
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = run_lightclf("fit", "--config", str(smoke_config(tmp_path)), "--ckpt_path", str(bogus))
+    assert result.returncode == 2 and "is not a readable checkpoint" in result.stderr.strip().splitlines()[-1]
+
+
+def test_wandb_modes(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    mode, notice = choose_wandb_mode()
+    assert mode == "offline" and "no W&B API key" in notice and "wandb sync" in notice
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://10.255.255.1:9")  # unroutable: a bounded wait
+    start = time.time()
+    mode, notice = choose_wandb_mode(timeout_s=1.0)
+    assert mode == "offline" and "unreachable" in notice and time.time() - start < 3
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert choose_wandb_mode() == ("disabled", None)
+
+
+def test_fit_with_key_but_unreachable_server_goes_offline(tmp_path):
+    env = {**os.environ, "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "PYTHONPATH": str(REPO)}
+    env.pop("WANDB_MODE", None)
+    config = smoke_config(tmp_path, **{"trainer.max_epochs": 1, "trainer.limit_train_batches": 2})
+    start = time.time()
+    result = subprocess.run([sys.executable, "-m", "lightclf", "fit", "--config", str(config)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "W&B server unreachable" in result.stderr
+    assert list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert time.time() - start < 120
