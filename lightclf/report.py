@@ -53,6 +53,7 @@ def collect_runs(save_dir: str | Path, project: str, study: str | None = None) -
                 "receptive_field": complexity.get("receptive_field"),
                 "fit_seconds": results.get("fit_seconds"),
                 "epochs": (results.get("epoch") or 0) + 1,
+                "export": _read_json(folder / "export.json") or None,
             }
         )
     return runs
@@ -348,6 +349,31 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
     return written
 
 
+def _deployment_table(rows: list[dict[str, Any]]) -> str:
+    """int8 post-training quantization and ONNX figures of runs that `lightclf export` processed."""
+    lines = []
+    for row in rows:
+        export = row.get("export") or {}
+        fp32, int8, onnx = export.get("fp32"), export.get("int8"), export.get("onnx")
+        if not (fp32 and int8):
+            continue
+        onnx_diff = f"{onnx['max_abs_diff']:.1e}" if onnx else "-"
+        lines.append(
+            f"| {_label(row)} | {row['resolution']} | {_pct(fp32['top1'])} | {_pct(int8['top1'])} | "
+            f"{100 * (int8['top1'] - fp32['top1']):+.2f} | {fp32['file_mb']:.3f} | {int8['file_mb']:.3f} | "
+            f"{fp32['file_mb'] / int8['file_mb']:.2f}x | {fp32['ms_per_image']:.3f} | {int8['ms_per_image']:.3f} | "
+            f"{onnx_diff} |"
+        )
+    if not lines:
+        return ""
+    head = (
+        "## Deployment: int8 post-training quantization (not studied by the paper)\n\n"
+        "| network | px | fp32 top-1 % | int8 top-1 % | Δ | fp32 MB | int8 MB | smaller | fp32 ms/img | int8 ms/img "
+        "| ONNX max abs diff |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(lines) + "\n"
+
+
 def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, notes: str = "") -> Path:
     """Write report.md, runs.csv and plots for ``runs`` (as returned by collect_runs)."""
     out = Path(out_dir)
@@ -377,6 +403,9 @@ def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, not
     found = answers(rows, deltas)
     if found:
         sections.append("## The paper's questions, as measured here\n\n" + "\n\n".join(f"- {a}" for a in found) + "\n")
+    deploy = _deployment_table(rows)
+    if deploy:
+        sections.append(deploy)
     sections.append(
         "## All runs\n\n" + _table(rows, HEADLINE + [("fit s", "fit_seconds"), ("epochs", "epochs")]) + "\n"
     )

@@ -88,7 +88,14 @@ def tmp_config(tmp_path):
 def trained_checkpoint(tmp_path_factory) -> Path:
     """One short real fit (ddsnet, digits) whose best checkpoint several tests reuse."""
     tmp = tmp_path_factory.mktemp("trained")
-    config = smoke_config(tmp, **{"trainer.max_epochs": 3, "trainer.limit_train_batches": 20})
+    config = smoke_config(
+        tmp,
+        **{
+            "trainer.max_epochs": 6,
+            "trainer.limit_train_batches": 1.0,
+            "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003}},
+        },
+    )
     result = run_lightclf("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
     (folder,) = (tmp / "runs" / "smoke").iterdir()

@@ -1,0 +1,78 @@
+"""Export (ONNX, TorchScript, int8) matches PyTorch; predict classifies real photos and folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import run_lightclf
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.jpg")
+    Image.fromarray(data.coffee()).save(folder / "coffee.png")
+    (folder / "nested").mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "nested" / "astronaut.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
+    out = tmp_path / "export"
+    result = run_lightclf(
+        "export", "--ckpt", str(trained_checkpoint), "--format", "onnx", "torchscript", "int8", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "export.json").read_text())
+    for fmt in ("onnx", "torchscript"):
+        assert record[fmt]["max_abs_diff"] < 1e-3 and record[fmt]["same_top1"] == 1.0
+        assert record[fmt]["ms_per_image"] > 0
+    assert (out / f"{trained_checkpoint.stem}.onnx").exists() and (out / f"{trained_checkpoint.stem}.pt").exists()
+    fp32, int8 = record["fp32"], record["int8"]
+    assert int8["file_mb"] < fp32["file_mb"] / 2  # int8 weights: about 4x smaller, minus metadata
+    assert fp32["top1"] > 0.5  # the trained net is real
+    assert int8["top1"] > fp32["top1"] - 0.1  # PTQ keeps most of the accuracy
+    assert int8["calibration_images"] >= 32
+
+
+def test_onnx_runs_in_onnxruntime_on_its_own(trained_checkpoint, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    result = run_lightclf("export", "--ckpt", str(trained_checkpoint), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    session = ort.InferenceSession(
+        str(tmp_path / f"{trained_checkpoint.stem}.onnx"), providers=["CPUExecutionProvider"]
+    )
+    logits = session.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0]
+    assert logits.shape == (3, 10)  # dynamic batch axis
+
+
+def test_predict_photos_and_folder(trained_checkpoint, photos):
+    result = run_lightclf(
+        "predict", "--ckpt", str(trained_checkpoint), "--input", str(photos / "chelsea.jpg"), str(photos), "--topk", "3",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["chelsea.jpg", "chelsea.jpg", "coffee.png", "astronaut.jpg"]
+    for row in rows:
+        names = [name for name, _ in row["top"]]
+        probs = [p for _, p in row["top"]]
+        assert len(names) == 3 and set(names) <= {str(i) for i in range(10)}  # digits' class names
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert rows[0] == rows[1]  # deterministic
+    assert "skipping unreadable image" in result.stderr and "broken.jpg" in result.stderr
+
+
+def test_predict_bad_inputs(trained_checkpoint, tmp_path):
+    result = run_lightclf("predict", "--ckpt", str(trained_checkpoint), "--input", str(tmp_path / "nope.jpg"))
+    assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
+    result = run_lightclf("predict", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path))
+    assert result.returncode == 2 and "missing.ckpt does not exist" in result.stderr.strip().splitlines()[-1]
