@@ -160,7 +160,7 @@ def run_bench(
                         continue
                     cases.append(case)
     for round_idx in range(repeats):
-        for case in cases:
+        for case in cases if round_idx % 2 == 0 else cases[::-1]:
             case.times.append(_time_batches(case, case.x, iters))
         log(f"round {round_idx + 1}/{repeats} done")
     rows = []
@@ -306,8 +306,10 @@ def run_compare(
                 for case in cases:
                     for _ in range(3):
                         case(case.x)
-                for _ in range(repeats):
-                    for case in cases:
+                for round_idx in range(repeats):
+                    # Alternate who goes first: a machine that speeds up or slows down within a
+                    # round would otherwise bias the ratio towards one side.
+                    for case in cases if round_idx % 2 == 0 else cases[::-1]:
                         case.times.append(_time_batches(case, case.x, iters))
                 ratios = [ref / cand for cand, ref in zip(cases[0].times, cases[1].times)]
                 row = {
@@ -333,7 +335,7 @@ def compare_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolutions", nargs="+", type=int, default=[32, 64, 96, 160, 224])
     parser.add_argument("--formats", nargs="+", default=["contiguous", "channels_last"])
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--out", default="reports/bench/compare.csv")
     args = parser.parse_args(argv)

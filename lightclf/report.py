@@ -199,6 +199,10 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "label":
+        return _label(row)
+    if key == "role":
+        return _role(row)
     value = row.get(key)
     if key == "top1":
         return _pct(value, row.get("top1_std"))
@@ -212,10 +216,6 @@ def _cell(row: dict[str, Any], key: str) -> str:
         return f"{value / 1e6:.1f}M"
     if key == "images_per_s":
         return f"{value:.0f}"
-    if key == "label":
-        return _label(row)
-    if key == "role":
-        return _role(row)
     if key == "seeds":
         return ",".join(str(s) for s in value)
     if isinstance(value, float):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import netrc
 import os
-import socket
 import sys
+import urllib.error
+import urllib.request
 from urllib.parse import urlparse
 
 __all__ = ["choose_wandb_mode", "configure_wandb"]
@@ -22,12 +23,15 @@ def _has_api_key() -> bool:
 
 
 def _reachable(timeout_s: float) -> bool:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """Any HTTP answer from the W&B server within the timeout (a bare TCP connect is not enough:
+    proxies and sandboxes accept connections they never answer)."""
+    base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
     try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout_s):
-            return True
-    except OSError:
+        urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # the server answered, if only with an error status
+    except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
@@ -50,6 +54,9 @@ def configure_wandb(timeout_s: float = 5.0) -> str:
     mode, notice = choose_wandb_mode(timeout_s)
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "60")
+    # Flush W&B's local transaction log every second (default 15 s): a SIGKILLed run keeps
+    # its history up to a second before the kill; a resumed run re-logs from its checkpoint.
+    os.environ.setdefault("WANDB__TRANSACTION_LOG_FLUSH_INTERVAL", "1")
     os.environ.setdefault("WANDB_SILENT", "true")
     if notice:
         print(f"lightclf: {notice}", file=sys.stderr)

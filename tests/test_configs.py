@@ -8,10 +8,15 @@ import pytest
 
 from lightclf.cli import LightclfCLI
 from lightclf.data import ImageDataModule
+from lightclf.models import create_network
 from lightclf.module import ImageClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted([*REPO.glob("configs/*.yaml"), *REPO.glob("configs/models/*.yaml"), *REPO.glob("baselines/*.yaml")])
+CONFIGS = sorted(
+    [*REPO.glob("configs/*.yaml"), *REPO.glob("configs/models/*.yaml"), *REPO.glob("baselines/*.yaml"),
+     *REPO.glob("configs/study/*_base.yaml")]
+)  # fmt: skip
+STUDIES = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.stem.endswith("_base"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
@@ -39,3 +44,20 @@ def test_every_network_has_a_config():
     names = {p.stem for p in CONFIGS}
     assert set(PROPOSED_NETWORKS) <= names
     assert {"googlenet", "mobilenetv1_100", "mobilenetv2_100", "mobilenetv3_large_100"} <= names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_study_configs_load(path, monkeypatch):
+    from lightclf.study import load_study
+
+    monkeypatch.chdir(REPO)
+    study = load_study(path)
+    specs = study.specs()
+    assert len({s.run_id for s in specs}) == len(specs) >= 10
+    networks = {s.factors["network"] for s in specs}
+    assert {"ddsnet", "googlenet", "mobilenetv1_100", "mobilenetv2_100", "ddsnet_plainconv"} <= networks
+    for spec in specs:  # every grid point is buildable at its resolution
+        f = spec.factors
+        if f["network"].startswith("ddsnet"):
+            kwargs = {k: f[k] for k in ("width_multiplier", "dilation", "small_input") if k in f}
+            create_network(f["network"], 10, **kwargs).check_input_size(f["resolution"])

@@ -56,7 +56,7 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path):
     record["status"] = "interrupted"
     (victim / "results.json").write_text(json.dumps(record))
     resumed = run_lightclf("study", "--config", str(tiny_study), "--no-bench")
-    assert resumed.returncode == 0
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert resumed.stderr.count("finished earlier, skipped") == 4 and "resuming from" in resumed.stderr
 
     out = tmp_path / "reports"
