@@ -23,15 +23,13 @@ def _has_api_key() -> bool:
 
 
 def _reachable(timeout_s: float) -> bool:
-    """Any HTTP answer from the W&B server within the timeout (a bare TCP connect is not enough:
-    proxies and sandboxes accept connections they never answer)."""
+    """The W&B server's health check answers 2xx within the timeout. A bare TCP connect or any
+    HTTP answer is not enough: proxies and sandboxes accept connections and answer 404/403."""
     base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
     try:
-        urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s).close()
-        return True
-    except urllib.error.HTTPError:
-        return True  # the server answered, if only with an error status
-    except (urllib.error.URLError, OSError, ValueError):
+        with urllib.request.urlopen(f"{base}/healthz", timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):  # HTTPError (4xx/5xx) is a URLError
         return False
 
 
@@ -45,7 +43,10 @@ def choose_wandb_mode(timeout_s: float = 5.0) -> tuple[str, str | None]:
             "no W&B API key found: logging offline (run `wandb login`, then `wandb sync runs/wandb/offline-run-*`)",
         )
     if not _reachable(timeout_s):
-        return "offline", f"W&B server unreachable within {timeout_s:.0f} s: logging offline (`wandb sync` later)"
+        return "offline", (
+            f"W&B server unreachable within {timeout_s:.0f} s: logging offline (`wandb sync` later; "
+            "WANDB_MODE=online forces online)"
+        )
     return "online", None
 
 
