@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,16 @@ def run_study(study: Study, extra_args: list[str] | None = None, dry_run: bool =
             continue
         study.run_dir(spec).mkdir(parents=True, exist_ok=True)
         (study.run_dir(spec) / "study.json").write_text(json.dumps({"study": study.name, **spec.factors}, indent=2))
-        result = subprocess.run([sys.executable, "-m", "lightclf", *args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        command = [sys.executable, "-m", "lightclf", *args]
+        result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if result.returncode not in (0, 2, 130, 143):
+            # One retry after a pause: W&B's service can still hold the run id of a process that
+            # just ended ("run ID ... is in use"); config errors (2) and interrupts are final.
+            time.sleep(10)
+            if last.exists() and "--ckpt_path" not in command:
+                command += ["--ckpt_path", str(last)]
+            log(f"[{index}/{len(specs)}] {spec.name}: exit {result.returncode}, retrying once")
+            result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         outcome[spec.run_id] = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
         log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
     return outcome
