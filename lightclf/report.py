@@ -389,10 +389,16 @@ def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, not
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    anchor_res = next((r["resolution"] for r in rows if r["network"] != "ddsnet"), None)
-    headline = [r for r in rows if anchor_res is None or r["resolution"] == anchor_res]
+    # Headline: everything at the baselines' resolution, plus every ablation and baseline row.
+    baselines = [r for r in rows if _role(r) == "baseline"]
+    anchor_res = (baselines[0] if baselines else rows[0])["resolution"]
+    headline = [r for r in rows if r["resolution"] == anchor_res or _role(r) != "proposed"]
     sections = [f"# Study: {name}\n", notes.strip() + "\n" if notes else ""]
-    sections.append(f"## Proposed vs baselines vs ablations ({anchor_res} px)\n\n" + _table(headline, HEADLINE) + "\n")
+    sections.append(
+        f"## Proposed vs baselines vs ablations ({anchor_res} px and every ablation/baseline)\n\n"
+        + _table(headline, HEADLINE)
+        + "\n"
+    )
     deltas = {}
     for factor, held in (("dilation", ("width_multiplier", "resolution")),
                          ("width_multiplier", ("resolution", "dilation")),
