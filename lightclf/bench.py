@@ -82,6 +82,16 @@ def _time_batches(fn, x: torch.Tensor, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
+    """Time every case once per round; alternate who goes first, since a machine that speeds
+    up or slows down within a round would otherwise bias comparisons towards one side."""
+    for round_idx in range(repeats):
+        for case in cases if round_idx % 2 == 0 else cases[::-1]:
+            case.times.append(_time_batches(case, case.x, iters))
+        if log:
+            log(f"round {round_idx + 1}/{repeats} done")
+
+
 class _Case:
     def __init__(self, spec: str, resolution: int, memory_format: str, backend: str, batch: int, device: str):
         name, kwargs = parse_model_spec(spec)
@@ -159,10 +169,7 @@ def run_bench(
                         )
                         continue
                     cases.append(case)
-    for round_idx in range(repeats):
-        for case in cases if round_idx % 2 == 0 else cases[::-1]:
-            case.times.append(_time_batches(case, case.x, iters))
-        log(f"round {round_idx + 1}/{repeats} done")
+    _time_rounds(cases, repeats, iters, log)
     rows = []
     for case in cases:
         spec, resolution, memory_format, backend, batch = case.key
@@ -306,11 +313,7 @@ def run_compare(
                 for case in cases:
                     for _ in range(3):
                         case(case.x)
-                for round_idx in range(repeats):
-                    # Alternate who goes first: a machine that speeds up or slows down within a
-                    # round would otherwise bias the ratio towards one side.
-                    for case in cases if round_idx % 2 == 0 else cases[::-1]:
-                        case.times.append(_time_batches(case, case.x, iters))
+                _time_rounds(cases, repeats, iters)
                 ratios = [ref / cand for cand, ref in zip(cases[0].times, cases[1].times)]
                 row = {
                     "comparison": label,

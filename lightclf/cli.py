@@ -11,6 +11,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightclf.callbacks import RunConfigSaver
 from lightclf.data import DataError, ImageDataModule
 from lightclf.models import ConfigError
 from lightclf.module import ImageClassifier
@@ -101,17 +102,11 @@ def run_cli(argv: list[str]) -> None:
         ImageClassifier,
         ImageDataModule,
         subclass_mode_data=True,
-        save_config_callback=_config_saver(),
+        save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         args=argv,
         parser_kwargs={"description": "lightclf: train and compare lightweight image classifiers"},
     )
-
-
-def _config_saver():
-    from lightclf.callbacks import RunConfigSaver
-
-    return RunConfigSaver
 
 
 def _instantiation_error(err: ValueError) -> str | None:
