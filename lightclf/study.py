@@ -168,18 +168,25 @@ def run_study(study: Study, extra_args: list[str] | None = None, dry_run: bool =
         study.run_dir(spec).mkdir(parents=True, exist_ok=True)
         (study.run_dir(spec) / "study.json").write_text(json.dumps({"study": study.name, **spec.factors}, indent=2))
         command = [sys.executable, "-m", "lightclf", *args]
-        result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        result = subprocess.run(command, env=_run_env())
         if result.returncode not in (0, 2, 130, 143):
-            # One retry after a pause: W&B's service can still hold the run id of a process that
-            # just ended ("run ID ... is in use"); config errors (2) and interrupts are final.
+            # One retry after a pause for transient failures; config errors (2) and interrupts are final.
             time.sleep(10)
             if last.exists() and "--ckpt_path" not in command:
                 command += ["--ckpt_path", str(last)]
             log(f"[{index}/{len(specs)}] {spec.name}: exit {result.returncode}, retrying once")
-            result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            result = subprocess.run(command, env=_run_env())
         outcome[spec.run_id] = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
         log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
     return outcome
+
+
+def _run_env() -> dict[str, str]:
+    """Environment of one run's process. WANDB_SERVICE is dropped: a W&B service inherited from the
+    caller (set by any earlier wandb.init in it) would be shared by every run, and it refuses a
+    run id it still holds ("run ID ... is in use"), which breaks resuming a run."""
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def sweep_config(study: Study, study_path: str) -> dict[str, Any]:

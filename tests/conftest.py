@@ -17,6 +17,18 @@ os.environ.pop("WANDB_API_KEY", None)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def isolated_environment():
+    """Undo what an in-process fit leaves behind: lightclf sets WANDB_MODE, and wandb exports
+    WANDB_SERVICE, which would make later subprocess fits share this process's W&B service."""
+    saved = dict(os.environ)
+    yield
+    if "WANDB_SERVICE" in os.environ and "WANDB_SERVICE" not in saved and "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict | None = None, **overrides) -> Path:
     """A real fit config on digits at 32 px: a few dozen steps on 2 CPU cores."""
     config = {

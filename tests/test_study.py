@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 
 import pytest
@@ -35,7 +36,23 @@ def tiny_study(tmp_path):
     return path
 
 
-def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path):
+@pytest.fixture
+def parent_wandb_service(monkeypatch):
+    """This process holds a live W&B service (as after any in-process wandb.init): wandb exports
+    WANDB_SERVICE, which every child process would inherit and share."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_SERVICE", "unset")  # so that teardown restores the variable's absence
+    monkeypatch.delenv("WANDB_SERVICE")
+    wandb.setup().ensure_service()
+    assert "WANDB_SERVICE" in os.environ
+    yield
+    wandb.teardown()
+
+
+def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_service):
+    # The runner gives each run its own W&B service: with a shared one, resuming a run id
+    # that an earlier process used failed with "run ID ... is in use" (CI, stop 6).
     result = run_lightclf("study", "--config", str(tiny_study), "--no-bench")
     assert result.returncode == 0, result.stderr[-3000:]
     folders = list((tmp_path / "runs" / "tiny-study").iterdir())
