@@ -97,15 +97,22 @@ def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
 
 
 def run_cli(argv: list[str]) -> None:
-    configure_wandb()
+    if not any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv):  # no run starts
+        configure_wandb()
     LightclfCLI(
         ImageClassifier,
         ImageDataModule,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
-        args=argv,
-        parser_kwargs={"description": "lightclf: train and compare lightweight image classifiers"},
+        args=None if argv == sys.argv[1:] else argv,  # LightningCLI warns when both are given
+        parser_kwargs={
+            "prog": "lightclf",
+            "description": "lightclf: train and compare lightweight image classifiers",
+            "epilog": "More commands (each has --help): "
+            + ", ".join(f"lightclf {name}" for name in TOOLS)
+            + ", lightclf predict --ckpt CKPT --input IMAGES (photos and folders).",
+        },
     )
 
 

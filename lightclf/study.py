@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -162,7 +163,7 @@ def run_study(study: Study, extra_args: list[str] | None = None, dry_run: bool =
         else:
             log(f"[{index}/{len(specs)}] {spec.name}: starting ({spec.run_id})")
         if dry_run:
-            log("  python -m lightclf " + " ".join(args))
+            log("  python -m lightclf " + shlex.join(args))  # copy-pastable into a shell
             outcome[spec.run_id] = "dry-run"
             continue
         study.run_dir(spec).mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,37 @@ def test_study_configs_load(path, monkeypatch):
         if f["network"].startswith("ddsnet"):
             kwargs = {k: f[k] for k in ("width_multiplier", "dilation", "small_input") if k in f}
             create_network(f["network"], 10, **kwargs).check_input_size(f["resolution"])
+
+
+def test_help_lists_every_command():
+    from conftest import run_lightclf
+
+    result = run_lightclf("--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: lightclf ")
+    for command in ("fit", "bench", "bench-compare", "study", "report", "export", "--input IMAGES"):
+        assert command in result.stdout
+    assert "W&B" not in result.stderr and "Warning" not in result.stderr  # no run starts, nothing to warn about
+
+
+def test_study_dry_run_prints_runnable_commands(tmp_path):
+    import shlex
+
+    import yaml
+
+    from conftest import run_lightclf
+    from lightclf.study import load_study
+
+    study = yaml.safe_load((REPO / "configs/study/fmnist_compression.yaml").read_text())
+    study.update(base_config=str(REPO / study["base_config"]), save_dir=str(tmp_path / "runs"))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = run_lightclf("study", "--config", str(path), "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("python -m lightclf")]
+    loaded = load_study(path)
+    specs = loaded.specs()
+    assert len(commands) == len(specs) == 11
+    for command, spec in zip(commands, specs):  # a shell hands lightclf the runner's exact argument list
+        assert shlex.split(command)[3:] == spec.cli_args(loaded.base_config, loaded.save_dir, loaded.project)
+    assert not (tmp_path / "runs").exists()  # a dry run trains and writes nothing
