@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -28,6 +30,46 @@ TOOLS = {
     "export": "lightclf.export",
 }
 USER_ERRORS = (ConfigError, DataError, FloatingPointError, FileNotFoundError)
+
+
+# Lines of jsonargparse's error reports that repeat the obvious (union plumbing, the given value).
+_GENERIC_ERROR_LINES = (
+    "Does not validate against", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>",
+    "Expected a path but",
+)  # fmt: skip
+
+
+def one_line_error(message: str) -> str:
+    """jsonargparse's multi-line report as one line: the parser key and the specific reason."""
+    lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
+    lines = [line.replace('in "<unicode string>", ', "") for line in lines if line]
+    if not lines:
+        return message
+    match = re.match(r'Parser key "([^"]+)":\s*(.*)$', lines[0])
+    if not match:
+        return " ".join(lines)
+    key, rest = match.groups()
+    details: list[str] = []
+    for line in lines[1:]:
+        if not line.startswith(_GENERIC_ERROR_LINES) and line not in details:
+            details.append(line)
+    detail = " ".join(details) or rest
+    given = next((line.partition(":")[2].strip() for line in lines if line.startswith("Given value:")), "")
+    if given and "Got value" not in detail:
+        detail += f" (given: {given})"
+    return f"{key}: {detail}"
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """Config and command-line mistakes end in one line, not a page of usage and union plumbing."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)  # raises: a parent parser reports it
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        print(f"lightclf: error: {one_line_error(message)} (options: {prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 class LightclfCLI(LightningCLI):
@@ -105,6 +147,7 @@ def run_cli(argv: list[str]) -> None:
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
+        parser_class=OneLineErrorParser,
         args=None if argv == sys.argv[1:] else argv,  # LightningCLI warns when both are given
         parser_kwargs={
             "prog": "lightclf",

@@ -15,6 +15,7 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
 REPO = Path(__file__).resolve().parents[1]
+PYTHONPATH = f"{REPO}{os.pathsep}{REPO / 'tests'}"  # subprocess fits can load test helpers (kill_points)
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,14 @@ def isolated_environment():
         sys.modules["wandb"].teardown()
     os.environ.clear()
     os.environ.update(saved)
+
+
+SMOKE_CALLBACKS = [
+    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/acc1", "mode": "max"}},
+    {"class_path": "lightclf.callbacks.LastCheckpoint"},
+    {"class_path": "lightclf.callbacks.RunRecorder"},
+    {"class_path": "lightclf.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
+]
 
 
 def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict | None = None, **overrides) -> Path:
@@ -44,15 +53,7 @@ def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict |
                 "class_path": "lightning.pytorch.loggers.WandbLogger",
                 "init_args": {"project": "smoke", "save_dir": str(tmp_path / "runs"), "tags": ["test"]},
             },
-            "callbacks": [
-                {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {"monitor": "val/acc1", "mode": "max"},
-                },
-                {"class_path": "lightclf.callbacks.LastCheckpoint"},
-                {"class_path": "lightclf.callbacks.RunRecorder"},
-                {"class_path": "lightclf.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
-            ],
+            "callbacks": SMOKE_CALLBACKS,
         },
         "model": {
             "network": network,
@@ -77,7 +78,7 @@ def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict |
 
 
 def run_lightclf(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
     return subprocess.run(
         [sys.executable, "-m", "lightclf", *args],
         cwd=cwd or REPO,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_lightclf, smoke_config
+from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_config
 from lightclf.wandb_records import read_run
 from lightclf.wandb_setup import choose_wandb_mode
 
@@ -31,32 +31,19 @@ WIDE = {"width_multiplier": 0.25, "small_input": True}
 
 
 def _start_fit(config: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
     return subprocess.Popen(
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), *extra],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
-def _wait_for_epoch(run_root: Path, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> Path:
+def _wait_for_marker(marker: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        for record in run_root.glob("*/results.json"):
-            try:
-                data = json.loads(record.read_text())
-            except json.JSONDecodeError:
-                continue
-            last = record.parent / "checkpoints" / "last.ckpt"
-            # last.ckpt is replaced atomically, so reading it while training is safe.
-            if (
-                data.get("epoch", -1) >= epoch
-                and last.exists()
-                and torch.load(last, weights_only=False)["epoch"] >= epoch
-            ):
-                return record.parent
+    while not marker.exists():
         assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "fit never reached the kill point"
         time.sleep(0.05)
-    raise TimeoutError("fit never reached the epoch")
 
 
 def _final(run_folder: Path) -> dict:
@@ -75,17 +62,25 @@ def reference_run(tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_run, sig):
-    config = smoke_config(tmp_path, network_kwargs=WIDE, **RESUME_OVERRIDES)
+    # Killed mid-epoch: at step 37 of 80, i.e. 5 of the 16 steps of epoch 2 (a test callback pauses there).
+    marker = tmp_path / "kill-point"
+    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 37, "marker": str(marker)}}
+    overrides = {**RESUME_OVERRIDES, "trainer.callbacks": [*SMOKE_CALLBACKS, pause]}
+    config = smoke_config(tmp_path, network_kwargs=WIDE, **overrides)
     run_root = tmp_path / "runs" / "smoke"
     proc = _start_fit(config)
-    folder = _wait_for_epoch(run_root, 1, proc)
-    time.sleep(1.5)  # W&B flushes its log every second: what was logged before the checkpoint is on disk
+    _wait_for_marker(marker, proc)
+    time.sleep(1.5)  # W&B flushes its log every second: steps up to the kill point are on disk
     assert proc.poll() is None, "the fit ended before it could be killed"
     proc.send_signal(sig)
     proc.wait(timeout=120)
 
+    (folder,) = run_root.iterdir()
     last = folder / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["epoch"] >= 1  # the newest epoch is kept, not only the best
+    assert torch.load(last, weights_only=False)["global_step"] == 32  # the end of epoch 1 is kept, not only the best
+    killed_segment = read_run(next((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")))
+    logged = max(row["trainer/global_step"] for row in killed_segment["history"] if "train/loss" in row)
+    assert 36 <= logged < 47  # trained past the checkpoint, inside epoch 2 (SIGTERM ends the current batch)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     status = _final(folder)["status"]
     assert status != "finished"
