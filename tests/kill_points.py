@@ -12,7 +12,7 @@ class PauseAtStep(Callback):
     """Before batch ``step`` (steps 0..step-1 trained and logged), write ``marker`` and sleep; only
     once, not again on resume."""
 
-    def __init__(self, step: int, marker: str, pause_s: float = 5.0) -> None:
+    def __init__(self, step: int, marker: str, pause_s: float = 10.0) -> None:
         self.step, self.marker, self.pause_s = step, Path(marker), pause_s
 
     def on_train_batch_start(self, trainer, *args) -> None:
