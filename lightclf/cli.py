@@ -64,8 +64,8 @@ class OneLineErrorParser(LightningArgumentParser):
     """Config and command-line mistakes end in one line, not a page of usage and union plumbing."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:
-            super().error(message, ex)  # raises: a parent parser reports it
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG", "").lower() == "true":
+            super().error(message, ex)  # raises: a parent parser reports it, or the user debugs
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
         print(f"lightclf: error: {one_line_error(message)} (options: {prog} --help)", file=sys.stderr)
