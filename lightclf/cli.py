@@ -40,19 +40,24 @@ _GENERIC_ERROR_LINES = (
 
 
 def one_line_error(message: str) -> str:
-    """jsonargparse's multi-line report as one line: the parser key and the specific reason."""
+    """jsonargparse's multi-line report as one line: the parser key and the specific reason.
+
+    Also serves the keyless union report that jsonargparse wraps around an error raised while
+    instantiating the data module: then the reason is the error's own message."""
     lines = [line.strip().lstrip("- ").strip() for line in message.splitlines()]
     lines = [line.replace('in "<unicode string>", ', "") for line in lines if line]
     if not lines:
         return message
     match = re.match(r'Parser key "([^"]+)":\s*(.*)$', lines[0])
-    if not match:
+    if not match and not lines[0].startswith(_GENERIC_ERROR_LINES):
         return " ".join(lines)
-    key, rest = match.groups()
     details: list[str] = []
-    for line in lines[1:]:
+    for line in lines[1:] if match else lines:
         if not line.startswith(_GENERIC_ERROR_LINES) and line not in details:
             details.append(line)
+    if not match:
+        return " ".join(details) or lines[0]
+    key, rest = match.groups()
     detail = " ".join(details) or rest
     given = next((line.partition(":")[2].strip() for line in lines if line.startswith("Given value:")), "")
     if given and "Got value" not in detail:
@@ -159,16 +164,6 @@ def run_cli(argv: list[str]) -> None:
     )
 
 
-def _instantiation_error(err: ValueError) -> str | None:
-    """jsonargparse wraps errors raised while instantiating a subclass (the data module): unwrap them."""
-    text = str(err)
-    if "Does not validate against any of the Union subtypes" not in text:
-        return None
-    reasons = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
-    reasons = [r for r in reasons if not r.startswith("Expected a <class 'NoneType'>")]
-    return reasons[0] if reasons else text.splitlines()[0]
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
@@ -193,10 +188,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     except ValueError as err:
-        message = _instantiation_error(err)
-        if message is None:
+        # jsonargparse wraps errors raised while instantiating a subclass (the data module).
+        if "Does not validate against any of the Union subtypes" not in str(err):
             raise
-        print(f"lightclf: error: {message}", file=sys.stderr)
+        print(f"lightclf: error: {one_line_error(str(err))}", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, SIGTERMException) as err:
         # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
