@@ -12,6 +12,7 @@ import csv
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def _time_batches(fn, x: torch.Tensor, iters: int) -> float:
+def time_batches(fn, x: torch.Tensor, iters: int) -> float:
     """Seconds per batch, mean over ``iters`` calls."""
     start = time.perf_counter()
     for _ in range(iters):
@@ -87,7 +88,7 @@ def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
     up or slows down within a round would otherwise bias comparisons towards one side."""
     for round_idx in range(repeats):
         for case in cases if round_idx % 2 == 0 else cases[::-1]:
-            case.times.append(_time_batches(case, case.x, iters))
+            case.times.append(time_batches(case, case.x, iters))
         if log:
             log(f"round {round_idx + 1}/{repeats} done")
 
@@ -107,7 +108,7 @@ class _Case:
         if backend == "compile":
             model = torch.compile(model, dynamic=False)
         elif backend == "onnxruntime":
-            model = _onnx_session(model, self.x)
+            model = onnx_session(model, self.x)
         self.fn = model
         self.times: list[float] = []
 
@@ -116,18 +117,23 @@ class _Case:
             return self.fn(x)
 
 
-def _onnx_session(model: nn.Module, example: torch.Tensor):
+def onnx_session(model: nn.Module, example: torch.Tensor, path: Path | None = None, dynamic_batch: bool = False):
+    """Export ``model`` to ONNX (to ``path``, else in memory) and return a function that runs it
+    with onnxruntime on CPU. ``dynamic_batch`` keeps the batch size open (a deployable file)."""
     import io
 
     import onnxruntime as ort
 
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        model.cpu(), (example.cpu(),), buffer, input_names=["images"], output_names=["logits"], dynamo=False
-    )
+    target = path if path is not None else io.BytesIO()
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on Python control flow; the output is checked instead
+        torch.onnx.export(model.cpu(), (example.cpu(),), str(target) if path is not None else target,
+                          input_names=["images"], output_names=["logits"], dynamic_axes=axes, dynamo=False)  # fmt: skip
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    source = str(path) if path is not None else target.getvalue()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor):
         return session.run(None, {"images": x.cpu().contiguous().numpy()})[0]

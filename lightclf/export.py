@@ -12,7 +12,6 @@ import argparse
 import io
 import json
 import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightclf.bench import onnx_session, time_batches
 from lightclf.checkpoints import LoadedRun, datamodule_from_run, load_run
 from lightclf.complexity import inference_copy, state_dict_bytes
 from lightclf.models import ConfigError
@@ -31,30 +31,13 @@ def _latency_ms(fn, x: torch.Tensor, repeats: int = 5, iters: int = 5) -> float:
     """Median per-image latency (ms) of ``fn`` on batch ``x``."""
     with torch.inference_mode():
         fn(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(iters):
-                fn(x)
-            times.append((time.perf_counter() - start) / iters)
+        times = [time_batches(fn, x, iters) for _ in range(repeats)]
     return 1000 * statistics.median(times) / len(x)
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
-    import onnxruntime as ort
-
     model = model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)  # fmt: skip
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor):
-        return session.run(None, {"images": x.numpy()})[0]
-
+    run = onnx_session(model, example, path, dynamic_batch=True)
     return {**_check_export(model, run, example, path), "torch_ms_per_image": round(_latency_ms(model, example), 4)}
 
 
