@@ -12,7 +12,19 @@ import yaml
 from lightclf.models import ConfigError
 from lightclf.module import ImageClassifier
 
-__all__ = ["LoadedRun", "load_run", "datamodule_from_run"]
+__all__ = ["LoadedRun", "read_checkpoint", "load_run", "datamodule_from_run"]
+
+
+def read_checkpoint(path: str | Path, option: str) -> dict:
+    """The checkpoint's dict, memory-mapped (tensors are not read); a missing or foreign file
+    is a one-line ConfigError naming ``option``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{option}: {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ConfigError(f"{option}: {path} is not a readable checkpoint ({type(err).__name__})") from None
 
 
 @dataclass
@@ -31,10 +43,8 @@ class LoadedRun:
 def load_run(ckpt_path: str | Path) -> LoadedRun:
     """The classifier (eval, CPU) and the preprocessing facts its checkpoint recorded."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"--ckpt: {path} does not exist")
+    raw = read_checkpoint(path, "--ckpt")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
         module = ImageClassifier.load_from_checkpoint(path, map_location="cpu")
     except (RuntimeError, KeyError, EOFError, OSError, TypeError) as err:
         raise ConfigError(f"--ckpt: {path} is not a lightclf checkpoint ({type(err).__name__})") from None

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.callbacks import RunConfigSaver
+from lightclf.checkpoints import read_checkpoint
 from lightclf.data import DataError, ImageDataModule
 from lightclf.models import ConfigError
 from lightclf.module import ImageClassifier
@@ -116,15 +117,7 @@ class LightclfCLI(LightningCLI):
 
 def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
     """Fail early on a checkpoint of another network; on resume, continue its W&B run."""
-    import torch
-
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path: {ckpt_path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # a truncated or foreign file
-        raise ConfigError(f"ckpt_path: {ckpt_path} is not a readable checkpoint ({type(err).__name__})") from None
+    ckpt = read_checkpoint(ckpt_path, "ckpt_path")
     saved = ckpt.get("hyper_parameters", {})
     model = config.get("model", {})
     for key in ("network", "network_kwargs"):
