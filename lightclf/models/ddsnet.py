@@ -25,6 +25,8 @@ from timm.layers import get_act_layer, make_divisible
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from lightclf.models.dilated_dw import DilatedDepthwiseConv2d
+
 __all__ = ["DDSNet", "BlockSpec", "BLOCK_SPECS", "DEFAULT_DILATED_BLOCKS", "ConfigError"]
 
 
@@ -71,10 +73,15 @@ class ConvBnAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         act_layer: type[nn.Module] = nn.ReLU,
+        fast_dilated: bool = False,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
+        if fast_dilated and dilation > 1 and kernel_size == 3 and stride == 1 and groups == in_chs == out_chs:
+            conv = DilatedDepthwiseConv2d(in_chs, dilation)  # same weights and output, fast CPU backward
+        else:
+            conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups, bias=False)
         super().__init__(
-            nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups, bias=False),
+            conv,
             nn.BatchNorm2d(out_chs),
             act_layer(inplace=True),
         )
@@ -83,16 +90,34 @@ class ConvBnAct(nn.Sequential):
 class SeparableBlock(nn.Sequential):
     """Depthwise 3x3 (optionally dilated) followed by pointwise 1x1: two layers."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        dilation: int,
+        act_layer: type[nn.Module],
+        fast_dilated: bool = True,
+    ) -> None:
         super().__init__()
-        self.conv_dw = ConvBnAct(in_chs, in_chs, 3, stride, dilation, groups=in_chs, act_layer=act_layer)
+        self.conv_dw = ConvBnAct(
+            in_chs, in_chs, 3, stride, dilation, groups=in_chs, act_layer=act_layer, fast_dilated=fast_dilated
+        )
         self.conv_pw = ConvBnAct(in_chs, out_chs, 1, act_layer=act_layer)
 
 
 class PlainBlock(nn.Sequential):
     """The ablation: one standard 3x3 conv in place of the dw + pw pair."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        dilation: int,
+        act_layer: type[nn.Module],
+        fast_dilated: bool = True,  # no effect: the fast backward is for depthwise convs only
+    ) -> None:
         super().__init__()
         self.conv = ConvBnAct(in_chs, out_chs, 3, stride, dilation, act_layer=act_layer)
 
@@ -130,7 +155,10 @@ class DDSNet(nn.Module):
         act_layer: str | type[nn.Module] = "relu",
         global_pool: str = "avg",
         round_chs_to: int = 8,
+        fast_dilated: bool = True,
     ) -> None:
+        """``fast_dilated``: train dilated depthwise convs with lightclf's fast CPU backward
+        (identical outputs and gradients up to float rounding; see ``dilated_dw``)."""
         super().__init__()
         if not width_multiplier > 0:
             raise ConfigError(f"width_multiplier must be > 0, got {width_multiplier}")
@@ -162,7 +190,7 @@ class DDSNet(nn.Module):
         block_cls = SeparableBlock if separable else PlainBlock
         blocks, in_chs = [], stem_chs
         for spec, stride, dil in zip(BLOCK_SPECS, self.strides, self.dilations):
-            blocks.append(block_cls(in_chs, chs(spec.out_chs), stride, dil, act))
+            blocks.append(block_cls(in_chs, chs(spec.out_chs), stride, dil, act, fast_dilated=fast_dilated))
             in_chs = chs(spec.out_chs)
         self.blocks = nn.Sequential(*blocks)
         self.num_features = self.head_hidden_size = in_chs

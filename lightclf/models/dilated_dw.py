@@ -1,0 +1,135 @@
+"""A dilated 3x3 depthwise conv that trains as fast as an undilated one on CPU.
+
+oneDNN runs the *forward* of a dilated depthwise conv as fast as the undilated one, but its
+backward leaves the fast path (input grad ~3-10x, weight grad ~4-40x slower at the shapes of
+DDSNet's late stages). Dilation adds no MACs, so that cost is an artefact of the library. The
+fast path keeps oneDNN's forward and replaces the backward:
+
+* input gradient: for stride 1 and padding = dilation, the transposed conv equals a *forward*
+  dilated depthwise conv of the output gradient with the kernel rotated by 180 degrees;
+* weight gradient: a small C++ kernel (``csrc/dw3x3_grad_weight.cpp``), JIT-compiled once per
+  machine with torch's cpp_extension and cached under ``~/.cache/torch_extensions``.
+
+It is used only where it applies (CPU, float32, no autocast, grad enabled, 3x3, stride 1,
+padding = dilation > 1, no bias); everything else, eval, export and GPUs included, runs
+``nn.Conv2d`` unchanged. If the kernel cannot be built (no C++ compiler), a one-time warning
+says so and the layer falls back to PyTorch's own backward. ``LIGHTCLF_FAST_DILATED=0`` turns
+the fast path off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DilatedDepthwiseConv2d", "fast_dilated_available"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "dw3x3_grad_weight.cpp"
+_lock = threading.Lock()
+_state: dict[str, bool] = {}
+
+
+def fast_dilated_available() -> bool:
+    """Build (once per machine, ~10 s) and load the weight-gradient kernel; False if it cannot be."""
+    if "ok" in _state:
+        return _state["ok"]
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        if os.environ.get("LIGHTCLF_FAST_DILATED", "1") == "0":
+            _state["ok"] = False
+            return False
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "no CUDA runtime is found" (logged at import): irrelevant for a CPU op
+        try:
+            _state["ok"] = _build()
+        except Exception as err:  # no compiler, no headers, read-only cache: fall back, never fail a fit
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            warnings.warn(
+                f"lightclf: fast dilated-conv kernel unavailable ({first_line[:200]}); "
+                "dilated depthwise convs train with PyTorch's slower backward",
+                stacklevel=2,
+            )
+            _state["ok"] = False
+        finally:
+            quiet.setLevel(level)
+    return _state["ok"]
+
+
+def _build() -> bool:
+    from torch.utils.cpp_extension import load
+
+    load(
+        "lightclf_dw3x3",
+        [str(_SOURCE)],
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        is_python_module=False,
+        verbose=False,
+    )
+    return hasattr(torch.ops.lightclf_dw, "dw3x3_grad_weight")
+
+
+class _DilatedDepthwise3x3(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv2d(x, weight, None, 1, dilation, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        d, groups = ctx.dilation, x.shape[1]
+        # One memory format throughout: a grad in another layout than x sends oneDNN and the
+        # neighbouring BN/ReLU backward kernels down their slow mixed-format paths.
+        memory_format = _format(x)
+        grad_out = grad_out.contiguous(memory_format=memory_format)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_out, weight.flip((2, 3)), None, 1, d, d, groups)
+            grad_x = grad_x.contiguous(memory_format=memory_format)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.lightclf_dw.dw3x3_grad_weight(x, grad_out, d)
+        return grad_x, grad_w, None
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+class DilatedDepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, state_dict and output) whose training backward is fast
+    on CPU for the dilated 3x3 depthwise case; see the module docstring."""
+
+    def __init__(self, channels: int, dilation: int, fast_backward: bool = True) -> None:
+        super().__init__(channels, channels, 3, 1, dilation, dilation, channels, bias=False)
+        self.fast_backward = fast_backward
+
+    def _fast_path_applies(self, x: torch.Tensor) -> bool:
+        return (
+            self.fast_backward
+            and self.dilation[0] > 1
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_scripting()
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and fast_dilated_available()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast_path_applies(x):
+            return _DilatedDepthwise3x3.apply(x, self.weight, self.dilation[0])
+        return super().forward(x)
