@@ -11,15 +11,16 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.complexity import measure_complexity
 
-__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "run_dir"]
+__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "EMA", "run_dir"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -208,3 +209,43 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             os.replace(partial, filepath)
         self._last_checkpoint_saved = filepath
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging with timm-style decay warmup; validation, checkpoints
+    (``state_dict``) and the test after fit all use the averaged weights, and the raw weights
+    travel in the checkpoint for resuming.
+
+    Warmup: the decay at update n is ``min(decay, (1 + n) / (10 + n))`` (timm's ModelEmaV3
+    warmup), so in a short run the average is not dominated by the random initial weights.
+    Lightning's own callback, asked to load a checkpoint for ``trainer.test(ckpt_path=...)`` in
+    the process that fitted, puts the *raw* weights back into the model; outside fitting the
+    checkpoint's ``state_dict`` (the average) is what should be evaluated, so this keeps it.
+    """
+
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, warmup: bool = True, **kwargs: Any):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)
+        if warmup:
+            self._kwargs.pop("avg_fn", None)
+            self._kwargs["multi_avg_fn"] = _ema_with_warmup(decay)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+def _ema_with_warmup(decay: float):
+    """A foreach EMA update for ``AveragedModel(multi_avg_fn=...)`` with timm's decay warmup."""
+
+    def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
+            torch._foreach_copy_(averaged, current)
+
+    return multi_avg_fn

@@ -79,8 +79,12 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: per-step batch for every split.
         val_fraction: share of the training set held out for validation (seeded split).
         train_subset / test_subset: cap the number of images (0 = all), for quick studies.
-        augment: random crop (pad 1/8) and horizontal flip on training batches.
-        seed: seed of the split and the subsets, so runs compare on the same images.
+        augment: per-sample random crop (pad, then crop back) and horizontal flip on training batches.
+        crop_padding: padding of the random crop in pixels (default: 1/8 of the image side).
+        seed: seed of the split and the subsets, so runs compare on the same images. The order of
+            the training batches and the augmentation draws are seeded by this *and* the run's
+            seed (``seed_everything``), so runs with different seeds see different orders while
+            a resumed run sees exactly the batches of the uninterrupted one.
     """
 
     num_classes: int = 0
@@ -100,6 +104,7 @@ class ImageDataModule(L.LightningDataModule):
         train_subset: int = 0,
         test_subset: int = 0,
         augment: bool = False,
+        crop_padding: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -122,7 +127,10 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.train_subset = train_subset
         self.test_subset = test_subset
+        if crop_padding is not None and crop_padding < 0:
+            raise DataError(f"data.crop_padding must be >= 0, got {crop_padding}")
         self.augment = augment
+        self.crop_padding = crop_padding
         self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -168,12 +176,17 @@ class ImageDataModule(L.LightningDataModule):
             self._check_labels(labels, "test")
             self.test_set = self._subset(self._as_dataset(images, labels), self.test_subset, 3)
 
+    @property
+    def order_seed(self) -> int:
+        """Seed of the batch order and the augmentation: the data seed and the run's seed."""
+        return (self.seed * 7919 + torch.initial_seed()) % 2**31
+
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
+            sampler=EpochSeededSampler(len(dataset), self.order_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and len(dataset) > self.batch_size,
@@ -202,14 +215,29 @@ class ImageDataModule(L.LightningDataModule):
             x = x.expand(-1, 3, -1, -1).contiguous()
         return x
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Per-sample random translation (pad, then crop back) and horizontal flip.
+
+        Each image draws its own offsets and flip (one shared draw per batch, as
+        ``torchvision.transforms.v2`` does on a batched tensor, weakens the augmentation). The
+        generator is seeded by (seed, global step), so a resumed run draws exactly what the
+        uninterrupted run drew, with no generator state to checkpoint.
+        """
         n, _, h, w = x.shape
-        flip = torch.rand(n, device=x.device) < 0.5
+        gen = torch.Generator().manual_seed(self.order_seed * 1_000_003 + step)
+        flip = torch.rand(n, generator=gen) < 0.5
+        pad = self.crop_padding if self.crop_padding is not None else max(1, h // 8)
+        shift = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
+        flip, shift = flip.to(x.device), shift.to(x.device)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        pad = max(1, h // 8)
-        padded = F.pad(x, (pad, pad, pad, pad))
-        dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
-        return padded[:, :, dy : dy + h, dx : dx + w]
+        if pad == 0:
+            return x
+        padded = F.pad(x, (pad, pad, pad, pad))  # zeros = the data set mean after normalisation
+        rows = (shift[0].view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (shift[1].view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        return padded[batch, channel, rows, cols]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if not self.tensor_batches:
@@ -217,7 +245,7 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         x = self.normalize(images)
         if self.augment and self.trainer is not None and self.trainer.training:
-            x = self._augment(x)
+            x = self._augment(x, self.trainer.global_step)
         return x, labels
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -13,6 +15,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightclf.models import ConfigError, DDSNet, create_network
+from lightclf.schedules import LRSchedule
 
 __all__ = ["ImageClassifier"]
 
@@ -24,9 +27,19 @@ class ImageClassifier(L.LightningModule):
         network: registered name (``ddsnet``, ``googlenet``, any timm model) or an nn.Module.
         network_kwargs: passed to the network builder (width_multiplier, dilation, ...).
         num_classes / in_chans / img_size: linked from the data module by the CLI.
-        optimizer / scheduler: LightningCLI callables; default is the paper's Adam.
-        label_smoothing: cross-entropy label smoothing.
+        optimizer: LightningCLI callable; default is the paper's Adam (any torch optimizer: AdamW, SGD
+            with ``nesterov: true``, ...).
+        scheduler: a torch LR scheduler stepped once per epoch (``StepLR``, ``CosineAnnealingLR``, ...).
+        lr_schedule: a per-step schedule that knows the run length (``lightclf.schedules.OneCycle``,
+            ``WarmupCosine``); exclusive with ``scheduler``.
+        label_smoothing: cross-entropy label smoothing (also applied to mixup/cutmix targets).
         aux_loss_weight: weight of auxiliary logits (GoogLeNet) in the training loss.
+        mixup_alpha / cutmix_alpha: > 0 turns on timm's Mixup / CutMix (one of them per batch).
+        ema_decay: keep an EMA of the weights (Lightning's EMAWeightAveraging, via
+            ``lightclf.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
+        tta_flip: test on the mean of the logits of each image and its horizontal mirror.
+        channels_last: memory format for training; ``None`` = the one measured faster on this
+            device type (channels_last on CPU, see ``reports/bench``).
     """
 
     def __init__(
@@ -40,11 +53,26 @@ class ImageClassifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         aux_loss_weight: float = 0.3,
+        lr_schedule: LRSchedule | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        ema_decay: float | None = None,
+        tta_flip: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"] + ([] if isinstance(network, str) else ["network"]))
+        ignore = ["optimizer", "scheduler", "lr_schedule"] + ([] if isinstance(network, str) else ["network"])
+        self.save_hyperparameters(ignore=ignore)
         if num_classes < 2:
             raise ConfigError(f"model.num_classes must be >= 2, got {num_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise ConfigError(f"model.mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in (0, 1), got {ema_decay}")
+        if scheduler is not None and lr_schedule is not None:
+            raise ConfigError("model.scheduler and model.lr_schedule are exclusive: pick one")
         if isinstance(network, str):
             self.network_name = network
             self.network = create_network(network, num_classes, in_chans, **(network_kwargs or {}))
@@ -54,6 +82,18 @@ class ImageClassifier(L.LightningModule):
         self.check_resolution(img_size, in_chans)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.lr_schedule = lr_schedule
+        self.mixup = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.channels_last = channels_last
         top5 = min(5, num_classes)
         metrics = MetricCollection(
             {
@@ -94,24 +134,58 @@ class ImageClassifier(L.LightningModule):
             return None
         return 2 * macs * batch * (3 if self.training else 1)
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        if self.hparams.get("ema_decay") is None:
+            return []
+        from lightclf.callbacks import EMA
+
+        return [EMA(decay=self.hparams.ema_decay)]
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last is None:
+            # Measured (reports/bench/README.md): channels_last trains 1.2-1.5x faster on CPU for
+            # the DDSNet family and the baselines; on GPUs cuDNN decides per layer.
+            self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def _format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.network(x)
+        out = self.network(self._format(x))
         return out.logits if hasattr(out, "logits") else out
 
-    def _loss(self, out: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ls = self.hparams.label_smoothing
+    def _loss(self, out: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy on hard labels (with label smoothing) or on mixup's soft targets."""
+        if target.dim() == 2:  # soft targets: label smoothing is already inside them
+
+            def criterion(logits: torch.Tensor) -> torch.Tensor:
+                return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        else:
+
+            def criterion(logits: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
         if hasattr(out, "aux_logits1"):  # torchvision GoogLeNet in train mode
-            logits = out.logits
-            loss = F.cross_entropy(logits, y, label_smoothing=ls)
+            loss = criterion(out.logits)
             for aux in (out.aux_logits1, out.aux_logits2):
                 if aux is not None:
-                    loss = loss + self.hparams.aux_loss_weight * F.cross_entropy(aux, y, label_smoothing=ls)
-            return loss, logits
-        return F.cross_entropy(out, y, label_smoothing=ls), out
+                    loss = loss + self.hparams.aux_loss_weight * criterion(aux)
+            return loss, out.logits
+        return criterion(out), out
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """timm's Mixup/CutMix with its numpy draws seeded by the global step (exact resume)."""
+        if self.mixup is None or len(x) % 2:
+            return x, y
+        with _numpy_seed(int(torch.initial_seed() % 2**31) + self.global_step):
+            return self.mixup(x.clone(), y)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss, logits = self._loss(self.network(x), y)
+        x, target = self._mix(x, y)
+        loss, logits = self._loss(self.network(self._format(x)), target)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate; "
@@ -122,9 +196,16 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
+    def eval_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's."""
+        logits = self(x)
+        if stage == "test" and self.hparams.get("tta_flip"):
+            logits = (logits + self(x.flip(-1))) / 2
+        return logits
+
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.eval_logits(x, stage)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=stage == "val", batch_size=len(y))
         metrics.update(logits, y)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(y))
@@ -141,9 +222,33 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_schedule is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+            epochs = max(int(self.trainer.max_epochs or 1), 1)
+            scheduler = self.lr_schedule.build(optimizer, total, max(total // epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if self.scheduler_factory is None:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
         }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if hasattr(scheduler, "step_update"):  # timm: per-step updates take the number of steps done
+            scheduler.step_update(num_updates=self.global_step)
+        elif metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int):
+    """Seed numpy's global RNG (which timm's Mixup draws from) for a block, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

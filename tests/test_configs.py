@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightclf.cli import LightclfCLI
 from lightclf.data import ImageDataModule
@@ -32,10 +33,47 @@ def test_config_instantiates(path, tmp_path):
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.hparams.img_size == cli.datamodule.resolution
     assert cli.model.hparams.in_chans == cli.datamodule.channels
+    if path.name == "quickstart.yaml":
+        return  # the fast recipe: see test_quickstart_uses_the_fast_recipe
     optimizer = cli.model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["betas"] == (0.9, 0.999)
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["betas"] == (0.9, 0.999)  # the paper's Adam
     assert optimizer.defaults["eps"] == 1e-8
+
+
+def _subset(node, template):
+    """The part of ``node`` that ``template`` names (nested dicts)."""
+    if not isinstance(template, dict):
+        return node
+    return {key: _subset(node.get(key), value) for key, value in template.items()}
+
+
+def test_quickstart_uses_the_fast_recipe():
+    import yaml
+
+    quickstart = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "configs/recipes/fast.yaml").read_text())
+    assert _subset(quickstart, recipe) == recipe  # the quickstart repeats the recipe; they must not drift apart
+
+
+@pytest.mark.parametrize("recipe", ["fast", "paper"])
+def test_recipes_compose_with_model_configs(recipe, tmp_path):
+    cli = LightclfCLI(
+        ImageClassifier,
+        ImageDataModule,
+        subclass_mode_data=True,
+        run=False,
+        save_config_callback=None,
+        args=["--config", str(REPO / "configs/models/ddsnet.yaml"), "--config", str(REPO / f"configs/recipes/{recipe}.yaml"),
+              "--trainer.logger.init_args.save_dir", str(tmp_path)],
+    )  # fmt: skip
+    optimizer = cli.model.optimizer_factory(cli.model.parameters())
+    if recipe == "paper":
+        assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
+        assert cli.model.lr_schedule is None and not cli.datamodule.augment and cli.model.hparams.ema_decay is None
+    else:
+        assert type(optimizer) is torch.optim.SGD and optimizer.defaults["nesterov"]
+        assert cli.model.lr_schedule is not None and cli.datamodule.augment and cli.model.hparams.tta_flip
 
 
 def test_every_network_has_a_config():

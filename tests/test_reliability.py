@@ -28,6 +28,19 @@ RESUME_OVERRIDES = {
     "test_after_fit": True,
 }
 WIDE = {"width_multiplier": 0.25, "small_input": True}
+# The fast recipe's stochastic and stateful parts: per-sample augmentation, mixup, a per-step
+# schedule and an EMA of the weights must all resume exactly too.
+RECIPES = {
+    "plain": {},
+    "fast": {
+        "data.init_args.augment": True,
+        "model.mixup_alpha": 0.2,
+        "model.ema_decay": 0.9,
+        "model.tta_flip": True,
+        "model.optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003, "weight_decay": 0.05}},
+        "model.lr_schedule": {"class_path": "lightclf.schedules.OneCycle", "init_args": {"pct_start": 0.3}},
+    },
+}
 
 
 def _start_fit(config: Path, *extra: str) -> subprocess.Popen:
@@ -51,21 +64,32 @@ def _final(run_folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reference")
-    config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES)
-    result = run_lightclf("fit", "--config", str(config))
-    assert result.returncode == 0, result.stderr[-2000:]
-    (folder,) = (tmp / "runs" / "smoke").iterdir()
-    return _final(folder)
+def reference_runs(tmp_path_factory):
+    """The uninterrupted run of each recipe, made on first use."""
+    cache: dict[str, dict] = {}
+
+    def get(recipe: str) -> dict:
+        if recipe not in cache:
+            tmp = tmp_path_factory.mktemp(f"reference-{recipe}")
+            config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES, **RECIPES[recipe])
+            result = run_lightclf("fit", "--config", str(config))
+            assert result.returncode == 0, result.stderr[-2000:]
+            (folder,) = (tmp / "runs" / "smoke").iterdir()
+            cache[recipe] = _final(folder)
+        return cache[recipe]
+
+    return get
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_run, sig):
+@pytest.mark.parametrize(
+    "recipe, sig", [("plain", signal.SIGKILL), ("plain", signal.SIGTERM), ("fast", signal.SIGKILL)]
+)
+def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, recipe, sig):
     # Killed mid-epoch: at step 37 of 80, i.e. 5 of the 16 steps of epoch 2 (a test callback pauses there).
+    reference_run = reference_runs(recipe)
     marker = tmp_path / "kill-point"
     pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 37, "marker": str(marker)}}
-    overrides = {**RESUME_OVERRIDES, "trainer.callbacks": [*SMOKE_CALLBACKS, pause]}
+    overrides = {**RESUME_OVERRIDES, **RECIPES[recipe], "trainer.callbacks": [*SMOKE_CALLBACKS, pause]}
     config = smoke_config(tmp_path, network_kwargs=WIDE, **overrides)
     run_root = tmp_path / "runs" / "smoke"
     proc = _start_fit(config)

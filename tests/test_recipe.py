@@ -1,0 +1,160 @@
+"""The fast recipe's parts: the dilated-conv fast path, per-sample augmentation, per-step LR
+schedules, EMA, mixup and flip TTA."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from conftest import run_lightclf, smoke_config
+from lightclf.data import Digits, FashionMNIST
+from lightclf.models.dilated_dw import DilatedDepthwiseConv2d, fast_dilated_available
+from lightclf.module import ImageClassifier
+from lightclf.schedules import OneCycle, WarmupCosine
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dilation, size", [(2, 7), (2, 4), (3, 8), (2, 14)])
+def test_fast_dilated_conv_equals_nn_conv2d(memory_format, dilation, size):
+    assert fast_dilated_available()  # the kernel builds on this machine (a C++ compiler is present)
+    torch.manual_seed(0)
+    fast = DilatedDepthwiseConv2d(24, dilation)
+    ref = nn.Conv2d(24, 24, 3, 1, dilation, dilation, groups=24, bias=False)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(6, 24, size, size).contiguous(memory_format=memory_format)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fast(xa), ref(xb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)  # the same oneDNN forward
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    assert xa.grad.is_contiguous(memory_format=memory_format)  # the layout the neighbours expect
+
+
+def test_ddsnet_fast_path_trains_like_plain_convs():
+    """Whole net: same weights, same batch -> same loss and gradients with and without the fast path."""
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=10, width_multiplier=0.25, small_input=True)
+    fast = timm.create_model("ddsnet", **kwargs)
+    slow = timm.create_model("ddsnet", fast_dilated=False, **kwargs)
+    slow.load_state_dict(fast.state_dict())
+    assert sum(isinstance(m, DilatedDepthwiseConv2d) for m in fast.modules()) == 6  # blocks 6-10 and 12
+    assert not any(isinstance(m, DilatedDepthwiseConv2d) for m in slow.modules())
+    x, y = torch.randn(16, 3, 28, 28).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (16,))
+    for net in (fast, slow):
+        net.to(memory_format=torch.channels_last)
+        nn.functional.cross_entropy(net(x), y).backward()
+    for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fast_path_off_in_eval_and_export_paths():
+    conv = DilatedDepthwiseConv2d(8, 2)
+    x = torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        assert conv(x).grad_fn is None
+    assert not conv._fast_path_applies(x.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not conv._fast_path_applies(x)
+
+
+def test_augmentation_is_per_sample_and_seeded_by_step():
+    data = FashionMNIST(augment=True, seed=3)
+    x = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28).repeat(256, 1, 1, 1) + 1
+    a, b, c = data._augment(x, 5), data._augment(x, 5), data._augment(x, 6)
+    assert torch.equal(a, b) and not torch.equal(a, c)  # same step -> same draw: exact resume
+    flipped = (a[:, 0, 14, :].argmax(-1) < 14).float().mean()  # mirrored rows have their maximum on the left
+    assert 0.3 < flipped < 0.7  # each image draws its own flip
+    distinct = {tuple(img[0, :, :].nonzero().min(0).values.tolist()) for img in a}
+    assert len(distinct) > 10  # and its own crop offset (one offset per batch would give 1)
+    assert a.shape == x.shape and (a == 0).any()  # shifted in from the zero padding
+
+
+def _lrs_of_fit(module: ImageClassifier, epochs: int = 2, batches: int = 6) -> list[float]:
+    lrs: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=Digits(resolution=32, batch_size=32))
+    return lrs
+
+
+def _module(**kwargs) -> ImageClassifier:
+    return ImageClassifier("ddsnet", {"width_multiplier": 0.25, "small_input": True}, img_size=32, **kwargs)
+
+
+def test_one_cycle_steps_every_batch():
+    lrs = _lrs_of_fit(_module(optimizer=lambda p: torch.optim.SGD(p, lr=0.4), lr_schedule=OneCycle(pct_start=0.25)))
+    assert len(lrs) == 12 and len(set(lrs)) == 12  # a new rate every step, not every epoch
+    peak = int(np.argmax(lrs))
+    assert lrs[peak] == pytest.approx(0.4, rel=0.05) and 1 <= peak <= 4
+    assert lrs[0] == pytest.approx(0.4 / 25) and lrs[-1] < 0.05
+
+
+def test_warmup_cosine_warms_up_then_decays():
+    schedule = WarmupCosine(warmup_epochs=0.5, warmup_lr_init=1e-4, min_lr=1e-5)
+    lrs = _lrs_of_fit(_module(optimizer=lambda p: torch.optim.AdamW(p, lr=0.01), lr_schedule=schedule))
+    assert lrs[0] == pytest.approx(1e-4)
+    assert all(a < b for a, b in zip(lrs[:3], lrs[1:4]))  # 3 warmup steps up
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:]))  # then cosine down
+    assert max(lrs) <= 0.01
+
+
+def test_mixup_targets_and_numpy_state_restored():
+    module = _module(mixup_alpha=0.4, label_smoothing=0.1)
+    state = np.random.get_state()[1].copy()
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    mixed, soft = module._mix(x, y)
+    assert soft.shape == (8, 10) and torch.allclose(soft.sum(1), torch.ones(8))
+    assert not torch.equal(mixed, x) and torch.equal(x, x.clone())  # the batch itself is not mixed in place
+    assert np.array_equal(np.random.get_state()[1], state)
+    loss, _ = module._loss(module.network(mixed), soft)
+    assert torch.isfinite(loss)
+    assert module._mix(x[:7], y[:7])[1].dim() == 1  # odd batch: mixup skipped, hard labels kept
+
+
+def test_flip_tta_averages_mirrored_logits():
+    module = _module(tta_flip=True).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = (module(x) + module(x.flip(-1))) / 2
+        torch.testing.assert_close(module.eval_logits(x, "test"), expected)
+        torch.testing.assert_close(module.eval_logits(x, "val"), module(x))  # model selection stays plain
+
+
+def test_scheduler_and_lr_schedule_exclusive():
+    from lightclf.models import ConfigError
+
+    with pytest.raises(ConfigError, match="exclusive"):
+        _module(scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1), lr_schedule=OneCycle())
+
+
+def test_ema_weights_are_validated_checkpointed_and_tested(tmp_path):
+    config = smoke_config(tmp_path, **{"model.ema_decay": 0.9, "trainer.max_epochs": 2})
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    record = json.loads((folder / "results.json").read_text())
+    ckpt = torch.load(record["best_ckpt"], weights_only=False)
+    raw, ema = ckpt["current_model_state"], ckpt["state_dict"]
+    assert raw.keys() == ema.keys()
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw if raw[k].is_floating_point())
+    # A fresh process testing the checkpoint (the EMA weights) reports what the fit's own test did.
+    tested = run_lightclf("test", "--config", str(folder / "config.yaml"), "--ckpt_path", record["best_ckpt"])
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    again = json.loads((folder / "results.json").read_text())["test_metrics"]
+    assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
