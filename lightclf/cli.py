@@ -26,6 +26,7 @@ __all__ = ["LightclfCLI", "main"]
 TOOLS = {
     "bench": "lightclf.bench",
     "bench-compare": "lightclf.bench:compare_main",
+    "bench-train": "lightclf.bench_train",
     "study": "lightclf.study",
     "report": "lightclf.report",
     "export": "lightclf.export",

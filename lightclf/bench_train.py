@@ -1,0 +1,360 @@
+"""`python -m lightclf bench-train`: training throughput (fwd + loss + bwd + optimizer step).
+
+Every case is timed once per round and rounds alternate their order, all in one process: CPU
+timings drift 2-3x over minutes, so only ratios taken within a round are compared. Reports:
+
+* img/s per network, resolution, memory format and precision (median, min, max over rounds);
+* the dilated / undilated ratio per round (``ddsnet`` vs the same spec as ``ddsnet_nodilation``),
+  each net in its faster memory format, and in each format;
+* ``--fit-overhead``: ``lightclf fit``'s own training loop (Trainer + ImageClassifier on real
+  Fashion-MNIST batches, augmentation on) against a bare PyTorch loop over the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lightclf.bench import parse_model_spec
+from lightclf.models import ConfigError, create_network
+
+__all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "fit_overhead", "main"]
+
+DEFAULT_SPECS = [
+    f"{net}:width_multiplier={w},small_input=true" for w in (0.25, 0.5) for net in ("ddsnet", "ddsnet_nodilation")
+]
+
+
+@dataclass
+class TrainRow:
+    network: str
+    resolution: int
+    memory_format: str
+    precision: str
+    batch_size: int
+    threads: int
+    images_per_s: float  # median over rounds
+    images_per_s_min: float
+    images_per_s_max: float
+    rounds: int
+
+
+@dataclass
+class TrainCase:
+    """One network in one memory format and precision, with a fixed random batch."""
+
+    spec: str
+    resolution: int
+    memory_format: str
+    precision: str
+    batch_size: int
+    rates: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        name, kwargs = parse_model_spec(self.spec)
+        net = create_network(name, num_classes=10, **kwargs)
+        if hasattr(net, "check_input_size"):
+            net.check_input_size(self.resolution)
+        fmt = torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
+        self.net = net.train().to(memory_format=fmt)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(self.batch_size, 3, self.resolution, self.resolution, generator=gen)
+        self.x = self.x.contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 10, (self.batch_size,), generator=gen)
+
+    def step(self) -> None:
+        bf16 = self.precision == "bf16"
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast:
+            out = self.net(self.x)
+            logits = out.logits if hasattr(out, "logits") else out
+            loss = F.cross_entropy(logits.float(), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def time(self, steps: int) -> None:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.rates.append(self.batch_size * steps / (time.perf_counter() - start))
+
+
+def _rounds(cases: list, rounds: int, run, log=None) -> None:
+    """One timing of every case per round; the order alternates between rounds."""
+    for idx in range(rounds):
+        for case in cases if idx % 2 == 0 else cases[::-1]:
+            run(case)
+        if log:
+            log(f"round {idx + 1}/{rounds} done")
+
+
+def run_train_bench(
+    specs: list[str],
+    resolutions: list[int],
+    memory_formats: list[str] = ("contiguous", "channels_last"),
+    precisions: list[str] = ("fp32",),
+    batch_size: int = 128,
+    rounds: int = 7,
+    steps: int = 5,
+    warmup: int = 2,
+    log=print,
+) -> list[TrainCase]:
+    cases = []
+    for spec in specs:
+        for resolution in resolutions:
+            for memory_format in memory_formats:
+                for precision in precisions:
+                    try:
+                        case = TrainCase(spec, resolution, memory_format, precision, batch_size)
+                    except ConfigError as err:
+                        log(f"skip {spec} @ {resolution}px: {err}")
+                        continue
+                    for _ in range(warmup):
+                        case.step()
+                    cases.append(case)
+    _rounds(cases, rounds, lambda c: c.time(steps), log)
+    return cases
+
+
+def rows_of(cases: list[TrainCase]) -> list[TrainRow]:
+    return [
+        TrainRow(
+            network=c.spec,
+            resolution=c.resolution,
+            memory_format=c.memory_format,
+            precision=c.precision,
+            batch_size=c.batch_size,
+            threads=torch.get_num_threads(),
+            images_per_s=round(statistics.median(c.rates), 1),
+            images_per_s_min=round(min(c.rates), 1),
+            images_per_s_max=round(max(c.rates), 1),
+            rounds=len(c.rates),
+        )
+        for c in cases
+    ]
+
+
+def _undilated_spec(spec: str) -> str | None:
+    name, _, rest = spec.partition(":")
+    if name != "ddsnet":
+        return None
+    return "ddsnet_nodilation" + (":" + rest if rest else "")
+
+
+def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
+    """Per-round img/s ratio ddsnet / ddsnet_nodilation (same kwargs, resolution, precision):
+    in each memory format, and with each net in its own faster format ("best")."""
+    by_key = {(c.spec, c.resolution, c.memory_format, c.precision): c for c in cases}
+    out = []
+    for c in cases:
+        ref_spec = _undilated_spec(c.spec)
+        if ref_spec is None or c.memory_format != "contiguous":
+            continue
+        pairs = {}
+        for fmt in ("contiguous", "channels_last"):
+            dil, ref = (
+                by_key.get((c.spec, c.resolution, fmt, c.precision)),
+                by_key.get((ref_spec, c.resolution, fmt, c.precision)),
+            )
+            if dil and ref:
+                pairs[fmt] = (dil, ref)
+        if not pairs:
+            continue
+
+        pairs["best"] = tuple(
+            max((pair[which] for pair in pairs.values()), key=lambda case: statistics.median(case.rates))
+            for which in (0, 1)
+        )
+        for label, (dil, ref) in pairs.items():
+            ratios = [d / r for d, r in zip(dil.rates, ref.rates)]
+            out.append(
+                {
+                    "network": c.spec,
+                    "reference": ref_spec,
+                    "resolution": c.resolution,
+                    "precision": c.precision,
+                    "memory_format": label if label != "best" else f"best ({dil.memory_format} / {ref.memory_format})",
+                    "dilated_images_per_s": round(statistics.median(dil.rates), 1),
+                    "undilated_images_per_s": round(statistics.median(ref.rates), 1),
+                    "ratio": round(statistics.median(ratios), 3),
+                    "ratio_min": round(min(ratios), 3),
+                    "ratio_max": round(max(ratios), 3),
+                    "rounds": len(ratios),
+                }
+            )
+    return out
+
+
+# -- Lightning overhead --------------------------------------------------------------------------
+def fit_overhead(
+    spec: str = "ddsnet:width_multiplier=0.25,small_input=true",
+    resolution: int = 28,
+    batch_size: int = 128,
+    rounds: int = 5,
+    steps: int = 30,
+    warmup: int = 5,
+    log=print,
+) -> dict[str, Any]:
+    """img/s of ``Trainer.fit`` on ImageClassifier vs a bare loop, same net, data and optimizer.
+
+    Both train on the same real Fashion-MNIST batches (augmentation on, channels_last as ``fit``
+    picks it, AdamW); the fit has lightclf's module (metrics, logging calls) and its throughput
+    callback but no logger. Each round times ``steps`` steps after ``warmup`` untimed ones.
+    """
+    import lightning as L
+
+    from lightclf.callbacks import TrainThroughput
+    from lightclf.data import FashionMNIST
+    from lightclf.module import ImageClassifier
+
+    name, kwargs = parse_model_spec(spec)
+    data = FashionMNIST(resolution=resolution, batch_size=batch_size, augment=True, train_subset=batch_size * 64)
+    data.setup("fit")
+
+    def new_module() -> ImageClassifier:
+        module = ImageClassifier(name, kwargs, num_classes=10, img_size=resolution, optimizer=_adamw)
+        module.setup("fit")
+        return module
+
+    class _Timer(L.Callback):
+        def __init__(self) -> None:
+            self.start = self.end = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.end = time.perf_counter()
+
+    def lightning_round() -> float:
+        timer = _Timer()
+        trainer = L.Trainer(
+            max_epochs=1,
+            limit_train_batches=warmup + steps,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer, TrainThroughput(window_size=10)],
+        )
+        trainer.fit(new_module(), datamodule=data)
+        return batch_size * steps / (timer.end - timer.start)
+
+    def bare_round() -> float:
+        module = new_module()
+        optimizer = module.configure_optimizers()
+        start = 0.0
+        for idx, batch in enumerate(data.train_dataloader()):
+            if idx == warmup:
+                start = time.perf_counter()
+            if idx == warmup + steps:
+                break
+            x, y = data._augment(data.normalize(batch[0]), idx), batch[1]
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(module.network(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return batch_size * steps / (time.perf_counter() - start)
+
+    fit_rates, bare_rates = [], []
+    for idx in range(rounds):
+        order = [(lightning_round, fit_rates), (bare_round, bare_rates)]
+        for run, rates in order if idx % 2 == 0 else order[::-1]:
+            rates.append(run())
+        log(f"fit-overhead round {idx + 1}/{rounds}: fit {fit_rates[-1]:.0f} img/s, bare {bare_rates[-1]:.0f} img/s")
+    ratios = [f / b for f, b in zip(fit_rates, bare_rates)]
+    return {
+        "network": spec,
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "fit_images_per_s": round(statistics.median(fit_rates), 1),
+        "bare_images_per_s": round(statistics.median(bare_rates), 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
+        "rounds": rounds,
+        "steps_per_round": steps,
+    }
+
+
+def _adamw(params):
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+def _write(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lightclf bench-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_SPECS, help="name[:key=value,...] as in bench")
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[28, 32])
+    parser.add_argument(
+        "--formats", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"]
+    )
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=5, help="training steps timed per case and round")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    parser.add_argument("--fit-overhead", action="store_true", help="also time lightclf fit against a bare loop")
+    parser.add_argument("--out", default="reports/bench/train.csv")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    cases = run_train_bench(
+        args.models, args.resolutions, args.formats, args.precisions, args.batch_size, args.rounds, args.steps, log=log
+    )
+    out = Path(args.out)
+    rows = [asdict(r) for r in rows_of(cases)]
+    _write(rows, out)
+    print("| network | px | format | precision | img/s (min-max) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['network']} | {r['resolution']} | {r['memory_format']} | {r['precision']} | "
+            f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}) |"
+        )
+    ratios = dilation_ratios(cases)
+    if ratios:
+        _write(ratios, out.with_name(out.stem + "_dilation_ratio.csv"))
+        print(
+            "\n| dilated net | px | precision | format | dilated / undilated img/s (min-max) |\n|---|---|---|---|---|"
+        )
+        for r in ratios:
+            print(
+                f"| {r['network']} | {r['resolution']} | {r['precision']} | {r['memory_format']} | "
+                f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+            )
+    if args.fit_overhead:
+        overhead = fit_overhead(log=log)
+        _write([overhead], out.with_name(out.stem + "_fit_overhead.csv"))
+        print(
+            f"\nlightclf fit vs bare loop ({overhead['network']}, {overhead['resolution']} px): "
+            f"{overhead['fit_images_per_s']:.0f} / {overhead['bare_images_per_s']:.0f} img/s = "
+            f"{overhead['ratio']:.3f} ({overhead['ratio_min']:.2f}-{overhead['ratio_max']:.2f})"
+        )
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
