@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from lightclf.models import ConfigError
+from lightclf.stats import Effect, paired_effect, summarize, unpaired_effect
 
 __all__ = ["collect_runs", "aggregate", "bench_study", "write_report", "pareto_front", "main"]
 
@@ -92,7 +92,7 @@ def _key(run: dict[str, Any]) -> tuple:
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge seeds: mean top-1/top-5, their std and the seed list per configuration."""
+    """Merge seeds: per configuration the mean, std, n and 95% t interval of top-1 and top-5."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[_key(run)].append(run)
@@ -100,10 +100,13 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for members in groups.values():
         row = dict(members[0])
         for metric in ("top1", "top5", "fit_seconds"):
-            values = [m[metric] for m in members if m.get(metric) is not None]
-            row[metric] = statistics.fmean(values) if values else None
-            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary = summarize([m[metric] for m in members if m.get(metric) is not None])
+            row[metric] = summary.mean if summary.n else None
+            row[f"{metric}_std"] = summary.std if summary.n else None
+            if metric == "top1":
+                row["n"], row["top1_ci_low"], row["top1_ci_high"] = summary.n, summary.ci_low, summary.ci_high
         row["seeds"] = sorted(m.get("seed") for m in members)
+        row["runs"] = members
         rows.append(row)
     return rows
 
@@ -170,7 +173,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def _pct(value: float | None, std: float | None = None) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -206,8 +209,11 @@ def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key == "top1":
         return _pct(value, row.get("top1_std"))
+    if key == "top1_ci":
+        low, high = row.get("top1_ci_low"), row.get("top1_ci_high")
+        return "-" if low is None else f"{100 * low:.2f}-{100 * high:.2f}"
     if key == "top5":
-        return _pct(value)
+        return _pct(value, row.get("top5_std"))
     if value is None:
         return "-"
     if key == "params":
@@ -223,9 +229,9 @@ def _cell(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-HEADLINE = [("network", "label"), ("role", "role"), ("px", "resolution"), ("top-1 %", "top1"), ("top-5 %", "top5"),
-            ("params", "params"), ("MACs", "macs"), ("size MB", "size_mb"), ("img/s", "images_per_s"),
-            ("RF px", "receptive_field"), ("seeds", "seeds")]  # fmt: skip
+HEADLINE = [("network", "label"), ("role", "role"), ("px", "resolution"), ("top-1 %", "top1"), ("n", "n"),
+            ("95% CI", "top1_ci"), ("top-5 %", "top5"), ("params", "params"), ("MACs", "macs"), ("size MB", "size_mb"),
+            ("img/s", "images_per_s"), ("RF px", "receptive_field"), ("seeds", "seeds")]  # fmt: skip
 
 
 def _factor_table(rows: list[dict[str, Any]], factor: str, held: tuple[str, ...]) -> tuple[str, list[float]]:
@@ -266,49 +272,106 @@ def _find(rows, **match) -> dict[str, Any] | None:
     return None
 
 
-def answers(rows: list[dict[str, Any]], deltas: dict[str, list[float]]) -> list[str]:
-    """The paper's questions, answered from the measured rows (no claims beyond them)."""
+def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [run for row in rows for run in row.get("runs", [row])]
+
+
+def factor_effect(rows: list[dict[str, Any]], factor: str, a: Any, b: Any, **match: Any) -> Effect:
+    """top-1(b) - top-1(a), paired by seed and every other key factor (runs matching ``match``)."""
+    cells: dict[tuple, dict[Any, float]] = defaultdict(dict)
+    for run in _runs_of(rows):
+        if run.get("top1") is None or any(run.get(k) != v for k, v in match.items()):
+            continue
+        key = tuple(run.get(k) for k in (*KEY_FACTORS, "seed") if k != factor)
+        cells[key][run.get(factor)] = run["top1"]
+    return paired_effect([(c[a], c[b]) for c in cells.values() if a in c and b in c])
+
+
+def _ci(effect: Effect) -> str:
+    if effect.ci_low is None:
+        return "-"
+    return f"[{100 * effect.ci_low:+.2f}, {100 * effect.ci_high:+.2f}]"
+
+
+def _effect_sentence(effect: Effect) -> str:
+    pairing = "pairs" if effect.paired else "runs per group (Welch)"
+    return f"{100 * effect.mean:+.2f} points (95% CI {_ci(effect)}, n = {effect.n} {pairing}): **{effect.verdict}**"
+
+
+def effects(rows: list[dict[str, Any]]) -> list[tuple[str, str, Effect]]:
+    """The paper's knobs as paired effects on top-1, each (name, what is compared, effect)."""
     out = []
-    d = deltas.get("dilation") or []
-    if d:
-        out.append(
-            f"**Does dilation help at equal parameters?** Over {len(d)} width x resolution settings, dilation changed "
-            f"top-1 by {100 * statistics.fmean(d):+.2f} points on average (range {100 * min(d):+.2f} to "
-            f"{100 * max(d):+.2f}), with identical parameters and MACs; it widens the receptive field."
-        )
+    proposed = [r for r in rows if r["network"] == "ddsnet"]
+    dilations = sorted({r.get("dilation") for r in proposed if r.get("dilation") is not None})
+    if len(dilations) > 1:
+        e = factor_effect(rows, "dilation", dilations[0], dilations[-1], network="ddsnet")
+        if e.n:
+            out.append(("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/seed", e))
+    plain = [r for r in rows if r["network"] == "ddsnet_plainconv"]
+    if plain:
+        e = factor_effect(rows, "network", "ddsnet_plainconv", "ddsnet")
+        if e.n:
+            out.append(("separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/seed", e))
+    for factor in ("width_multiplier", "resolution"):
+        values = sorted({r.get(factor) for r in proposed if r.get(factor) is not None})
+        if len(values) > 1:
+            e = factor_effect(rows, factor, values[0], values[-1], network="ddsnet")
+            if e.n:
+                out.append((factor.replace("_", " "), f"{values[-1]} vs {values[0]}, other factors and seed equal", e))
+    return out
+
+
+def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | None:
+    """The paper's comparison: the widest proposed net vs GoogLeNet under the same recipe (Welch)."""
+    google = [r for r in rows if r["network"] == "googlenet"]
+    proposed = [r for r in rows if r["network"] == "ddsnet" and r.get("width_multiplier") == 1.0]
+    if not google or not proposed:
+        return None
+    g = max(google, key=lambda r: r.get("n") or 0)
+    p = max(proposed, key=lambda r: r["top1"] or 0)
+    effect = unpaired_effect([run["top1"] for run in g["runs"]], [run["top1"] for run in p["runs"]])
+    return p, g, effect
+
+
+def answers(rows: list[dict[str, Any]]) -> list[str]:
+    """Verdicts on the paper's three knobs, separability and its GoogLeNet claim, from the runs."""
+    out = []
+    for name, compared, effect in effects(rows):
+        out.append(f"**{name.capitalize()}** ({compared}): {_effect_sentence(effect)}.")
     sep = _find(rows, network="ddsnet_plainconv")
     if sep:
         twin = _find(rows, network="ddsnet", width_multiplier=sep.get("width_multiplier"), resolution=sep["resolution"],
-                     dilation=sep.get("dilation") or 2)  # fmt: skip
-        if twin:
+                     dilation=sep.get("dilation"))  # fmt: skip
+        if twin and twin.get("params") and sep.get("params"):
             out.append(
-                f"**What does separability cost and save?** At α={sep.get('width_multiplier')}, {sep['resolution']} px, "
-                f"plain 3x3 convs reach {_pct(sep['top1'])}% vs {_pct(twin['top1'])}% for the separable net "
-                f"({100 * (twin['top1'] - sep['top1']):+.2f} points for separable) with "
-                f"{sep['params'] / twin['params']:.1f}x the parameters and {sep['macs'] / twin['macs']:.1f}x the MACs."
+                f"Separability's cost: the plain-conv net has {sep['params'] / twin['params']:.1f}x the parameters "
+                f"and {sep['macs'] / twin['macs']:.1f}x the MACs of the separable one (α={sep.get('width_multiplier')}, "
+                f"{sep['resolution']} px)."
             )
-    for factor, noun in (("width_multiplier", "width"), ("resolution", "resolution")):
-        d = deltas.get(factor) or []
-        if d:
-            out.append(
-                f"**How does {noun} trade accuracy for cost?** Raising {noun} from its lowest to its highest value "
-                f"changed top-1 by {100 * statistics.fmean(d):+.2f} points on average (see its table for the MACs and "
-                "parameters each setting costs)."
-            )
-    google = _find(rows, network="googlenet")
-    proposed = [
-        r for r in rows if r["network"] == "ddsnet" and (google is None or r["resolution"] == google["resolution"])
-    ]
-    if google and proposed:
-        best = max(proposed, key=lambda r: r["top1"])
+    claim = googlenet_claim(rows)
+    if claim:
+        p, g, effect = claim
         out.append(
-            f"**Proposed vs GoogLeNet** ({google['resolution']} px): the best proposed configuration ({_label(best)}) "
-            f"reaches {_pct(best['top1'])}% vs GoogLeNet's {_pct(google['top1'])}% "
-            f"({100 * (best['top1'] - google['top1']):+.2f} points) with {(google['params'] - best['params']) / 1e6:.2f}M "
-            f"fewer parameters ({best['params'] / 1e6:.2f}M vs {google['params'] / 1e6:.2f}M). The paper claims about "
-            "+1 point and 3.7M fewer parameters at ImageNet-style scale."
+            f"**The paper's GoogLeNet claim** (DDSNet α=1.0 at {p['resolution']} px vs GoogLeNet at {g['resolution']} px, "
+            f"same recipe): top-1 {_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs "
+            f"{_pct(g['top1'], g.get('top1_std'))}% (n={g['n']}), difference {_effect_sentence(effect)}; "
+            f"{(g['params'] - p['params']) / 1e6:.2f}M fewer parameters ({p['params'] / 1e6:.2f}M vs "
+            f"{g['params'] / 1e6:.2f}M deployed). The paper claims about +1 point and 3.7M fewer parameters."
         )
     return out
+
+
+def _effects_table(rows: list[dict[str, Any]]) -> str:
+    found = effects(rows)
+    claim = googlenet_claim(rows)
+    if claim:
+        found.append(("DDSNet α=1.0 vs GoogLeNet", "unpaired, Welch", claim[2]))
+    if not found:
+        return ""
+    lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+    for name, compared, e in found:
+        lines.append(f"| {name} | {compared} | {e.n} | {100 * e.mean:+.2f} | {_ci(e)} | {e.verdict} |")
+    return "\n".join(lines)
 
 
 def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
@@ -326,7 +389,17 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for role, marker in (("proposed", "o"), ("ablation", "s"), ("baseline", "^")):
             sel = [r for r in pts if _role(r).startswith(role)]
-            ax.scatter([r[key] for r in sel], [100 * r["top1"] for r in sel], marker=marker, label=role, s=40)
+            if not sel:
+                continue
+            ax.errorbar(
+                [r[key] for r in sel],
+                [100 * r["top1"] for r in sel],
+                yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],  # ± 1 std over seeds
+                fmt=marker,
+                capsize=3,
+                markersize=6,
+                label=role,
+            )
             for r in sel:
                 ax.annotate(_label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
         # Pareto front: fewer params/MACs is better, more img/s is better.
@@ -338,7 +411,7 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test top-1 (%)")
+        ax.set_ylabel("test top-1 (%), mean ± std over seeds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -374,8 +447,24 @@ def _deployment_table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, notes: str = "") -> Path:
-    """Write report.md, runs.csv and plots for ``runs`` (as returned by collect_runs)."""
+RUN_FIELDS = [*KEY_FACTORS, "seed", "run_id", "top1", "top5", "params", "macs", "size_mb", "receptive_field",
+              "fit_seconds", "epochs"]  # fmt: skip
+CONFIG_FIELDS = [*KEY_FACTORS, "n", "seeds", "top1", "top1_std", "top1_ci_low", "top1_ci_high", "top5", "top5_std",
+                 "params", "macs", "size_mb", "receptive_field", "images_per_s", "fit_seconds", "epochs"]  # fmt: skip
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+
+
+def write_report(
+    name: str, runs: list[dict[str, Any]], out_dir: str | Path, notes: str = "", protocol: str = ""
+) -> Path:
+    """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(runs)
@@ -383,41 +472,55 @@ def write_report(name: str, runs: list[dict[str, Any]], out_dir: str | Path, not
         raise ConfigError(f"report: no finished runs for study {name!r}")
     _attach_throughput(rows, out / "bench.csv")
     rows.sort(key=lambda r: -(r["top1"] or 0))
-    with (out / "runs.csv").open("w", newline="") as fh:
-        fields = [*KEY_FACTORS, "seeds", "top1", "top1_std", "top5", "params", "macs", "size_mb", "receptive_field",
-                  "images_per_s", "fit_seconds", "epochs"]  # fmt: skip
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    # Headline: everything at the baselines' resolution, plus every ablation and baseline row.
-    baselines = [r for r in rows if _role(r) == "baseline"]
-    anchor_res = (baselines[0] if baselines else rows[0])["resolution"]
-    headline = [r for r in rows if r["resolution"] == anchor_res or _role(r) != "proposed"]
-    sections = [f"# Study: {name}\n", notes.strip() + "\n" if notes else ""]
+    _write_csv(out / "runs.csv", rows, CONFIG_FIELDS)
+    _write_csv(out / "runs_per_seed.csv", sorted(runs, key=lambda r: (_label(r), str(r.get("resolution")),
+                                                                     r.get("seed") or 0)), RUN_FIELDS)  # fmt: skip
+    sections = [f"# Study: {name}\n"]
+    if protocol:
+        sections.append("## Protocol\n\n" + protocol.strip() + "\n")
+    found = answers(rows)
+    if found:
+        sections.append("## Verdicts\n\n" + "\n".join(f"- {a}" for a in found) + "\n")
+    if notes:
+        sections.append(notes.strip() + "\n")
     sections.append(
-        f"## Proposed vs baselines vs ablations ({anchor_res} px and every ablation/baseline)\n\n"
-        + _table(headline, HEADLINE)
-        + "\n"
+        "## Every configuration (test top-1: mean ± std over seeds, n runs)\n\n" + _table(rows, HEADLINE) + "\n"
     )
-    deltas = {}
+    table = _effects_table(rows)
+    if table:
+        sections.append(
+            "## Effects (paired by seed and the other factors; 95% t intervals from scipy.stats)\n\n" + table + "\n"
+        )
     for factor, held in (("dilation", ("width_multiplier", "resolution")),
                          ("width_multiplier", ("resolution", "dilation")),
                          ("resolution", ("width_multiplier", "dilation"))):  # fmt: skip
-        table, deltas[factor] = _factor_table(rows, factor, held)
+        table, _ = _factor_table(rows, factor, held)
         if table:
-            sections.append(f"## Effect of {factor.replace('_', ' ')} (proposed net)\n\n{table}\n")
-    found = answers(rows, deltas)
-    if found:
-        sections.append("## The paper's questions, as measured here\n\n" + "\n\n".join(f"- {a}" for a in found) + "\n")
+            sections.append(f"## Effect of {factor.replace('_', ' ')} (proposed net, means over seeds)\n\n{table}\n")
     deploy = _deployment_table(rows)
     if deploy:
         sections.append(deploy)
-    sections.append(
-        "## All runs\n\n" + _table(rows, HEADLINE + [("fit s", "fit_seconds"), ("epochs", "epochs")]) + "\n"
-    )
     plots = _plots(rows, out)
     if plots:
-        sections.append("## Plots\n\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
+        sections.append(
+            "## Plots (error bars: ± 1 std over seeds)\n\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
+        )
+    sections.append(
+        "## Every run\n\n"
+        + _table(
+            sorted(runs, key=lambda r: (_label(r), str(r.get("resolution")), r.get("seed") or 0)),
+            [
+                ("network", "label"),
+                ("px", "resolution"),
+                ("seed", "seed"),
+                ("top-1 %", "top1"),
+                ("top-5 %", "top5"),
+                ("fit s", "fit_seconds"),
+                ("epochs", "epochs"),
+            ],
+        )  # fmt: skip
+        + "\n"
+    )
     path = out / "report.md"
     path.write_text("\n".join(s for s in sections if s))
     return path
@@ -441,5 +544,5 @@ def main(argv: list[str] | None = None) -> None:
     if args.bench:
         bench_study(study, args.out)
     notes = Path(args.notes).read_text() if args.notes else ""
-    path = write_report(study.name, runs, Path(args.out) / study.name, notes)
+    path = write_report(study.name, runs, Path(args.out) / study.name, notes, study.protocol)
     print(f"wrote {path} ({len(runs)} runs)")

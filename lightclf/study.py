@@ -3,7 +3,13 @@
 A study is a base fit config plus factors. Every run is a separate `lightclf fit` process
 with a deterministic W&B id, group = study name and tags naming its factors, so a killed
 study resumes: finished runs are skipped, interrupted ones continue from ``last.ckpt``.
-``--emit-sweep`` writes the equivalent W&B sweep so the grid can fan out with `wandb agent`.
+``--emit-sweep`` writes the equivalent W&B sweep (one point per run, grid and extra runs alike)
+so the study can fan out with `wandb agent`.
+
+Runs execute configuration by configuration, every seed of one configuration before the next,
+so a study stopped part-way leaves complete seed sets of its first configurations (list the
+most important first). A run entry may carry ``overrides`` (``lightclf fit`` keys) for that run
+only, e.g. fewer images for an expensive baseline.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from lightclf.models import ConfigError
 __all__ = ["Study", "RunSpec", "load_study", "main"]
 
 FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "seed")
+RUN_KEYS = (*FACTORS, "network_kwargs", "overrides")
 NETWORK_KWARGS = ("width_multiplier", "dilation", "small_input")
 
 
@@ -52,8 +59,9 @@ class RunSpec:
                 parts.append(f"{short}{f[key]}")
         return "-".join(str(p) for p in parts)
 
-    def cli_args(self, base_config: str, save_dir: str, project: str) -> list[str]:
+    def cli_args(self, base_config: str | list[str], save_dir: str, project: str) -> list[str]:
         f = self.factors
+        configs = [base_config] if isinstance(base_config, str) else list(base_config)
         kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
         kwargs.update(f.get("network_kwargs") or {})
         tags = [self.study, f["network"]] + [
@@ -61,7 +69,7 @@ class RunSpec:
         ]
         args = [
             "fit",
-            "--config", base_config,
+            *(arg for config in configs for arg in ("--config", config)),
             "--model.network", f["network"],
             "--model.network_kwargs", json.dumps(kwargs),
             "--seed_everything", str(f.get("seed", 0)),
@@ -75,28 +83,31 @@ class RunSpec:
             args += ["--trainer.logger.init_args.id", self.run_id]
         if f.get("resolution") is not None:
             args += ["--data.init_args.resolution", str(f["resolution"])]
+        for key, value in (f.get("overrides") or {}).items():
+            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
         return args
 
 
 @dataclass
 class Study:
     name: str
-    base_config: str
+    base_config: str | list[str]  # one fit config, or several merged in order (model + recipe)
     grid: dict[str, list[Any]]
     runs: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    protocol: str = ""  # one paragraph for the report: data, recipe, what was cut to fit
     save_dir: str = "runs/study"
     project: str = "lightclf-study"
     bench: dict[str, Any] = field(default_factory=dict)
 
     def specs(self) -> list[RunSpec]:
-        """The grid's cartesian product, then the extra runs, each once per seed (order kept)."""
+        """The grid's cartesian product, then the extra runs; every seed of one point before the next."""
         keys = list(self.grid)
         points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
         points += [dict(run) for run in self.runs]
         specs, seen = [], set()
-        for seed in self.seeds:
-            for point in points:
+        for point in points:
+            for seed in point.pop("seeds", None) or self.seeds:
                 factors = {**point, "seed": seed}
                 key = json.dumps(factors, sort_keys=True)
                 if key not in seen:
@@ -133,8 +144,13 @@ def load_study(path: str | Path) -> Study:
     for run in raw.get("runs", []):
         if "network" not in run:
             raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
-    if not Path(raw["base_config"]).is_file():
-        raise ConfigError(f"study config {path}: base_config {raw['base_config']} not found")
+        bad = set(run) - set(RUN_KEYS) - {"seeds"}
+        if bad:
+            raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
+    bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]
+    for base in bases:
+        if not Path(base).is_file():
+            raise ConfigError(f"study config {path}: base_config {base} not found")
     return Study(**raw)
 
 
@@ -145,10 +161,16 @@ def run_status(study: Study, spec: RunSpec) -> str:
     return json.loads(record.read_text()).get("status", "unknown")
 
 
-def run_study(study: Study, extra_args: list[str] | None = None, dry_run: bool = False, log=print) -> dict[str, str]:
+def run_study(
+    study: Study,
+    extra_args: list[str] | None = None,
+    dry_run: bool = False,
+    log=print,
+    specs: list[RunSpec] | None = None,
+) -> dict[str, str]:
     """Run every spec not yet finished; resume interrupted ones from their last checkpoint."""
     outcome = {}
-    specs = study.specs()
+    specs = study.specs() if specs is None else specs
     for index, spec in enumerate(specs, 1):
         status = run_status(study, spec)
         if status == "finished":
@@ -191,15 +213,14 @@ def _run_env() -> dict[str, str]:
 
 
 def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
-    """A W&B grid sweep over the same points; each agent call runs one point through this runner."""
-    values = {key: {"values": list(vals)} for key, vals in study.grid.items()}
-    values["seed"] = {"values": list(study.seeds)}
+    """A W&B grid sweep with one point per run of the study (grid and extra runs, every seed):
+    each agent call runs that one run through this runner (``--point run=<run id>``)."""
     return {
         "name": study.name,
         "program": "lightclf",
         "method": "grid",
         "metric": {"name": "test/acc1", "goal": "maximize"},
-        "parameters": values,
+        "parameters": {"run": {"values": [spec.run_id for spec in study.specs()]}},
         "command": [
             "${env}",
             "${interpreter}",
@@ -214,14 +235,25 @@ def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
     }
 
 
-def _parse_point(items: list[str]) -> dict[str, Any]:
-    point = {}
+def select_point(study: Study, items: list[str]) -> list[RunSpec]:
+    """The runs that ``--point`` names: ``run=<run id>`` (what a sweep agent passes) or
+    factor=value pairs (every run of the study matching all of them)."""
+    wanted = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in FACTORS:
-            raise ConfigError(f"study --point: expected factor=value with factor in {FACTORS}, got {item!r}")
-        point[key] = yaml.safe_load(value)
-    return point
+        if not sep or key not in (*FACTORS, "run"):
+            raise ConfigError(
+                f"study --point: expected run=<id> or factor=value with factor in {FACTORS}, got {item!r}"
+            )
+        wanted[key] = value if key == "run" else yaml.safe_load(value)
+    chosen = [
+        spec
+        for spec in study.specs()
+        if all((spec.run_id if key == "run" else spec.factors.get(key)) == value for key, value in wanted.items())
+    ]
+    if not chosen:
+        raise ConfigError(f"study --point {' '.join(items)}: no run of study {study.name!r} matches")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,16 +274,10 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.emit_sweep).write_text(yaml.safe_dump(sweep_config(study, args.config), sort_keys=False))
         print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
         return
-    if args.point:
-        point = _parse_point(args.point)
-        study.grid, study.runs, study.seeds = (
-            {k: [v] for k, v in point.items() if k != "seed"},
-            [],
-            [point.get("seed", 0)],
-        )
-    specs = study.specs()
+    specs = select_point(study, args.point) if args.point else study.specs()
     print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
-    outcome = run_study(study, extra, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    outcome = run_study(study, extra, dry_run=args.dry_run, log=log, specs=specs)
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     if not args.dry_run and not args.no_bench and not args.point:
         from lightclf.report import bench_study

@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from conftest import run_lightclf, smoke_config
+from conftest import REPO, run_lightclf, smoke_config
 from lightclf.report import pareto_front
 from lightclf.study import load_study, sweep_config
 
@@ -30,6 +30,7 @@ def tiny_study(tmp_path):
             "dilation": [1, 2],
         },  # fmt: skip
         "runs": [{"network": "mobilenetv3_small_050", "resolution": 32}],
+        "seeds": [0],
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -101,8 +102,8 @@ def test_study_validation_and_sweep(tiny_study, tmp_path):
     assert len(study.specs()) == 5
     assert len({s.run_id for s in study.specs()}) == 5
     sweep = sweep_config(study, str(tiny_study))
-    assert sweep["method"] == "grid" and sweep["parameters"]["dilation"] == {"values": [1, 2]}
-    assert "--point" in sweep["command"]
+    assert sweep["method"] == "grid" and "--point" in sweep["command"]
+    assert sweep["parameters"]["run"]["values"] == [s.run_id for s in study.specs()]  # the extra run too
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "x", "base_config": "nope.yaml", "grid": {"network": ["ddsnet"]}}))
     result = run_lightclf("study", "--config", str(bad))
@@ -116,3 +117,68 @@ def test_pareto_front():
     points = [(1, 1), (2, 3), (3, 2), (4, 4), (0.5, 0.5), (4, 1)]
     assert pareto_front(points) == [3]
     assert pareto_front([(1, 3), (2, 2), (3, 1)]) == [0, 1, 2]
+
+
+STUDY_CONFIGS = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.stem.endswith("_base"))
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
+def test_sweep_covers_every_run_of_every_study(path, monkeypatch):
+    """One sweep point per run of the dry run, one to one, for every shipped study config."""
+    from lightclf.study import run_study, select_point
+
+    monkeypatch.chdir(REPO)
+    study = load_study(path)
+    dry = run_study(study, dry_run=True, log=lambda m: None)
+    points = sweep_config(study, str(path))["parameters"]["run"]["values"]
+    assert sorted(points) == sorted(dry) and len(points) == len(set(points)) == len(study.specs())
+    for run_id in points[:3] + points[-3:]:  # what an agent passes selects exactly that run
+        (spec,) = select_point(study, [f"run={run_id}"])
+        assert spec.run_id == run_id
+
+
+def test_seeds_run_configuration_by_configuration(tmp_path):
+    from lightclf.study import Study
+
+    study = Study(name="s", base_config="b.yaml", grid={"network": ["ddsnet"], "dilation": [2, 1]}, seeds=[0, 1, 2],
+                  runs=[{"network": "googlenet", "resolution": 56, "overrides": {"trainer.max_epochs": 2}}])  # fmt: skip
+    order = [(s.factors.get("dilation"), s.factors["network"], s.factors["seed"]) for s in study.specs()]
+    assert order == [(2, "ddsnet", 0), (2, "ddsnet", 1), (2, "ddsnet", 2), (1, "ddsnet", 0), (1, "ddsnet", 1),
+                     (1, "ddsnet", 2), (None, "googlenet", 0), (None, "googlenet", 1), (None, "googlenet", 2)]  # fmt: skip
+    args = study.specs()[-1].cli_args(["a.yaml", "recipe.yaml"], "runs", "p")
+    assert args[:5] == ["fit", "--config", "a.yaml", "--config", "recipe.yaml"]
+    assert args[-2:] == ["--trainer.max_epochs", "2"]
+
+
+def test_report_statistics_from_seeded_runs(tmp_path):
+    """Paired effects with scipy's t interval and a verdict; per-config and per-run CSVs; error bars."""
+    from lightclf.report import write_report
+
+    runs = []
+    base = {"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "small_input": True,
+            "params": 215_642, "macs": 9.6e6, "size_mb": 0.86, "receptive_field": 100}  # fmt: skip
+    undilated = [0.900, 0.905, 0.898, 0.902]
+    gains = [0.010, 0.012, 0.009, 0.011]  # dilation helps by ~1 point in every pair: significant
+    for seed, (top1, gain) in enumerate(zip(undilated, gains)):
+        runs.append({**base, "dilation": 1, "seed": seed, "top1": top1, "top5": 0.99, "run_id": f"a{seed}"})
+        runs.append({**base, "dilation": 2, "seed": seed, "top1": top1 + gain, "top5": 0.99, "run_id": f"b{seed}"})
+        runs.append({**base, "resolution": 20, "dilation": 2, "seed": seed, "top1": top1 + gain + (-1) ** seed * 0.004,
+                     "top5": 0.99, "run_id": f"c{seed}"})  # fmt: skip
+    runs.append({**base, "dilation": 2, "resolution": 20, "seed": 9, "top1": 0.9, "top5": 0.99, "run_id": "odd"})
+    path = write_report("stats", runs, tmp_path, protocol="Three epochs on digits.")
+    text = path.read_text()
+    assert text.index("## Protocol") < text.index("## Verdicts") < text.index("## Every configuration")
+    dilation_line = next(line for line in text.splitlines() if line.startswith("| dilation |"))
+    from scipy import stats
+
+    low, high = stats.ttest_1samp(gains, 0).confidence_interval(0.95)
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in dilation_line and "| significant |" in dilation_line
+    resolution_line = next(line for line in text.splitlines() if line.startswith("| resolution |"))
+    assert "within noise" in resolution_line  # ±0.4 points alternating: the interval spans zero
+    with (tmp_path / "runs.csv").open() as fh:
+        configs = list(csv.DictReader(fh))
+    assert len(configs) == 3
+    dilated = next(r for r in configs if r["dilation"] == "2" and r["resolution"] == "28")
+    assert dilated["n"] == "4" and dilated["seeds"] == "0 1 2 3" and float(dilated["top1_std"]) > 0
+    with (tmp_path / "runs_per_seed.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == len(runs)
