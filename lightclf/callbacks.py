@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.complexity import measure_complexity
 
-__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "EMA", "run_dir"]
+__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "EMA", "TestEveryEpoch", "run_dir"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -249,3 +249,42 @@ def _ema_with_warmup(decay: float):
             torch._foreach_copy_(averaged, current)
 
     return multi_avg_fn
+
+
+class TestEveryEpoch(L.Callback):
+    """Evaluates the test set after every validation (with the weights validation used, EMA
+    included) and logs ``test_epoch/acc1`` / ``acc5``: the per-epoch test curve that compares
+    recipes (``reports/bench/README.md``). Model selection still uses only the validation split;
+    this costs one extra forward pass over the test set per epoch."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = run_dir(trainer) / "results.json"  # a resumed fit keeps the epochs tested before
+        self.history = json.loads(path.read_text()).get("test_per_epoch", []) if path.exists() else []
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.datamodule is None:
+            return
+        data = trainer.datamodule
+        if data.test_set is None:
+            data.setup("test")
+        correct1 = correct5 = total = 0
+        for batch in data.test_dataloader():
+            batch = data.on_after_batch_transfer(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), 0)
+            x, y = batch
+            top5 = pl_module.eval_logits(x, "test").topk(min(5, pl_module.hparams.num_classes), dim=-1).indices
+            correct1 += int((top5[:, 0] == y).sum())
+            correct5 += int((top5 == y[:, None]).any(dim=-1).sum())
+            total += len(y)
+        metrics = {"test_epoch/acc1": correct1 / total, "test_epoch/acc5": correct5 / total}
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        if trainer.is_global_zero:
+            path = run_dir(trainer) / "results.json"
+            record = json.loads(path.read_text()) if path.exists() else {}
+            record["test_per_epoch"] = self.history
+            _write_json(path, record)

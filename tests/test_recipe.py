@@ -4,6 +4,7 @@ schedules, EMA, mixup and flip TTA."""
 from __future__ import annotations
 
 import json
+import re
 
 import lightning as L
 import numpy as np
@@ -158,3 +159,22 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tmp_path):
     assert tested.returncode == 0, tested.stderr[-2000:]
     again = json.loads((folder / "results.json").read_text())["test_metrics"]
     assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
+
+
+def test_test_every_epoch_records_the_test_curve(tmp_path):
+    from conftest import SMOKE_CALLBACKS
+
+    callbacks = [*SMOKE_CALLBACKS, {"class_path": "lightclf.callbacks.TestEveryEpoch"}]
+    overrides = {"trainer.callbacks": callbacks, "trainer.limit_test_batches": 1.0, "model.ema_decay": 0.9}
+    config = smoke_config(tmp_path, **overrides, **{"model.tta_flip": True})
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    record = json.loads((folder / "results.json").read_text())
+    curve = record["test_per_epoch"]
+    assert [row["epoch"] for row in curve] == [0, 1]
+    assert all(0.0 <= row["test_epoch/acc1"] <= row["test_epoch/acc5"] <= 1.0 for row in curve)
+    # The final test evaluates the best-validation checkpoint (EMA weights, flip TTA): the curve at
+    # that epoch is the same number, so the curve measures what the run reports.
+    best_epoch = int(re.search(r"epoch=(\d+)", record["best_ckpt"]).group(1))
+    assert curve[best_epoch]["test_epoch/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
