@@ -20,7 +20,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.complexity import measure_complexity
 
-__all__ = ["RunRecorder", "RunConfigSaver", "TrainThroughput", "LastCheckpoint", "EMA", "TestEveryEpoch", "run_dir"]
+__all__ = [
+    "run_factors",
+    "RunRecorder",
+    "RunConfigSaver",
+    "TrainThroughput",
+    "LastCheckpoint",
+    "EMA",
+    "TestEveryEpoch",
+    "run_dir",
+]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -31,6 +40,26 @@ def run_dir(trainer: L.Trainer) -> Path:
     if logger is not None and logger.log_dir:
         return Path(logger.log_dir)
     return Path(trainer.default_root_dir)
+
+
+def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
+    """The study's factors of a run, named alike for every network (W&B panels group and plot by
+    ``factors.*``): network, width, resolution, dilation, separable, seed and a config label."""
+    hp, net = pl_module.hparams, getattr(pl_module, "network", None)
+    kwargs = dict(hp.get("network_kwargs") or {})
+    dilations = getattr(net, "dilations", None)
+    factors = {
+        "network": getattr(pl_module, "network_name", None),
+        "width_multiplier": getattr(net, "width_multiplier", kwargs.get("width_multiplier")),
+        "resolution": hp.get("img_size"),
+        "dilation": max(dilations) if dilations else kwargs.get("dilation"),
+        "separable": getattr(net, "separable", None),
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+    }
+    label = [str(factors["network"])]
+    label += [f"{k[0]}{factors[k]}" for k in ("width_multiplier", "resolution", "dilation") if factors[k] is not None]
+    factors["config"] = " ".join(label)
+    return factors
 
 
 def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -81,10 +110,11 @@ class RunRecorder(L.Callback):
 
     @rank_zero_only
     def _log_to_wandb(self, trainer: L.Trainer, complexity: dict[str, Any]) -> None:
+        factors = run_factors(trainer.lightning_module)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update({k: v for k, v in complexity.items() if v is not None})
-                logger.experiment.config.update({"complexity": complexity}, allow_val_change=True)
+                logger.experiment.config.update({"complexity": complexity, "factors": factors}, allow_val_change=True)
             else:
                 logger.log_hyperparams({"complexity": complexity})
 

@@ -526,6 +526,48 @@ def write_report(
     return path
 
 
+def log_summary_run(study, runs: list[dict[str, Any]], out: Path) -> str:
+    """One W&B run in the study's group holding the per-run and per-configuration tables, the
+    effects and the plots, so a reviewer in W&B needs no local files. Works offline (`wandb sync`)."""
+    import wandb
+
+    rows = aggregate(runs)
+    _attach_throughput(rows, out / "bench.csv")
+    run = wandb.init(
+        project=study.project,
+        group=study.name,
+        name=f"{study.name}-summary",
+        job_type="study-summary",
+        dir=str(Path(study.save_dir)),
+        config={"study": study.name, "seeds": study.seeds, "protocol": study.protocol},
+        tags=[study.name, "summary"],
+    )
+    try:
+
+        def table(records: list[dict[str, Any]], fields: list[str]):
+            data = [[(" ".join(map(str, r.get(f))) if isinstance(r.get(f), list) else r.get(f)) for f in fields]
+                    for r in records]  # fmt: skip
+            return wandb.Table(columns=fields, data=data)
+
+        effect_rows = [
+            {"effect": name, "comparison": compared, "n": e.n, "delta_top1": e.mean, "ci_low": e.ci_low,
+             "ci_high": e.ci_high, "verdict": e.verdict}
+            for name, compared, e in effects(rows)
+        ]  # fmt: skip
+        payload = {
+            "runs": table(runs, RUN_FIELDS),
+            "configurations": table(rows, CONFIG_FIELDS),
+            "effects": table(effect_rows, ["effect", "comparison", "n", "delta_top1", "ci_low", "ci_high", "verdict"]),
+        }
+        for png in sorted(out.glob("accuracy_vs_*.png")):
+            payload[f"plots/{png.stem}"] = wandb.Image(str(png))
+        run.log(payload)
+        run.summary.update({"n_configurations": len(rows), "n_runs": len(runs)})
+        return run.dir
+    finally:
+        run.finish()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="study YAML (its name, save_dir and project are used)")
@@ -533,6 +575,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read finished runs from the W&B API")
     parser.add_argument("--notes", metavar="FILE", help="markdown to put under the title (setup, caveats)")
     parser.add_argument("--bench", action="store_true", help="(re)measure inference img/s before writing")
+    parser.add_argument(
+        "--wandb-report",
+        metavar="ENTITY/PROJECT",
+        help="build a W&B Report of the study: saved online (URL printed), else its spec to <out>/<study>/wandb_report.json",
+    )
+    parser.add_argument(
+        "--wandb-summary", action="store_true", help="log a summary run (tables + plots) into the study's W&B group"
+    )
     args = parser.parse_args(argv)
     from lightclf.study import load_study
 
@@ -544,5 +594,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.bench:
         bench_study(study, args.out)
     notes = Path(args.notes).read_text() if args.notes else ""
-    path = write_report(study.name, runs, Path(args.out) / study.name, notes, study.protocol)
+    out = Path(args.out) / study.name
+    path = write_report(study.name, runs, out, notes, study.protocol)
     print(f"wrote {path} ({len(runs)} runs)")
+    if args.wandb_report or args.wandb_summary:
+        from lightclf.wandb_setup import configure_wandb
+
+        online = configure_wandb() == "online"
+    if args.wandb_report:
+        from lightclf.wandb_report import publish
+
+        where = publish(study, args.wandb_report, out, online)
+        if online:
+            print(f"W&B report: {where}")
+        else:
+            print(
+                f"W&B is offline: wrote the report spec to {where}; once logged in (`wandb login`), run "
+                f"`lightclf report --study {args.study} --wandb-report {args.wandb_report}` again to publish it"
+            )
+    if args.wandb_summary:
+        run_dir = log_summary_run(study, runs, out)
+        print(f"W&B summary run: {run_dir}" + ("" if online else " (offline: upload with `wandb sync` on it)"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -182,3 +183,69 @@ def test_report_statistics_from_seeded_runs(tmp_path):
     assert dilated["n"] == "4" and dilated["seeds"] == "0 1 2 3" and float(dilated["top1_std"]) > 0
     with (tmp_path / "runs_per_seed.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(runs)
+
+
+def _fake_runs() -> list[dict]:
+    base = {"width_multiplier": 0.25, "resolution": 28, "small_input": True, "params": 215_642, "macs": 9.6e6,
+            "size_mb": 0.86, "receptive_field": 100, "top5": 0.99}  # fmt: skip
+    runs = []
+    for seed in range(3):
+        runs.append(
+            {**base, "network": "ddsnet", "dilation": 1, "seed": seed, "top1": 0.90 + seed / 1000, "run_id": f"u{seed}"}
+        )
+        runs.append(
+            {**base, "network": "ddsnet", "dilation": 2, "seed": seed, "top1": 0.91 + seed / 900, "run_id": f"d{seed}"}
+        )
+    return runs  # fmt: skip
+
+
+def test_wandb_report_spec_offline(tiny_study, tmp_path):
+    """Offline, --wandb-report writes the spec: study group filter, panels, axes, grouping."""
+    out = tmp_path / "reports"
+    result = run_lightclf("report", "--study", str(tiny_study), "--out", str(out), "--wandb-report", "me/tiny-study")
+    assert result.returncode == 2 and "no finished runs" in result.stderr  # nothing ran yet: one line, no spec
+    from lightclf.wandb_report import publish
+
+    spec = json.loads(Path(publish(load_study(tiny_study), "me/tiny-study", tmp_path, online=False)).read_text())
+    assert spec["project"] == {"name": "tiny-study", "entityName": "me"}
+    (grid,) = [b for b in spec["spec"]["blocks"] if b["type"] == "panel-grid"]
+    (runset,) = grid["metadata"]["runSets"]
+    assert runset["filters"]["filters"] == [
+        {"key": {"section": "run", "name": "group"}, "op": "=", "value": "tiny", "disabled": False}
+    ]
+    assert runset["grouping"] == [{"section": "config", "name": "factors.value.config"}]
+    panels = {
+        p["config"].get("chartTitle", p["viewType"]): p for p in grid["metadata"]["panelBankSectionConfig"]["panels"]
+    }
+    scatter = [p["config"] for p in panels.values() if p["viewType"] == "Scatter Plot"]
+    assert {c["xAxis"] for c in scatter} == {"summary:params", "summary:macs", "summary:train/device/samples_per_sec"}
+    assert all(c["yAxis"] == "summary:test/acc1" and c["xAxisLogScale"] for c in scatter)
+    (parallel,) = [p["config"] for p in panels.values() if p["viewType"] == "Parallel Coordinates Plot"]
+    assert [c["accessor"] for c in parallel["columns"]] == [
+        "config:factors.value.width_multiplier", "config:factors.value.resolution", "config:factors.value.dilation",
+        "config:factors.value.separable", "summary:test/acc1",
+    ]  # fmt: skip
+    (bar,) = [p["config"] for p in panels.values() if p["viewType"] == "Bar Chart"]
+    assert bar["groupBy"] == "factors.value.config" and bar["groupArea"] == "stddev" and bar["groupAgg"] == "mean"
+    (line,) = [p["config"] for p in panels.values() if p["viewType"] == "Run History Line Plot"]
+    assert line["metrics"] == ["val/acc1"] and line["groupBy"] == "factors.value.network"
+    assert "Run Comparer" in {p["viewType"] for p in panels.values()}
+
+
+def test_wandb_summary_run_offline(tiny_study, tmp_path):
+    """The study summary run holds the per-run, per-configuration and effects tables (offline)."""
+    from lightclf.report import log_summary_run, write_report
+    from lightclf.wandb_records import read_run
+
+    study = load_study(tiny_study)
+    out = tmp_path / "reports" / "tiny"
+    write_report("tiny", _fake_runs(), out)
+    log_summary_run(study, _fake_runs(), out)
+    (segment,) = list(Path(study.save_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    run = read_run(segment)
+    assert run["config"]["study"] == "tiny"
+    (row,) = run["history"]
+    assert row["runs/_type"] == row["configurations/_type"] == row["effects/_type"] == "table-file"
+    assert (row["runs/nrows"], row["configurations/nrows"], row["effects/nrows"]) == (6, 2, 1)  # the dilation effect
+    assert row["plots/accuracy_vs_params/_type"] == "image-file"
+    assert run["summary"]["n_configurations"] == 2 and run["summary"]["n_runs"] == 6
