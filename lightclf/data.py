@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset, random_split
 
 __all__ = [
     "DataError",
@@ -39,22 +39,28 @@ class DataError(RuntimeError):
     """The data set is missing, empty or malformed; the message says which path and what to do."""
 
 
-class EpochSeededSampler(Sampler[int]):
+class EpochSeededSampler(DistributedSampler):
     """Shuffles with a generator seeded by (seed, epoch): a run resumed from a checkpoint sees
-    exactly the batches the uninterrupted run saw (Lightning calls ``set_epoch`` each epoch)."""
+    exactly the batches the uninterrupted run saw (Lightning calls ``set_epoch`` each epoch).
 
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = length, seed, 0
+    Under DDP each rank takes every ``world_size``-th index of the same permutation (padded as
+    torch's DistributedSampler pads), so the ranks split each epoch without overlap and keep the
+    epoch-seeded order; being a DistributedSampler, Lightning uses it as it is.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int | None = None, rank: int | None = None):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=gen).tolist())
-
-    def __len__(self) -> int:
-        return self.length
+        order = torch.randperm(len(self.dataset), generator=gen).tolist()
+        order += order[: self.total_size - len(order)]  # every rank gets num_samples indices
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 def _resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
@@ -186,7 +192,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.order_seed) if shuffle else None,
+            sampler=EpochSeededSampler(dataset, self.order_seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and len(dataset) > self.batch_size,

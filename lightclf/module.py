@@ -206,7 +206,8 @@ class ImageClassifier(L.LightningModule):
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
         x, y = batch
         logits = self.eval_logits(x, stage)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=stage == "val", batch_size=len(y))
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y), sync_dist=True)
         metrics.update(logits, y)
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(y))
 

@@ -157,7 +157,8 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tmp_path):
     # A fresh process testing the checkpoint (the EMA weights) reports what the fit's own test did.
     tested = run_lightclf("test", "--config", str(folder / "config.yaml"), "--ckpt_path", record["best_ckpt"])
     assert tested.returncode == 0, tested.stderr[-2000:]
-    again = json.loads((folder / "results.json").read_text())["test_metrics"]
+    (test_run,) = [p for p in (tmp_path / "runs" / "smoke").iterdir() if p != folder]  # the test's own run
+    again = json.loads((test_run / "results.json").read_text())["test_metrics"]
     assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
 
 

@@ -1,0 +1,60 @@
+"""Multi-device fits: two CPU processes (DDP over gloo) on this 2-core machine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_lightclf, smoke_config
+from lightclf.data import EpochSeededSampler
+
+
+def test_ranks_split_each_epoch_in_the_seeded_order():
+    dataset = list(range(101))
+    for epoch in (0, 1):
+        single = EpochSeededSampler(dataset, seed=7, num_replicas=1, rank=0)
+        ranks = [EpochSeededSampler(dataset, seed=7, num_replicas=2, rank=r) for r in (0, 1)]
+        for sampler in (single, *ranks):
+            sampler.set_epoch(epoch)
+        order = list(single)
+        shares = [list(r) for r in ranks]
+        assert shares[0] == order[0::2] and shares[1] == (order + order[:1])[1::2]  # interleaved, padded by one
+        assert set(shares[0]) | set(shares[1]) == set(dataset) and len(shares[0]) == len(shares[1]) == 51
+    first, second = (EpochSeededSampler(dataset, seed=7) for _ in range(2))
+    second.set_epoch(1)
+    assert list(first) != list(second)  # a new order every epoch
+
+
+def test_ddp_fit_on_two_cpu_processes(tmp_path):
+    overrides = {
+        "trainer.devices": 2,
+        "trainer.strategy": "ddp",
+        "trainer.accelerator": "cpu",
+        "trainer.max_epochs": 2,
+        "trainer.limit_train_batches": 8,
+        "trainer.limit_val_batches": 1.0,
+        "trainer.limit_test_batches": 1.0,
+        # 718 test images: 359 per rank, so no rank pads its share with repeated images.
+        "data.init_args.test_fraction": 0.4,
+    }
+    config = smoke_config(tmp_path, **overrides)
+    result = run_lightclf("fit", "--config", str(config), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()  # one run folder, written by rank 0 only
+    record = json.loads((folder / "results.json").read_text())
+    assert record["status"] == "finished" and record["global_step"] == 16  # 8 steps x 2 epochs, per rank
+    assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 1  # one W&B run
+    checkpoints = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2  # best + last, once
+    assert not list((folder / "checkpoints").glob("*.partial"))
+
+    # The synced test metric equals a single-process test of the same checkpoint.
+    single = run_lightclf(
+        "test", "--config", str(config), "--trainer.devices", "1", "--trainer.strategy", "auto",
+        "--ckpt_path", record["best_ckpt"],
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    (tested,) = [p for p in (tmp_path / "runs" / "smoke").iterdir() if p != folder]  # the test's own run
+    again = json.loads((tested / "results.json").read_text())["test_metrics"]
+    assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
