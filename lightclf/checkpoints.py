@@ -53,7 +53,7 @@ def load_run(ckpt_path: str | Path) -> LoadedRun:
     hp = module.hparams
     num_classes = hp.get("num_classes", 10)
     names = meta.get("class_names") or [str(i) for i in range(num_classes)]
-    run_dir = Path(meta["run_dir"]) if meta.get("run_dir") else path.parent.parent
+    run_dir = _run_dir_of(path, meta.get("run_dir"))
     return LoadedRun(
         module=module,
         ckpt_path=path,
@@ -65,6 +65,15 @@ def load_run(ckpt_path: str | Path) -> LoadedRun:
         native_channels=int(meta.get("native_channels", 3)),
         run_dir=run_dir if run_dir.is_dir() else None,
     )
+
+
+def _run_dir_of(ckpt: Path, recorded: str | None) -> Path:
+    """The run folder of a checkpoint: the folder holding ``checkpoints/`` (wherever the run was
+    moved or whatever the working directory is), else the folder recorded at save time."""
+    beside = ckpt.resolve().parent.parent
+    if (beside / "config.yaml").exists() or (beside / "results.json").exists() or not recorded:
+        return beside
+    return Path(recorded).resolve()
 
 
 def datamodule_from_run(run: LoadedRun, **overrides):

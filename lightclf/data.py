@@ -118,8 +118,12 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.resolution must be >= 1, got {resolution}")
         if channels not in (1, 3):
             raise DataError(f"data.channels must be 1 or 3, got {channels}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0.0 < val_fraction < 1.0:
+            # 0 would leave no validation split: model selection would fall back on the test set.
+            raise DataError(
+                f"data.val_fraction must be in (0, 1), got {val_fraction}: a held-out validation split picks the best "
+                "checkpoint (never the test set)"
+            )
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
         if channels == 1 and self.native_channels == 3:
@@ -202,7 +206,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set if len(self.val_set) else self.test_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| accepted for ONNX/TS")
     args = parser.parse_args(argv)
     run = load_run(args.ckpt)
-    out = Path(args.out) if args.out else (run.run_dir or args.ckpt.parent) / "export"
+    out = Path(args.out) if args.out else (run.run_dir or Path(args.ckpt).resolve().parent) / "export"
     out.mkdir(parents=True, exist_ok=True)
     network = inference_copy(run.module.network)
     stem = Path(args.ckpt).stem

@@ -76,3 +76,23 @@ def test_predict_bad_inputs(trained_checkpoint, tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
     result = run_lightclf("predict", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path))
     assert result.returncode == 2 and "missing.ckpt does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_export_of_a_run_recorded_relative_from_another_directory(trained_checkpoint, tmp_path):
+    """A run made with a relative save_dir, exported by absolute path from elsewhere (crashed with
+    "'str' object has no attribute 'parent'"): the export lands in the checkpoint's run folder."""
+    import shutil
+
+    import torch
+
+    run_folder = tmp_path / "project" / "runs" / "smoke" / "abc123"
+    (run_folder / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_checkpoint.parent.parent / "config.yaml", run_folder / "config.yaml")
+    ckpt = torch.load(trained_checkpoint, weights_only=False)
+    ckpt["lightclf"]["run_dir"] = "runs/smoke/abc123"  # relative to where the fit ran
+    torch.save(ckpt, run_folder / "checkpoints" / "best.ckpt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_lightclf("export", "--ckpt", str(run_folder / "checkpoints" / "best.ckpt"), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_folder / "export" / "best.onnx").exists() and (run_folder / "export.json").exists()
