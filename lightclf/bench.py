@@ -83,14 +83,18 @@ def time_batches(fn, x: torch.Tensor, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
-    """Time every case once per round; alternate who goes first, since a machine that speeds
-    up or slows down within a round would otherwise bias comparisons towards one side."""
-    for round_idx in range(repeats):
+def alternating_rounds(cases: list, rounds: int, run, log=None) -> None:
+    """``run(case)`` for every case once per round; the order alternates between rounds, since a
+    machine that speeds up or slows down within a round would otherwise bias comparisons."""
+    for round_idx in range(rounds):
         for case in cases if round_idx % 2 == 0 else cases[::-1]:
-            case.times.append(time_batches(case, case.x, iters))
+            run(case)
         if log:
-            log(f"round {round_idx + 1}/{repeats} done")
+            log(f"round {round_idx + 1}/{rounds} done")
+
+
+def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
+    alternating_rounds(cases, repeats, lambda case: case.times.append(time_batches(case, case.x, iters)), log)
 
 
 class _Case:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightclf.bench import parse_model_spec
+from lightclf.bench import alternating_rounds, parse_model_spec
 from lightclf.models import ConfigError, create_network
 
 __all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "fit_overhead", "main"]
@@ -91,15 +91,6 @@ class TrainCase:
         self.rates.append(self.batch_size * steps / (time.perf_counter() - start))
 
 
-def _rounds(cases: list, rounds: int, run, log=None) -> None:
-    """One timing of every case per round; the order alternates between rounds."""
-    for idx in range(rounds):
-        for case in cases if idx % 2 == 0 else cases[::-1]:
-            run(case)
-        if log:
-            log(f"round {idx + 1}/{rounds} done")
-
-
 def run_train_bench(
     specs: list[str],
     resolutions: list[int],
@@ -124,7 +115,7 @@ def run_train_bench(
                     for _ in range(warmup):
                         case.step()
                     cases.append(case)
-    _rounds(cases, rounds, lambda c: c.time(steps), log)
+    alternating_rounds(cases, rounds, lambda c: c.time(steps), log)
     return cases
 
 

@@ -20,16 +20,22 @@ CONFIGS = sorted(
 STUDIES = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.stem.endswith("_base"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
-def test_config_instantiates(path, tmp_path):
-    cli = LightclfCLI(
+def _cli(configs: list[Path], save_dir: Path) -> LightclfCLI:
+    """The CLI's objects for these configs, merged in order, instantiated but not run."""
+    args = [arg for config in configs for arg in ("--config", str(config))]
+    return LightclfCLI(
         ImageClassifier,
         ImageDataModule,
         subclass_mode_data=True,
         run=False,
         save_config_callback=None,
-        args=["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path)],
+        args=[*args, "--trainer.logger.init_args.save_dir", str(save_dir)],
     )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_config_instantiates(path, tmp_path):
+    cli = _cli([path], tmp_path)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.hparams.img_size == cli.datamodule.resolution
     assert cli.model.hparams.in_chans == cli.datamodule.channels
@@ -58,15 +64,7 @@ def test_quickstart_uses_the_fast_recipe():
 
 @pytest.mark.parametrize("recipe", ["fast", "paper"])
 def test_recipes_compose_with_model_configs(recipe, tmp_path):
-    cli = LightclfCLI(
-        ImageClassifier,
-        ImageDataModule,
-        subclass_mode_data=True,
-        run=False,
-        save_config_callback=None,
-        args=["--config", str(REPO / "configs/models/ddsnet.yaml"), "--config", str(REPO / f"configs/recipes/{recipe}.yaml"),
-              "--trainer.logger.init_args.save_dir", str(tmp_path)],
-    )  # fmt: skip
+    cli = _cli([REPO / "configs/models/ddsnet.yaml", REPO / f"configs/recipes/{recipe}.yaml"], tmp_path)
     optimizer = cli.model.optimizer_factory(cli.model.parameters())
     if recipe == "paper":
         assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
