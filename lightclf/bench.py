@@ -7,7 +7,6 @@ Rows go to a CSV that `lightclf report` reads.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -22,6 +21,7 @@ from torch import nn
 
 from lightclf.complexity import count_macs, count_params, inference_copy
 from lightclf.models import ConfigError, create_network
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
 
@@ -71,6 +71,17 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"bench --models: expected key=value in {spec!r}, got {item!r}")
         kwargs[key.strip()] = _value(value.strip())
     return name, kwargs
+
+
+def check_model_specs(specs: list[str]) -> None:
+    """Refuse a misspelt network or a malformed ``key=value`` before anything is timed or written
+    (a benchmark that silently skipped every model would overwrite its CSV with nothing)."""
+    from lightclf.models import is_known_network
+
+    for spec in specs:
+        name, _ = parse_model_spec(spec)
+        if not is_known_network(name):
+            raise ConfigError(f"--models: unknown network {name!r} in {spec!r}")
 
 
 def time_batches(fn, x: torch.Tensor, iters: int) -> float:
@@ -158,6 +169,7 @@ def run_bench(
     log=print,
 ) -> list[BenchRow]:
     """Time every (model, resolution, format, backend) once per round, ``repeats`` rounds."""
+    check_model_specs(models)
     cases = []
     for spec in models:
         for resolution in resolutions:
@@ -179,6 +191,8 @@ def run_bench(
                         )
                         continue
                     cases.append(case)
+    if not cases:
+        raise ConfigError("bench: no model could be built at the given resolutions (see the skip lines above)")
     _time_rounds(cases, repeats, iters, log)
     rows = []
     for case in cases:
@@ -240,7 +254,7 @@ def format_table(rows: list[BenchRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf bench", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--models",
         nargs="+",
@@ -344,7 +358,7 @@ def run_compare(
 
 
 def compare_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf bench-compare", description=run_compare.__doc__)
+    parser = ToolArgumentParser(prog="lightclf bench-compare", description=run_compare.__doc__)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[32, 64, 96, 160, 224])
     parser.add_argument("--formats", nargs="+", default=["contiguous", "channels_last"])
     parser.add_argument("--batch-size", type=int, default=16)

@@ -12,7 +12,6 @@ timings drift 2-3x over minutes, so only ratios taken within a round are compare
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import statistics
@@ -25,8 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightclf.bench import alternating_rounds, parse_model_spec
+from lightclf.bench import alternating_rounds, check_model_specs, parse_model_spec
 from lightclf.models import ConfigError, create_network
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "fit_overhead", "main"]
 
@@ -102,6 +102,7 @@ def run_train_bench(
     warmup: int = 2,
     log=print,
 ) -> list[TrainCase]:
+    check_model_specs(specs)
     cases = []
     for spec in specs:
         for resolution in resolutions:
@@ -115,6 +116,8 @@ def run_train_bench(
                     for _ in range(warmup):
                         case.step()
                     cases.append(case)
+    if not cases:
+        raise ConfigError("bench-train: no model could be built at the given resolutions (see the skip lines above)")
     alternating_rounds(cases, rounds, lambda c: c.time(steps), log)
     return cases
 
@@ -296,7 +299,7 @@ def _write(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf bench-train", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf bench-train", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_SPECS, help="name[:key=value,...] as in bench")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[28, 32])
     parser.add_argument(

@@ -8,7 +8,6 @@ evaluated on the test set, a compression axis the paper did not study. Figures g
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import statistics
@@ -23,6 +22,7 @@ from lightclf.bench import onnx_session, time_batches
 from lightclf.checkpoints import LoadedRun, datamodule_from_run, load_run
 from lightclf.complexity import inference_copy, state_dict_bytes
 from lightclf.models import ConfigError
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["export_onnx", "export_torchscript", "quantize_int8", "main"]
 
@@ -103,7 +103,7 @@ def _example(run: LoadedRun, batch: int = 8) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf export", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--format", nargs="+", default=["onnx"], choices=["onnx", "torchscript", "int8"])
     parser.add_argument("--out", help="output folder (default: <run dir>/export)")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from lightclf.checkpoints import LoadedRun, load_run
 from lightclf.models import ConfigError
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["preprocess", "predict_paths", "main"]
 
@@ -73,7 +72,7 @@ def predict_paths(run: LoadedRun, paths: list[Path], topk: int = 5, batch_size: 
                 batch.append(preprocess(image, run))
                 batch_paths.append(path)
         except (OSError, ValueError, SyntaxError) as err:
-            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
+            print(f"lightclf: warning: skipping unreadable image {path}: {err}", file=sys.stderr)
             continue
         if len(batch) == batch_size:
             flush()
@@ -82,15 +81,21 @@ def predict_paths(run: LoadedRun, paths: list[Path], topk: int = 5, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf predict", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf predict", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a lightclf checkpoint (runs/<project>/<id>/checkpoints/*.ckpt)")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders (searched recursively)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     args = parser.parse_args(argv)
+    if args.topk < 1 or args.batch_size < 1:
+        parser.error(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
     run = load_run(args.ckpt)
-    for result in predict_paths(run, _expand(args.input), args.topk, args.batch_size):
+    paths = _expand(args.input)
+    results = predict_paths(run, paths, args.topk, args.batch_size)
+    if not results:  # every input was skipped as unreadable (each named in a warning above)
+        raise ConfigError(f"--input: none of the {len(paths)} image(s) could be read")
+    for result in results:
         if args.json:
             print(json.dumps(result))
         else:

@@ -8,7 +8,6 @@ throughput, with the Pareto front).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 from lightclf.models import ConfigError
 from lightclf.stats import Effect, paired_effect, summarize, unpaired_effect
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["collect_runs", "aggregate", "bench_study", "write_report", "pareto_front", "main"]
 
@@ -569,7 +569,7 @@ def log_summary_run(study, runs: list[dict[str, Any]], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="study YAML (its name, save_dir and project are used)")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<study name>/")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read finished runs from the W&B API")

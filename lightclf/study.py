@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from lightclf.models import ConfigError
+from lightclf.tool_args import ToolArgumentParser
 
 __all__ = ["Study", "RunSpec", "load_study", "main"]
 
@@ -257,7 +258,7 @@ def select_point(study: Study, items: list[str]) -> list[RunSpec]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lightclf study", description=__doc__.splitlines()[0])
+    parser = ToolArgumentParser(prog="lightclf study", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="study YAML (configs/study/*.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--emit-sweep", metavar="PATH", help="write the W&B sweep config and exit")
