@@ -29,10 +29,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def collect_runs(save_dir: str | Path, project: str, study: str | None = None) -> list[dict[str, Any]]:
-    """One dict per finished run folder: factors, test metrics, complexity."""
+def collect_runs(
+    save_dir: str | Path, project: str, study: str | None = None, records: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """One dict per finished run: factors, test metrics, complexity; from the run folders and
+    from the study's archived ``records`` (for runs whose folders this machine does not have)."""
     runs = []
-    for folder in sorted((Path(save_dir) / project).glob("*")):
+    folders = sorted((Path(save_dir) / project).glob("*"))
+    local = {folder.name for folder in folders}
+    if records:
+        folders += sorted(p for p in Path(records).glob("*") if p.is_dir() and p.name not in local)
+    for folder in folders:
         factors = _read_json(folder / "study.json")
         if study is not None and factors.get("study") != study:
             continue
@@ -121,7 +128,7 @@ def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_
     """Inference img/s of every configuration of a study, interleaved, into reports/<study>/bench.csv."""
     from lightclf.bench import run_bench, write_csv
 
-    runs = aggregate(collect_runs(study.save_dir, study.project, study.name))
+    runs = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
     pairs = sorted({(_spec(r), r["resolution"]) for r in runs if r.get("resolution")})
     if not pairs:
         return None
@@ -587,7 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     from lightclf.study import load_study
 
     study = load_study(args.study)
-    runs = collect_runs(study.save_dir, study.project, study.name)
+    runs = collect_runs(study.save_dir, study.project, study.name, study.records)
     if args.wandb:
         local = {r["run_id"] for r in runs}
         runs += [r for r in collect_wandb_runs(args.wandb, study.name) if r["run_id"] not in local]

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -97,6 +98,10 @@ class Study:
     runs: list[dict[str, Any]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     protocol: str = ""  # one paragraph for the report: data, recipe, what was cut to fit
+    # Where finished runs' records (results/complexity/study JSON, no checkpoints) are archived:
+    # committed with the report, they let `report` rebuild it and `study` skip those runs on a
+    # machine that never had the run folders.
+    records: str | None = None
     save_dir: str = "runs/study"
     project: str = "lightclf-study"
     bench: dict[str, Any] = field(default_factory=dict)
@@ -155,11 +160,31 @@ def load_study(path: str | Path) -> Study:
     return Study(**raw)
 
 
+RECORD_FILES = ("results.json", "complexity.json", "study.json", "export.json")
+
+
 def run_status(study: Study, spec: RunSpec) -> str:
     record = study.run_dir(spec) / "results.json"
+    archived = Path(study.records) / spec.run_id / "results.json" if study.records else None
     if not record.exists():
-        return "new"
-    return json.loads(record.read_text()).get("status", "unknown")
+        return "finished" if archived is not None and _status(archived) == "finished" else "new"
+    return _status(record)
+
+
+def _status(record: Path) -> str:
+    return json.loads(record.read_text()).get("status", "unknown") if record.exists() else "new"
+
+
+def archive_run(study: Study, spec: RunSpec) -> None:
+    """Copy a finished run's small records (never checkpoints) into the study's ``records`` folder."""
+    if not study.records or _status(study.run_dir(spec) / "results.json") != "finished":
+        return
+    target = Path(study.records) / spec.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        source = study.run_dir(spec) / name
+        if source.exists():
+            shutil.copyfile(source, target / name)
 
 
 def run_study(
@@ -175,6 +200,8 @@ def run_study(
     for index, spec in enumerate(specs, 1):
         status = run_status(study, spec)
         if status == "finished":
+            if not dry_run:
+                archive_run(study, spec)  # runs finished before the study had a records folder
             log(f"[{index}/{len(specs)}] {spec.name}: finished earlier, skipped")
             outcome[spec.run_id] = "skipped"
             continue
@@ -201,6 +228,7 @@ def run_study(
             log(f"[{index}/{len(specs)}] {spec.name}: exit {result.returncode}, retrying once")
             result = subprocess.run(command, env=_run_env())
         outcome[spec.run_id] = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
+        archive_run(study, spec)
         log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
     return outcome
 

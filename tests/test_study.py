@@ -249,3 +249,29 @@ def test_wandb_summary_run_offline(tiny_study, tmp_path):
     assert (row["runs/nrows"], row["configurations/nrows"], row["effects/nrows"]) == (6, 2, 1)  # the dilation effect
     assert row["plots/accuracy_vs_params/_type"] == "image-file"
     assert run["summary"]["n_configurations"] == 2 and run["summary"]["n_runs"] == 6
+
+
+def test_finished_runs_are_archived_and_count_without_their_folders(tmp_path):
+    """A machine without the run folders (a fresh clone) still skips finished runs and reports them."""
+    import shutil
+
+    from lightclf.report import collect_runs
+    from lightclf.study import Study, archive_run, run_status
+
+    study = Study(name="arch", base_config="b.yaml", grid={"network": ["ddsnet"], "dilation": [1, 2]}, seeds=[0],
+                  save_dir=str(tmp_path / "runs"), project="p", records=str(tmp_path / "records"))  # fmt: skip
+    finished, pending = study.specs()
+    folder = study.run_dir(finished)
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (folder / "results.json").write_text(json.dumps({"status": "finished", "test_metrics": {"test/acc1": 0.9}}))
+    (folder / "complexity.json").write_text(json.dumps({"params": 1000, "macs": 2000}))
+    (folder / "study.json").write_text(json.dumps({"study": "arch", **finished.factors}))
+    for spec in study.specs():
+        archive_run(study, spec)  # what the runner does after each run (the pending one has nothing yet)
+    archived = tmp_path / "records" / finished.run_id
+    assert sorted(p.name for p in archived.iterdir()) == ["complexity.json", "results.json", "study.json"]
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: no run folders, only the committed records
+    assert run_status(study, finished) == "finished" and run_status(study, pending) == "new"
+    (run,) = collect_runs(study.save_dir, study.project, "arch", study.records)
+    assert run["top1"] == 0.9 and run["params"] == 1000 and run["dilation"] == finished.factors["dilation"]
