@@ -34,8 +34,11 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
         assert record[fmt]["max_abs_diff"] < 1e-3 and record[fmt]["same_top1"] == 1.0
         assert record[fmt]["ms_per_image"] > 0
     assert (out / f"{trained_checkpoint.stem}.onnx").exists() and (out / f"{trained_checkpoint.stem}.pt").exists()
+    assert (out / f"{trained_checkpoint.stem}.int8.onnx").exists()
     fp32, int8 = record["fp32"], record["int8"]
     assert int8["file_mb"] < fp32["file_mb"] / 2  # int8 weights: about 4x smaller, minus metadata
+    assert int8["ms_per_image"] > 0 and fp32["eager_ms_per_image"] > 0
+    assert int8["speedup_vs_fp32_onnxruntime"] == pytest.approx(fp32["ms_per_image"] / int8["ms_per_image"], rel=0.01)
     assert fp32["top1"] > 0.5  # the trained net is real
     assert int8["top1"] > fp32["top1"] - 0.1  # PTQ keeps most of the accuracy
     assert int8["calibration_images"] >= 32
