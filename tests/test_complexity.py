@@ -106,6 +106,13 @@ def test_bench_csv_schema(tmp_path):
 
 
 def test_bench_skips_impossible_configs():
+    """An impossible configuration is skipped with a reason; when nothing is left, bench refuses
+    (an empty run would overwrite the CSV with nothing)."""
+    from lightclf.models import ConfigError
+
     messages = []
-    rows = run_bench(["ddsnet"], [32], ["contiguous"], batch_size=2, repeats=1, warmup=1, iters=1, log=messages.append)
-    assert rows == [] and "dilation 2" in messages[0]
+    rows = run_bench(["ddsnet", "ddsnet_nodilation"], [32], ["contiguous"], batch_size=2, repeats=1, warmup=1,
+                     iters=1, log=messages.append)  # fmt: skip
+    assert [r.network for r in rows] == ["ddsnet_nodilation"] and "dilation 2" in messages[0]
+    with pytest.raises(ConfigError, match="no model could be built"):
+        run_bench(["ddsnet"], [32], ["contiguous"], batch_size=2, repeats=1, warmup=1, iters=1, log=messages.append)
