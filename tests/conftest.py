@@ -30,11 +30,10 @@ def isolated_environment():
     os.environ.update(saved)
 
 
+# RunRecorder and LastCheckpoint (the run folder's writers) are not listed: the CLI adds them.
 SMOKE_CALLBACKS = [
     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/acc1", "mode": "max"}},
-    {"class_path": "lightclf.callbacks.LastCheckpoint"},
-    {"class_path": "lightclf.callbacks.RunRecorder"},
-    {"class_path": "lightclf.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
+    {"class_path": "lightclf.training.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
 ]
 
 

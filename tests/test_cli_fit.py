@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import run_lightclf, smoke_config
-from lightclf.wandb_records import read_run
+from lightclf.study.wandb_records import read_run
 
 FAMILIES = {
     "ddsnet": {"width_multiplier": 0.25, "small_input": True},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightclf.bench import CSV_FIELDS, parse_model_spec, read_csv, run_bench, write_csv
-from lightclf.complexity import count_macs, ddsnet_macs, measure_complexity
+from lightclf.measure.bench import CSV_FIELDS, parse_model_spec, read_csv, run_bench, write_csv
+from lightclf.measure.complexity import count_macs, ddsnet_macs, measure_complexity
 from lightclf.models import create_network
 
 # MobileNet papers count conv + FC multiply-adds: v1 569M (Howard et al. 2017, Table 8), v2 300M.
@@ -108,7 +108,7 @@ def test_bench_csv_schema(tmp_path):
 def test_bench_skips_impossible_configs():
     """An impossible configuration is skipped with a reason; when nothing is left, bench refuses
     (an empty run would overwrite the CSV with nothing)."""
-    from lightclf.models import ConfigError
+    from lightclf.errors import ConfigError
 
     messages = []
     rows = run_bench(["ddsnet", "ddsnet_nodilation"], [32], ["contiguous"], batch_size=2, repeats=1, warmup=1,

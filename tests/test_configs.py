@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightclf.cli import LightclfCLI
+from lightclf.cli.lightning_cli import LightclfCLI
 from lightclf.data import ImageDataModule
 from lightclf.models import create_network
-from lightclf.module import ImageClassifier
+from lightclf.training.module import ImageClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -84,7 +84,7 @@ def test_every_network_has_a_config():
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_configs_load(path, monkeypatch):
-    from lightclf.study import load_study
+    from lightclf.study.runner import load_study
 
     monkeypatch.chdir(REPO)
     study = load_study(path)
@@ -116,7 +116,7 @@ def test_study_dry_run_prints_runnable_commands(tmp_path):
     import yaml
 
     from conftest import run_lightclf
-    from lightclf.study import load_study
+    from lightclf.study.runner import load_study
 
     study = yaml.safe_load((REPO / "configs/study/fmnist_compression.yaml").read_text())
     study.update(base_config=str(REPO / study["base_config"]), save_dir=str(tmp_path / "runs"))

@@ -29,7 +29,7 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
         "export", "--ckpt", str(trained_checkpoint), "--format", "onnx", "torchscript", "int8", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((tmp_path / "export.json").read_text())
+    record = json.loads((trained_checkpoint.parent.parent / "export.json").read_text())  # the run's own record
     for fmt in ("onnx", "torchscript"):
         assert record[fmt]["max_abs_diff"] < 1e-3 and record[fmt]["same_top1"] == 1.0
         assert record[fmt]["ms_per_image"] > 0
@@ -99,3 +99,64 @@ def test_export_of_a_run_recorded_relative_from_another_directory(trained_checkp
     result = run_lightclf("export", "--ckpt", str(run_folder / "checkpoints" / "best.ckpt"), cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_folder / "export" / "best.onnx").exists() and (run_folder / "export.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("data_class", "resolution"), [("Digits", 16), ("Digits", 32), ("FashionMNIST", 28), ("FashionMNIST", 36)]
+)
+def test_predict_preprocesses_a_photo_exactly_as_the_test_loader(data_class, resolution, tmp_path):
+    """The same test image, saved as a PNG and read by `predict`, gives the tensor the test loader
+    feeds the network (same resize, normalisation and channel repeat: one Preprocessing)."""
+    import torch
+
+    import lightclf.data as data
+    from lightclf.data import Preprocessing
+    from lightclf.deploy.predict import preprocess
+    from lightclf.training.checkpoints import LoadedRun
+
+    module = getattr(data, data_class)(resolution=resolution, channels=3, batch_size=16)
+    module.setup("test")
+    images, batch_labels = module.on_after_batch_transfer(next(iter(module.test_dataloader())), 0)
+    raw, labels = module.load_split(train=False)
+    stored = Preprocessing.from_dict(module.preprocessing.as_dict())  # what the checkpoint carries
+    run = LoadedRun(module=None, ckpt_path=tmp_path, preprocessing=stored, class_names=[], run=None)
+    assert torch.equal(labels[:16], batch_labels)
+    for index in range(4):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(raw[index, 0].numpy()).save(path)
+        with Image.open(path) as image:
+            tensor = preprocess(image, run)
+        assert tensor.shape == images[index].shape == (3, resolution, resolution)
+        assert torch.equal(tensor, images[index])
+
+
+def test_checkpoint_carries_its_data_modules_preprocessing(trained_checkpoint):
+    from lightclf.data import Digits
+    from lightclf.training.checkpoints import load_run
+
+    run = load_run(trained_checkpoint)
+    assert run.preprocessing == Digits(resolution=32, channels=3).preprocessing
+    assert run.run is not None and run.run.finished and run.run.folder == trained_checkpoint.parent.parent
+
+
+def test_image_folder_eval_split_uses_the_shared_preprocessing(photos, tmp_path):
+    """ImageFolder's eval transform is its Preprocessing (resize the shorter side to res / 0.875,
+    centre crop, normalise), the same object `predict` gets from the checkpoint."""
+    import shutil
+
+    import torch
+
+    from lightclf.data import ImageFolder
+
+    for name in ("cat", "cup"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+    shutil.copy(photos / "chelsea.jpg", tmp_path / "train" / "cat" / "a.jpg")
+    shutil.copy(photos / "coffee.png", tmp_path / "train" / "cup" / "b.png")
+    module = ImageFolder(data_dir=str(tmp_path), resolution=24, val_fraction=0.5, augment=False)
+    module.setup("fit")
+    (index,) = module.val_set.indices
+    path = module.val_set.dataset.folder.samples[index][0]
+    with Image.open(path) as image:
+        expected = module.preprocessing(image)
+    assert module.preprocessing.crop_fraction == 0.875 and expected.shape == (3, 24, 24)
+    assert torch.equal(module.val_set[0][0], expected)

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from lightclf.complexity import count_params
+from lightclf.measure.complexity import count_params
 from lightclf.models import PROPOSED_NETWORKS, ConfigError, DDSNet, create_network
 
 # Golden parameter counts (10 classes unless noted), see shared DESIGN.md.

@@ -16,8 +16,8 @@ from torch import nn
 from conftest import run_lightclf, smoke_config
 from lightclf.data import Digits, FashionMNIST
 from lightclf.models.dilated_dw import DilatedDepthwiseConv2d, fast_dilated_available
-from lightclf.module import ImageClassifier
-from lightclf.schedules import OneCycle, WarmupCosine
+from lightclf.training.module import ImageClassifier
+from lightclf.training.schedules import OneCycle, WarmupCosine
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -138,7 +138,7 @@ def test_flip_tta_averages_mirrored_logits():
 
 
 def test_scheduler_and_lr_schedule_exclusive():
-    from lightclf.models import ConfigError
+    from lightclf.errors import ConfigError
 
     with pytest.raises(ConfigError, match="exclusive"):
         _module(scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1), lr_schedule=OneCycle())
@@ -165,7 +165,7 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tmp_path):
 def test_test_every_epoch_records_the_test_curve(tmp_path):
     from conftest import SMOKE_CALLBACKS
 
-    callbacks = [*SMOKE_CALLBACKS, {"class_path": "lightclf.callbacks.TestEveryEpoch"}]
+    callbacks = [*SMOKE_CALLBACKS, {"class_path": "lightclf.training.callbacks.TestEveryEpoch"}]
     overrides = {"trainer.callbacks": callbacks, "trainer.limit_test_batches": 1.0, "model.ema_decay": 0.9}
     config = smoke_config(tmp_path, **overrides, **{"model.tta_flip": True})
     result = run_lightclf("fit", "--config", str(config))

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_config
-from lightclf.wandb_records import read_run
-from lightclf.wandb_setup import choose_wandb_mode
+from lightclf.study.wandb_records import read_run
+from lightclf.training.wandb_env import choose_wandb_mode
 
 RESUME_OVERRIDES = {
     "trainer.max_epochs": 5,

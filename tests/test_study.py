@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_lightclf, smoke_config
-from lightclf.report import pareto_front
-from lightclf.study import load_study, sweep_config
+from lightclf.study.report import pareto_front
+from lightclf.study.runner import load_study, sweep_config
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ STUDY_CONFIGS = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.ste
 @pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
 def test_sweep_covers_every_run_of_every_study(path, monkeypatch):
     """One sweep point per run of the dry run, one to one, for every shipped study config."""
-    from lightclf.study import run_study, select_point
+    from lightclf.study.runner import run_study, select_point
 
     monkeypatch.chdir(REPO)
     study = load_study(path)
@@ -139,7 +139,7 @@ def test_sweep_covers_every_run_of_every_study(path, monkeypatch):
 
 
 def test_seeds_run_configuration_by_configuration(tmp_path):
-    from lightclf.study import Study
+    from lightclf.study.runner import Study
 
     study = Study(name="s", base_config="b.yaml", grid={"network": ["ddsnet"], "dilation": [2, 1]}, seeds=[0, 1, 2],
                   runs=[{"network": "googlenet", "resolution": 56, "overrides": {"trainer.max_epochs": 2}}])  # fmt: skip
@@ -153,7 +153,7 @@ def test_seeds_run_configuration_by_configuration(tmp_path):
 
 def test_report_statistics_from_seeded_runs(tmp_path):
     """Paired effects with scipy's t interval and a verdict; per-config and per-run CSVs; error bars."""
-    from lightclf.report import write_report
+    from lightclf.study.report import write_report
 
     runs = []
     base = {"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "small_input": True,
@@ -204,7 +204,7 @@ def test_wandb_report_spec_offline(tiny_study, tmp_path):
     out = tmp_path / "reports"
     result = run_lightclf("report", "--study", str(tiny_study), "--out", str(out), "--wandb-report", "me/tiny-study")
     assert result.returncode == 2 and "no finished runs" in result.stderr  # nothing ran yet: one line, no spec
-    from lightclf.wandb_report import publish
+    from lightclf.study.wandb_report import publish
 
     spec = json.loads(Path(publish(load_study(tiny_study), "me/tiny-study", tmp_path, online=False)).read_text())
     assert spec["project"] == {"name": "tiny-study", "entityName": "me"}
@@ -234,8 +234,8 @@ def test_wandb_report_spec_offline(tiny_study, tmp_path):
 
 def test_wandb_summary_run_offline(tiny_study, tmp_path):
     """The study summary run holds the per-run, per-configuration and effects tables (offline)."""
-    from lightclf.report import log_summary_run, write_report
-    from lightclf.wandb_records import read_run
+    from lightclf.study.report import log_summary_run, write_report
+    from lightclf.study.wandb_records import read_run
 
     study = load_study(tiny_study)
     out = tmp_path / "reports" / "tiny"
@@ -255,8 +255,8 @@ def test_finished_runs_are_archived_and_count_without_their_folders(tmp_path):
     """A machine without the run folders (a fresh clone) still skips finished runs and reports them."""
     import shutil
 
-    from lightclf.report import collect_runs
-    from lightclf.study import Study, archive_run, run_status
+    from lightclf.study.report import collect_runs
+    from lightclf.study.runner import Study, archive_run, run_status
 
     study = Study(name="arch", base_config="b.yaml", grid={"network": ["ddsnet"], "dilation": [1, 2]}, seeds=[0],
                   save_dir=str(tmp_path / "runs"), project="p", records=str(tmp_path / "records"))  # fmt: skip

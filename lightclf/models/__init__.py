@@ -8,7 +8,8 @@ from typing import Any
 import timm
 from torch import nn
 
-from lightclf.models.ddsnet import ConfigError, DDSNet  # noqa: F401  (registers the ddsnet* models in timm)
+from lightclf.errors import ConfigError
+from lightclf.models.ddsnet import DDSNet  # registers the ddsnet* models in timm
 
 __all__ = ["ConfigError", "DDSNet", "create_network", "is_known_network", "PROPOSED_NETWORKS", "TORCHVISION_NETWORKS"]
 

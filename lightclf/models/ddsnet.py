@@ -25,13 +25,10 @@ from timm.layers import get_act_layer, make_divisible
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from lightclf.errors import ConfigError
 from lightclf.models.dilated_dw import DilatedDepthwiseConv2d
 
 __all__ = ["DDSNet", "BlockSpec", "BLOCK_SPECS", "DEFAULT_DILATED_BLOCKS", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A hyperparameter that cannot build a working network; the message names the field."""
 
 
 @dataclass(frozen=True)

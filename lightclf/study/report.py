@@ -9,24 +9,20 @@ throughput, with the Pareto front).
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lightclf.models import ConfigError
-from lightclf.stats import Effect, paired_effect, summarize, unpaired_effect
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError
+from lightclf.runs import RunRecord
+from lightclf.study.stats import Effect, paired_effect, summarize, unpaired_effect
 
 __all__ = ["collect_runs", "aggregate", "bench_study", "write_report", "pareto_front", "main"]
 
 KEY_FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input")
 BASELINE_PREFIXES = ("googlenet", "mobilenet")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def collect_runs(
@@ -40,27 +36,19 @@ def collect_runs(
     if records:
         folders += sorted(p for p in Path(records).glob("*") if p.is_dir() and p.name not in local)
     for folder in folders:
-        factors = _read_json(folder / "study.json")
-        if study is not None and factors.get("study") != study:
+        record = RunRecord.read(folder)
+        if (study is not None and record.factors.get("study") != study) or not record.finished:
             continue
-        results = _read_json(folder / "results.json")
-        if results.get("status") != "finished":
-            continue
-        complexity = _read_json(folder / "complexity.json")
-        test = results.get("test_metrics", {})
         runs.append(
             {
-                **{k: factors.get(k) for k in (*KEY_FACTORS, "seed")},
+                **{k: record.factors.get(k) for k in (*KEY_FACTORS, "seed")},
                 "run_id": folder.name,
-                "top1": test.get("test/acc1"),
-                "top5": test.get("test/acc5"),
-                "params": complexity.get("params"),
-                "macs": complexity.get("macs"),
-                "size_mb": complexity.get("size_mb"),
-                "receptive_field": complexity.get("receptive_field"),
-                "fit_seconds": results.get("fit_seconds"),
-                "epochs": (results.get("epoch") or 0) + 1,
-                "export": _read_json(folder / "export.json") or None,
+                "top1": record.test_metrics.get("test/acc1"),
+                "top5": record.test_metrics.get("test/acc5"),
+                **{k: record.complexity.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
+                "fit_seconds": record.fit_seconds,
+                "epochs": (record.epoch or 0) + 1,
+                "export": record.export or None,
             }
         )
     return runs
@@ -126,7 +114,7 @@ def _spec(row: dict[str, Any]) -> str:
 
 def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_size: int = 32) -> Path | None:
     """Inference img/s of every configuration of a study, interleaved, into reports/<study>/bench.csv."""
-    from lightclf.bench import run_bench, write_csv
+    from lightclf.measure.bench import run_bench, write_csv
 
     runs = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
     pairs = sorted({(_spec(r), r["resolution"]) for r in runs if r.get("resolution")})
@@ -150,7 +138,7 @@ def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_
 
 
 def _attach_throughput(rows: list[dict[str, Any]], bench_csv: Path) -> None:
-    from lightclf.bench import read_csv
+    from lightclf.measure.bench import read_csv
 
     if not bench_csv.exists():
         return
@@ -592,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         "--wandb-summary", action="store_true", help="log a summary run (tables + plots) into the study's W&B group"
     )
     args = parser.parse_args(argv)
-    from lightclf.study import load_study
+    from lightclf.study.spec import load_study
 
     study = load_study(args.study)
     runs = collect_runs(study.save_dir, study.project, study.name, study.records)
@@ -606,11 +594,11 @@ def main(argv: list[str] | None = None) -> None:
     path = write_report(study.name, runs, out, notes, study.protocol)
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:
-        from lightclf.wandb_setup import configure_wandb
+        from lightclf.training.wandb_env import configure_wandb
 
         online = configure_wandb() == "online"
     if args.wandb_report:
-        from lightclf.wandb_report import publish
+        from lightclf.study.wandb_report import publish
 
         where = publish(study, args.wandb_report, out, online)
         if online:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightclf.models import ConfigError
+from lightclf.errors import ConfigError
 
 __all__ = ["build_report", "report_spec", "publish"]
 

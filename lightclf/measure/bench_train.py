@@ -17,6 +17,7 @@ import csv
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightclf.bench import alternating_rounds, check_model_specs, parse_model_spec
-from lightclf.models import ConfigError, create_network
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError
+from lightclf.measure.bench import alternating_rounds, check_model_specs, parse_model_spec
+from lightclf.models import create_network
 
-__all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "fit_overhead", "main"]
+__all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "bench_optimizer", "main"]
 
 DEFAULT_SPECS = [
     f"{net}:width_multiplier={w},small_input=true" for w in (0.25, 0.5) for net in ("ddsnet", "ddsnet_nodilation")
@@ -191,102 +193,7 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
     return out
 
 
-# -- Lightning overhead --------------------------------------------------------------------------
-def fit_overhead(
-    spec: str = "ddsnet:width_multiplier=0.25,small_input=true",
-    resolution: int = 28,
-    batch_size: int = 128,
-    rounds: int = 5,
-    steps: int = 30,
-    warmup: int = 5,
-    log=print,
-) -> dict[str, Any]:
-    """img/s of ``Trainer.fit`` on ImageClassifier vs a bare loop, same net, data and optimizer.
-
-    Both train on the same real Fashion-MNIST batches (augmentation on, channels_last as ``fit``
-    picks it, AdamW); the fit has lightclf's module (metrics, logging calls) and its throughput
-    callback but no logger. Each round times ``steps`` steps after ``warmup`` untimed ones.
-    """
-    import lightning as L
-
-    from lightclf.callbacks import TrainThroughput
-    from lightclf.data import FashionMNIST
-    from lightclf.module import ImageClassifier
-
-    name, kwargs = parse_model_spec(spec)
-    data = FashionMNIST(resolution=resolution, batch_size=batch_size, augment=True, train_subset=batch_size * 64)
-    data.setup("fit")
-
-    def new_module() -> ImageClassifier:
-        module = ImageClassifier(name, kwargs, num_classes=10, img_size=resolution, optimizer=_adamw)
-        module.setup("fit")
-        return module
-
-    class _Timer(L.Callback):
-        def __init__(self) -> None:
-            self.start = self.end = 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx == warmup:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.end = time.perf_counter()
-
-    def lightning_round() -> float:
-        timer = _Timer()
-        trainer = L.Trainer(
-            max_epochs=1,
-            limit_train_batches=warmup + steps,
-            limit_val_batches=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer, TrainThroughput(window_size=10)],
-        )
-        trainer.fit(new_module(), datamodule=data)
-        return batch_size * steps / (timer.end - timer.start)
-
-    def bare_round() -> float:
-        module = new_module()
-        optimizer = module.configure_optimizers()
-        start = 0.0
-        for idx, batch in enumerate(data.train_dataloader()):
-            if idx == warmup:
-                start = time.perf_counter()
-            if idx == warmup + steps:
-                break
-            x, y = data._augment(data.normalize(batch[0]), idx), batch[1]
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(module.network(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return batch_size * steps / (time.perf_counter() - start)
-
-    fit_rates, bare_rates = [], []
-    for idx in range(rounds):
-        order = [(lightning_round, fit_rates), (bare_round, bare_rates)]
-        for run, rates in order if idx % 2 == 0 else order[::-1]:
-            rates.append(run())
-        log(f"fit-overhead round {idx + 1}/{rounds}: fit {fit_rates[-1]:.0f} img/s, bare {bare_rates[-1]:.0f} img/s")
-    ratios = [f / b for f, b in zip(fit_rates, bare_rates)]
-    return {
-        "network": spec,
-        "resolution": resolution,
-        "batch_size": batch_size,
-        "fit_images_per_s": round(statistics.median(fit_rates), 1),
-        "bare_images_per_s": round(statistics.median(bare_rates), 1),
-        "ratio": round(statistics.median(ratios), 3),
-        "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3),
-        "rounds": rounds,
-        "steps_per_round": steps,
-    }
-
-
-def _adamw(params):
+def bench_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-3)
 
 
@@ -298,7 +205,9 @@ def _write(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, Any]] | None = None) -> None:
+    """``fit_overhead``: the training layer's timing of `lightclf fit` against this bare loop
+    (lightclf.training.overhead, passed in by the CLI: measuring stays below training)."""
     parser = ToolArgumentParser(prog="lightclf bench-train", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_SPECS, help="name[:key=value,...] as in bench")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[28, 32])
@@ -310,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5, help="training steps timed per case and round")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
-    parser.add_argument("--fit-overhead", action="store_true", help="also time lightclf fit against a bare loop")
+    if fit_overhead is not None:
+        parser.add_argument("--fit-overhead", action="store_true", help="also time lightclf fit against a bare loop")
     parser.add_argument("--out", default="reports/bench/train.csv")
     args = parser.parse_args(argv)
     if args.threads:
@@ -339,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {r['network']} | {r['resolution']} | {r['precision']} | {r['memory_format']} | "
                 f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
             )
-    if args.fit_overhead:
+    if getattr(args, "fit_overhead", False):
         overhead = fit_overhead(log=log)
         _write([overhead], out.with_name(out.stem + "_fit_overhead.csv"))
         print(

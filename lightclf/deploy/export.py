@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightclf.bench import onnx_session, time_batches
-from lightclf.checkpoints import LoadedRun, datamodule_from_run, load_run
-from lightclf.complexity import inference_copy, state_dict_bytes
-from lightclf.models import ConfigError
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError, DataError
+from lightclf.measure.bench import alternating_rounds, export_onnx_model, onnx_session, ort_session, time_batches
+from lightclf.measure.complexity import inference_copy, state_dict_bytes
+from lightclf.runs import RunRecord
+from lightclf.training.checkpoints import LoadedRun, datamodule_from_run, load_run
 
 __all__ = ["export_onnx", "export_torchscript", "quantize_int8", "main"]
 
@@ -94,18 +95,6 @@ def quantize_int8(fp32_onnx: Path, int8_onnx: Path, calibration: list[torch.Tens
     return int8_onnx
 
 
-def _ort_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    # onnxruntime's threads spin after each run by default, starving PyTorch (or another session)
-    # timed right after it: an eager net measured 30 ms/img instead of ~0.5 beside a spinning session.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"images": x.cpu().contiguous().numpy()})[0])
-
-
 @torch.inference_mode()
 def _accuracy(model, loader, datamodule) -> float:
     correct = total = 0
@@ -118,8 +107,6 @@ def _accuracy(model, loader, datamodule) -> float:
 
 def _interleaved_ms(fns: dict[str, Any], x: torch.Tensor, rounds: int = 7, iters: int = 5) -> dict[str, float]:
     """Median per-image latency of each function, timed in alternating rounds (CPU drift)."""
-    from lightclf.bench import alternating_rounds
-
     times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
         for fn in fns.values():
@@ -128,8 +115,17 @@ def _interleaved_ms(fns: dict[str, Any], x: torch.Tensor, rounds: int = 7, iters
     return {name: round(1000 * statistics.median(t) / len(x), 4) for name, t in times.items()}
 
 
-def _example(run: LoadedRun, batch: int = 8) -> torch.Tensor:
-    return torch.randn(batch, run.in_chans, run.resolution, run.resolution)
+def _example(run: LoadedRun, batch: int = 8) -> tuple[torch.Tensor, str]:
+    """Real test images through the run's preprocessing, for the export checks; random inputs when
+    the run's data cannot be loaded here (a checkpoint that travelled without its data set)."""
+    try:
+        datamodule = datamodule_from_run(run, batch_size=batch)
+        datamodule.setup("test")
+        images = next(iter(datamodule.test_dataloader()))
+        batch_images = (datamodule.on_after_batch_transfer(images, 0) if datamodule.tensor_batches else images)[0]
+        return batch_images, "test images"
+    except (ConfigError, DataError, OSError, StopIteration):
+        return torch.randn(batch, run.in_chans, run.resolution, run.resolution), "random inputs"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,10 +144,11 @@ def main(argv: list[str] | None = None) -> None:
     stem = Path(args.ckpt).stem
     record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}
     failures = []
+    example, record["checked_on"] = _example(run)
     if "onnx" in args.format:
-        record["onnx"] = export_onnx(network, _example(run), out / f"{stem}.onnx")
+        record["onnx"] = export_onnx(network, example, out / f"{stem}.onnx")
     if "torchscript" in args.format:
-        record["torchscript"] = export_torchscript(network, _example(run), out / f"{stem}.pt")
+        record["torchscript"] = export_torchscript(network, example, out / f"{stem}.pt")
     for fmt in ("onnx", "torchscript"):
         if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:
             failures.append(f"{fmt} differs from PyTorch by {record[fmt]['max_abs_diff']:.2e} > {args.tolerance:g}")
@@ -167,9 +164,9 @@ def main(argv: list[str] | None = None) -> None:
                 break
         fp32_path = out / f"{stem}.onnx"
         if "onnx" not in record:
-            onnx_session(network, calibration[0], fp32_path, dynamic_batch=True)
+            export_onnx_model(network, calibration[0], fp32_path, dynamic_batch=True)
         int8_path = quantize_int8(fp32_path, out / f"{stem}.int8.onnx", calibration)
-        fp32_ort, int8_ort = _ort_session(fp32_path), _ort_session(int8_path)
+        fp32_ort, int8_ort = ort_session(fp32_path), ort_session(int8_path)
         loader = datamodule.test_dataloader()
         ms = _interleaved_ms({"eager": network, "fp32": fp32_ort, "int8": int8_ort}, calibration[0])
         record["fp32"] = {
@@ -187,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             "calibration_images": sum(len(c) for c in calibration),
             "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
         }
-    (out.parent / "export.json").write_text(json.dumps(record, indent=2))
+    # Into the run's record (which `report` reads); a checkpoint without its run folder gets one beside --out.
+    (run.run or RunRecord(folder=out.parent)).write(RunRecord.EXPORT, record)
     print(json.dumps(record, indent=2))
     if failures:
         raise ConfigError("export check failed: " + "; ".join(failures))

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightclf.complexity import count_macs, count_params, inference_copy
-from lightclf.models import ConfigError, create_network
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError
+from lightclf.measure.complexity import count_macs, count_params, inference_copy
+from lightclf.models import create_network
 
 __all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
 
@@ -132,12 +133,10 @@ class _Case:
             return self.fn(x)
 
 
-def onnx_session(model: nn.Module, example: torch.Tensor, path: Path | None = None, dynamic_batch: bool = False):
-    """Export ``model`` to ONNX (to ``path``, else in memory) and return a function that runs it
-    with onnxruntime on CPU. ``dynamic_batch`` keeps the batch size open (a deployable file)."""
+def export_onnx_model(model: nn.Module, example: torch.Tensor, path: Path | None = None, dynamic_batch: bool = False):
+    """Export ``model`` to ONNX: into ``path`` (returned), else in memory (the bytes returned).
+    ``dynamic_batch`` keeps the batch size open (a deployable file)."""
     import io
-
-    import onnxruntime as ort
 
     target = path if path is not None else io.BytesIO()
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -145,18 +144,31 @@ def onnx_session(model: nn.Module, example: torch.Tensor, path: Path | None = No
         warnings.simplefilter("ignore")  # tracer notes on Python control flow; the output is checked instead
         torch.onnx.export(model.cpu(), (example.cpu(),), str(target) if path is not None else target,
                           input_names=["images"], output_names=["logits"], dynamic_axes=axes, dynamo=False)  # fmt: skip
+    return path if path is not None else target.getvalue()
+
+
+def ort_session(source: str | Path | bytes):
+    """A function running an ONNX model (file or bytes) with onnxruntime on CPU: images in, logits out."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     # onnxruntime's threads spin after each run by default, starving PyTorch (or another session)
     # timed right after it: an eager net measured 30 ms/img instead of ~0.5 beside a spinning session.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = str(path) if path is not None else target.getvalue()
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        source if isinstance(source, bytes) else str(source), options, providers=["CPUExecutionProvider"]
+    )
 
-    def run(x: torch.Tensor):
-        return session.run(None, {"images": x.cpu().contiguous().numpy()})[0]
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"images": x.cpu().contiguous().numpy()})[0])
 
     return run
+
+
+def onnx_session(model: nn.Module, example: torch.Tensor, path: Path | None = None, dynamic_batch: bool = False):
+    """Export ``model`` to ONNX (to ``path``, else in memory) and return its onnxruntime runner."""
+    return ort_session(export_onnx_model(model, example, path, dynamic_batch))
 
 
 def run_bench(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from lightclf.checkpoints import LoadedRun, load_run
-from lightclf.models import ConfigError
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError
+from lightclf.training.checkpoints import LoadedRun, load_run
 
 __all__ = ["preprocess", "predict_paths", "main"]
 
@@ -33,21 +33,9 @@ def _expand(inputs: list[str]) -> list[Path]:
 
 
 def preprocess(image, run: LoadedRun) -> torch.Tensor:
-    """PIL image -> normalised C,H,W tensor as the run's data pipeline made them (resize + centre crop)."""
-    from torchvision.transforms import v2 as T
-
-    image = image.convert("L" if run.native_channels == 1 else "RGB")
-    transform = T.Compose([
-        T.PILToTensor(),
-        T.Resize(run.resolution, antialias=True),
-        T.CenterCrop(run.resolution),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(run.mean, run.std),
-    ])  # fmt: skip
-    x = transform(image)
-    if x.shape[0] == 1 and run.in_chans == 3:
-        x = x.expand(3, -1, -1)
-    return x
+    """PIL image -> the normalised C,H,W tensor the run's test set fed the network (its data
+    module's preprocessing, stored in the checkpoint)."""
+    return run.preprocessing(image)
 
 
 @torch.inference_mode()

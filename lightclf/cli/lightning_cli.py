@@ -1,37 +1,25 @@
-"""`python -m lightclf`: LightningCLI for fit/validate/test/predict, plus the study tools."""
+"""`lightclf fit/validate/test/predict`: LightningCLI with linked arguments, one-line errors and
+complete run folders (the callbacks that write them are added here, whatever the config lists)."""
 
 from __future__ import annotations
 
-import errno
-import importlib
 import os
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightclf.callbacks import RunConfigSaver
-from lightclf.checkpoints import read_checkpoint
-from lightclf.data import DataError, ImageDataModule
-from lightclf.models import ConfigError
-from lightclf.module import ImageClassifier
-from lightclf.wandb_setup import configure_wandb
+from lightclf.data import ImageDataModule
+from lightclf.errors import ConfigError
+from lightclf.training.callbacks import LastCheckpoint, RunConfigSaver, RunRecorder
+from lightclf.training.checkpoints import read_checkpoint
+from lightclf.training.module import ImageClassifier
+from lightclf.training.wandb_env import configure_wandb
 
-__all__ = ["LightclfCLI", "main"]
-
-# Subcommands that are not Trainer entry points: name -> module with a ``main(argv)``.
-TOOLS = {
-    "bench": "lightclf.bench",
-    "bench-compare": "lightclf.bench:compare_main",
-    "bench-train": "lightclf.bench_train",
-    "study": "lightclf.study",
-    "report": "lightclf.report",
-    "export": "lightclf.export",
-}
-USER_ERRORS = (ConfigError, DataError, FloatingPointError, FileNotFoundError)
+__all__ = ["LightclfCLI", "OneLineErrorParser", "one_line_error", "run_cli"]
 
 
 # Lines of jsonargparse's error reports that repeat the obvious (union plumbing, the given value).
@@ -90,6 +78,14 @@ class LightclfCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True, help="after fit, test the best checkpoint in the same run"
         )
 
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # The run folder's writers: a config that leaves them out still yields a complete folder.
+        for kind in (RunRecorder, LastCheckpoint):
+            if not any(type(callback) is kind for callback in trainer.callbacks):
+                trainer.callbacks.append(kind())
+        return trainer
+
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
         if config.get("test_after_fit") and not self.trainer.interrupted:
@@ -137,7 +133,8 @@ def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
             init_args["resume"] = "allow"
 
 
-def run_cli(argv: list[str]) -> None:
+def run_cli(argv: list[str], commands: list[str] = ()) -> None:
+    """``lightclf fit|validate|test|predict ...``; ``commands`` are the other commands, for --help."""
     if not any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv):  # no run starts
         configure_wandb()
     LightclfCLI(
@@ -152,45 +149,7 @@ def run_cli(argv: list[str]) -> None:
             "prog": "lightclf",
             "description": "lightclf: train and compare lightweight image classifiers",
             "epilog": "More commands (each has --help): "
-            + ", ".join(f"lightclf {name}" for name in TOOLS)
+            + ", ".join(f"lightclf {name}" for name in commands)
             + ", lightclf predict --ckpt CKPT --input IMAGES (photos and folders).",
         },
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    try:
-        if argv and argv[0] == "predict" and any(a == "--input" or a.startswith("--input=") for a in argv):
-            importlib.import_module("lightclf.predict").main(argv[1:])  # photos/folders, not a data module
-        elif argv and argv[0] in TOOLS:
-            module, _, func = TOOLS[argv[0]].partition(":")
-            getattr(importlib.import_module(module), func or "main")(argv[1:])
-        else:
-            run_cli(argv)
-    except USER_ERRORS as err:
-        print(f"lightclf: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        print(
-            f"lightclf: error: no space left on device ({err.filename or 'checkpoint'}); "
-            "checkpoints written before are intact: free space and resume with --ckpt_path",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    except ValueError as err:
-        # jsonargparse wraps errors raised while instantiating a subclass (the data module).
-        if "Does not validate against any of the Union subtypes" not in str(err):
-            raise
-        print(f"lightclf: error: {one_line_error(str(err))}", file=sys.stderr)
-        sys.exit(2)
-    except (KeyboardInterrupt, SIGTERMException) as err:
-        # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
-        name = "SIGTERM" if isinstance(err, SIGTERMException) else "Ctrl-C"
-        print(
-            f"lightclf: interrupted by {name}; resume with --ckpt_path <run dir>/checkpoints/last.ckpt", file=sys.stderr
-        )
-        sys.exit(143 if name == "SIGTERM" else 130)

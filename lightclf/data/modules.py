@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset, random_split
 
+from lightclf.data.preprocessing import Preprocessing
+from lightclf.errors import DataError
+
 __all__ = [
     "DataError",
     "ImageDataModule",
@@ -33,10 +36,6 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-
-
-class DataError(RuntimeError):
-    """The data set is missing, empty or malformed; the message says which path and what to do."""
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -63,18 +62,6 @@ class EpochSeededSampler(DistributedSampler):
         return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
-def _resize_uint8(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize an N,C,H,W uint8 stack with antialiased bilinear interpolation, chunked to bound memory."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images.contiguous()
-    out = []
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk].float()
-        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(part.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
-
-
 class ImageDataModule(L.LightningDataModule):
     """Base: train/val/test split, resolution, channel handling, loaders.
 
@@ -98,6 +85,7 @@ class ImageDataModule(L.LightningDataModule):
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     class_names: tuple[str, ...] = ()
+    crop_fraction: float = 1.0  # eval crop of photos (1.0: the whole image, resized)
 
     def __init__(
         self,
@@ -167,9 +155,20 @@ class ImageDataModule(L.LightningDataModule):
                 f"(e.g. {int(labels[bad][0])}); check data_dir or num_classes"
             )
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """This data set's preprocessing, shared by its loaders, ``predict`` and ``export``."""
+        return Preprocessing(
+            resolution=self.resolution,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            channels=self.channels,
+            native_channels=self.native_channels,
+            crop_fraction=self.crop_fraction,
+        )
+
     def _as_dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
-        images = _resize_uint8(images, self.resolution)
-        return TensorDataset(images, labels)
+        return TensorDataset(self.preprocessing.resize(images), labels)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
@@ -216,14 +215,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- batch-level pipeline (tensor data sets) -------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N,C,H,W -> float, channels repeated as requested, normalised."""
-        x = images.float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
-        if x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1).contiguous()
-        return x
+        """uint8 N,C,H,W -> float, normalised, channels repeated as requested."""
+        return self.preprocessing.normalize(images)
 
     def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """Per-sample random translation (pad, then crop back) and horizontal flip.
@@ -449,6 +442,22 @@ class _SafeImageFolder(Dataset):
         raise DataError(f"no readable image in {self.folder.root}")
 
 
+class _RandomCropFlip:
+    """ImageFolder's training transform: random resized crop and flip, then the shared normalisation
+    (a class, not a lambda, so DataLoader workers can pickle it under spawn)."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        from torchvision.transforms import v2 as T
+
+        self.preprocessing = preprocessing
+        self.crop = T.Compose([
+            T.PILToTensor(), T.RandomResizedCrop(preprocessing.resolution, antialias=True), T.RandomHorizontalFlip()
+        ])  # fmt: skip
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.preprocessing.normalize(self.crop(image.convert("RGB")))
+
+
 class ImageFolder(ImageDataModule):
     """A directory of class sub-folders (e.g. Caltech-101), torchvision layout.
 
@@ -476,6 +485,7 @@ class ImageFolder(ImageDataModule):
             )
         self.num_classes = len(classes)
         self.class_names = tuple(classes)
+        self.crop_fraction = 0.875  # eval: resize to resolution / 0.875, centre crop (ImageNet practice)
         self.root = root
         self.train_dir = train
         self.tensor_batches = False
@@ -483,17 +493,9 @@ class ImageFolder(ImageDataModule):
         self.std = (0.229, 0.224, 0.225)
 
     def _transform(self, train: bool):
-        from torchvision.transforms import v2 as T
-
-        steps = [T.PILToTensor()]
-        if train and self.augment:
-            steps += [T.RandomResizedCrop(self.resolution, antialias=True), T.RandomHorizontalFlip()]
-        else:
-            steps += [T.Resize(int(self.resolution / 0.875), antialias=True), T.CenterCrop(self.resolution)]
-        steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)]
-        if self.channels == 1:
-            steps.append(T.Grayscale(1))
-        return T.Compose(steps)
+        """Eval: the data module's preprocessing (as `predict` and `export` use it); train: a random
+        resized crop and flip of the decoded image, then the same normalisation."""
+        return _RandomCropFlip(self.preprocessing) if train and self.augment else self.preprocessing
 
     def setup(self, stage: str | None = None) -> None:
         val_dir, test_dir = self.root / "val", self.root / "test"

@@ -15,173 +15,37 @@ only, e.g. fewer images for an expensive baseline.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import itertools
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lightclf.models import ConfigError
-from lightclf.tool_args import ToolArgumentParser
+from lightclf.cli_args import ToolArgumentParser
+from lightclf.errors import ConfigError
+from lightclf.runs import RunRecord
+from lightclf.study.spec import FACTORS, RunSpec, Study, load_study
 
-__all__ = ["Study", "RunSpec", "load_study", "main"]
-
-FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "seed")
-RUN_KEYS = (*FACTORS, "network_kwargs", "overrides")
-NETWORK_KWARGS = ("width_multiplier", "dilation", "small_input")
-
-
-@dataclass
-class RunSpec:
-    """One point of a study: its factors and the extra network kwargs."""
-
-    study: str
-    factors: dict[str, Any]
-
-    @property
-    def run_id(self) -> str:
-        digest = hashlib.sha1(json.dumps(self.factors, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.study[:20]}-{digest}"
-
-    @property
-    def name(self) -> str:
-        f = self.factors
-        parts = [f["network"]]
-        for key, short in (("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("seed", "s")):
-            if f.get(key) is not None:
-                parts.append(f"{short}{f[key]}")
-        return "-".join(str(p) for p in parts)
-
-    def cli_args(self, base_config: str | list[str], save_dir: str, project: str) -> list[str]:
-        f = self.factors
-        configs = [base_config] if isinstance(base_config, str) else list(base_config)
-        kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
-        kwargs.update(f.get("network_kwargs") or {})
-        tags = [self.study, f["network"]] + [
-            f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None
-        ]
-        args = [
-            "fit",
-            *(arg for config in configs for arg in ("--config", config)),
-            "--model.network", f["network"],
-            "--model.network_kwargs", json.dumps(kwargs),
-            "--seed_everything", str(f.get("seed", 0)),
-            "--trainer.logger.init_args.project", project,
-            "--trainer.logger.init_args.save_dir", save_dir,
-            "--trainer.logger.init_args.group", self.study,
-            "--trainer.logger.init_args.name", self.name,
-            "--trainer.logger.init_args.tags", json.dumps(tags),
-        ]  # fmt: skip
-        if "WANDB_SWEEP_ID" not in os.environ:  # a sweep agent owns the run id
-            args += ["--trainer.logger.init_args.id", self.run_id]
-        if f.get("resolution") is not None:
-            args += ["--data.init_args.resolution", str(f["resolution"])]
-        for key, value in (f.get("overrides") or {}).items():
-            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-        return args
-
-
-@dataclass
-class Study:
-    name: str
-    base_config: str | list[str]  # one fit config, or several merged in order (model + recipe)
-    grid: dict[str, list[Any]]
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    protocol: str = ""  # one paragraph for the report: data, recipe, what was cut to fit
-    # Where finished runs' records (results/complexity/study JSON, no checkpoints) are archived:
-    # committed with the report, they let `report` rebuild it and `study` skip those runs on a
-    # machine that never had the run folders.
-    records: str | None = None
-    save_dir: str = "runs/study"
-    project: str = "lightclf-study"
-    bench: dict[str, Any] = field(default_factory=dict)
-
-    def specs(self) -> list[RunSpec]:
-        """The grid's cartesian product, then the extra runs; every seed of one point before the next."""
-        keys = list(self.grid)
-        points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
-        points += [dict(run) for run in self.runs]
-        specs, seen = [], set()
-        for point in points:
-            for seed in point.pop("seeds", None) or self.seeds:
-                factors = {**point, "seed": seed}
-                key = json.dumps(factors, sort_keys=True)
-                if key not in seen:
-                    seen.add(key)
-                    specs.append(RunSpec(self.name, factors))
-        return specs
-
-    def run_dir(self, spec: RunSpec) -> Path:
-        return Path(self.save_dir) / self.project / spec.run_id
-
-
-def load_study(path: str | Path) -> Study:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"study config {path} not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"study config {path} must be a mapping")
-    known = set(Study.__dataclass_fields__)
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"study config {path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-    for key in ("name", "base_config", "grid"):
-        if key not in raw:
-            raise ConfigError(f"study config {path}: missing '{key}'")
-    bad = set(raw["grid"]) - set(FACTORS) - {"network_kwargs"}
-    if bad:
-        raise ConfigError(f"study config {path}: grid factors {sorted(bad)} unknown (use {FACTORS})")
-    if "network" not in raw["grid"]:
-        raise ConfigError(f"study config {path}: grid needs a 'network' list")
-    for run in raw.get("runs", []):
-        if "network" not in run:
-            raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
-        bad = set(run) - set(RUN_KEYS) - {"seeds"}
-        if bad:
-            raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
-    bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]
-    for base in bases:
-        if not Path(base).is_file():
-            raise ConfigError(f"study config {path}: base_config {base} not found")
-    return Study(**raw)
-
-
-RECORD_FILES = ("results.json", "complexity.json", "study.json", "export.json")
+__all__ = ["Study", "RunSpec", "load_study", "run_status", "archive_run", "run_study", "select_point", "main"]
 
 
 def run_status(study: Study, spec: RunSpec) -> str:
-    record = study.run_dir(spec) / "results.json"
-    archived = Path(study.records) / spec.run_id / "results.json" if study.records else None
-    if not record.exists():
-        return "finished" if archived is not None and _status(archived) == "finished" else "new"
-    return _status(record)
-
-
-def _status(record: Path) -> str:
-    return json.loads(record.read_text()).get("status", "unknown") if record.exists() else "new"
+    """new / running / fit_done / finished / interrupted / failed (an archived finished run counts)."""
+    return study.record(spec).status
 
 
 def archive_run(study: Study, spec: RunSpec) -> None:
     """Copy a finished run's small records (never checkpoints) into the study's ``records`` folder."""
-    if not study.records or _status(study.run_dir(spec) / "results.json") != "finished":
+    if not study.records or not RunRecord.read(study.run_dir(spec)).finished:
         return
     target = Path(study.records) / spec.run_id
     target.mkdir(parents=True, exist_ok=True)
-    for name in RECORD_FILES:
+    for name in RunRecord.FILES:
         source = study.run_dir(spec) / name
         if source.exists():
             shutil.copyfile(source, target / name)
@@ -206,7 +70,7 @@ def run_study(
             outcome[spec.run_id] = "skipped"
             continue
         args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args or [])
-        last = study.run_dir(spec) / "checkpoints" / "last.ckpt"
+        last = RunRecord(folder=study.run_dir(spec)).last_ckpt
         if last.exists():
             args += ["--ckpt_path", str(last)]
             log(f"[{index}/{len(specs)}] {spec.name}: resuming from {last}")
@@ -216,8 +80,7 @@ def run_study(
             log("  python -m lightclf " + shlex.join(args))  # copy-pastable into a shell
             outcome[spec.run_id] = "dry-run"
             continue
-        study.run_dir(spec).mkdir(parents=True, exist_ok=True)
-        (study.run_dir(spec) / "study.json").write_text(json.dumps({"study": study.name, **spec.factors}, indent=2))
+        RunRecord(folder=study.run_dir(spec)).write(RunRecord.STUDY, {"study": study.name, **spec.factors})
         command = [sys.executable, "-m", "lightclf", *args]
         result = subprocess.run(command, env=_run_env())
         if result.returncode not in (0, 2, 130, 143):
@@ -309,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     outcome = run_study(study, extra, dry_run=args.dry_run, log=log, specs=specs)
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     if not args.dry_run and not args.no_bench and not args.point:
-        from lightclf.report import bench_study
+        from lightclf.study.report import bench_study
 
         bench_study(study)
     if failed:

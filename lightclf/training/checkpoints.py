@@ -1,4 +1,4 @@
-"""Load a trained classifier and its preprocessing from a lightclf checkpoint."""
+"""Load a trained classifier, its preprocessing and its run folder from a lightclf checkpoint."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from lightclf.models import ConfigError
-from lightclf.module import ImageClassifier
+from lightclf.data.preprocessing import Preprocessing
+from lightclf.errors import ConfigError
+from lightclf.runs import RunRecord
+from lightclf.training.module import ImageClassifier
 
 __all__ = ["LoadedRun", "read_checkpoint", "load_run", "datamodule_from_run"]
 
@@ -31,17 +33,25 @@ def read_checkpoint(path: str | Path, option: str) -> dict:
 class LoadedRun:
     module: ImageClassifier
     ckpt_path: Path
-    resolution: int
-    in_chans: int
+    preprocessing: Preprocessing
     class_names: list[str]
-    mean: list[float]
-    std: list[float]
-    native_channels: int
-    run_dir: Path | None
+    run: RunRecord | None  # None when the checkpoint travelled without its run folder
+
+    @property
+    def resolution(self) -> int:
+        return self.preprocessing.resolution
+
+    @property
+    def in_chans(self) -> int:
+        return self.preprocessing.channels
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.folder if self.run is not None else None
 
 
 def load_run(ckpt_path: str | Path) -> LoadedRun:
-    """The classifier (eval, CPU) and the preprocessing facts its checkpoint recorded."""
+    """The classifier (eval, CPU) and the preprocessing its checkpoint recorded."""
     path = Path(ckpt_path)
     raw = read_checkpoint(path, "--ckpt")
     try:
@@ -51,36 +61,32 @@ def load_run(ckpt_path: str | Path) -> LoadedRun:
     module.eval()
     meta = raw.get("lightclf") or {}
     hp = module.hparams
-    num_classes = hp.get("num_classes", 10)
-    names = meta.get("class_names") or [str(i) for i in range(num_classes)]
-    run_dir = _run_dir_of(path, meta.get("run_dir"))
+    names = meta.get("class_names") or [str(i) for i in range(hp.get("num_classes", 10))]
+    if meta.get("preprocessing"):
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    else:  # checkpoints written before the preprocessing was stored whole
+        preprocessing = Preprocessing(
+            resolution=int(hp.get("img_size", 224)),
+            mean=tuple(meta.get("mean") or [0.5]),
+            std=tuple(meta.get("std") or [0.5]),
+            channels=int(hp.get("in_chans", 3)),
+            native_channels=int(meta.get("native_channels", 3)),
+        )
+    folder = RunRecord.of_checkpoint(path, meta.get("run_dir"))
     return LoadedRun(
         module=module,
         ckpt_path=path,
-        resolution=int(hp.get("img_size", 224)),
-        in_chans=int(hp.get("in_chans", 3)),
+        preprocessing=preprocessing,
         class_names=list(names),
-        mean=list(meta.get("mean") or [0.5]),
-        std=list(meta.get("std") or [0.5]),
-        native_channels=int(meta.get("native_channels", 3)),
-        run_dir=run_dir if run_dir.is_dir() else None,
+        run=RunRecord.read(folder) if folder.is_dir() else None,
     )
-
-
-def _run_dir_of(ckpt: Path, recorded: str | None) -> Path:
-    """The run folder of a checkpoint: the folder holding ``checkpoints/`` (wherever the run was
-    moved or whatever the working directory is), else the folder recorded at save time."""
-    beside = ckpt.resolve().parent.parent
-    if (beside / "config.yaml").exists() or (beside / "results.json").exists() or not recorded:
-        return beside
-    return Path(recorded).resolve()
 
 
 def datamodule_from_run(run: LoadedRun, **overrides):
     """Rebuild the run's data module from its saved config.yaml (for calibration and evaluation)."""
-    if run.run_dir is None or not (run.run_dir / "config.yaml").exists():
+    if run.run is None or not run.run.config_path.exists():
         raise ConfigError(f"no config.yaml beside {run.ckpt_path}: cannot rebuild the data module")
-    config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    config = yaml.safe_load(run.run.config_path.read_text())
     data = config["data"]
     module_name, _, cls_name = data["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)

@@ -1,0 +1,125 @@
+"""`python -m lightclf <command>`: the Trainer commands (LightningCLI) and the tools, as plain functions.
+
+Only the command that runs is imported: ``study --dry-run`` and ``report`` never load torch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+
+from lightclf.errors import USER_ERRORS
+
+__all__ = ["COMMANDS", "main"]
+
+
+def bench(argv: list[str]) -> None:
+    from lightclf.measure.bench import main as bench_main
+
+    bench_main(argv)
+
+
+def bench_compare(argv: list[str]) -> None:
+    from lightclf.measure.bench import compare_main
+
+    compare_main(argv)
+
+
+def bench_train(argv: list[str]) -> None:
+    from lightclf.measure.bench_train import main as bench_train_main
+    from lightclf.training.overhead import fit_overhead
+
+    bench_train_main(argv, fit_overhead=fit_overhead)
+
+
+def study(argv: list[str]) -> None:
+    from lightclf.study.runner import main as study_main
+
+    study_main(argv)
+
+
+def report(argv: list[str]) -> None:
+    from lightclf.study.report import main as report_main
+
+    report_main(argv)
+
+
+def export(argv: list[str]) -> None:
+    from lightclf.deploy.export import main as export_main
+
+    export_main(argv)
+
+
+def predict_images(argv: list[str]) -> None:
+    from lightclf.deploy.predict import main as predict_main
+
+    predict_main(argv)
+
+
+def trainer(argv: list[str]) -> None:
+    """fit / validate / test / predict (on a data module) through LightningCLI."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lightclf.cli.lightning_cli import run_cli
+
+    try:
+        run_cli(argv, commands=list(COMMANDS))
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
+        _interrupted("SIGTERM", 143)
+    except ValueError as err:
+        # jsonargparse wraps errors raised while instantiating a subclass (the data module).
+        if "Does not validate against any of the Union subtypes" not in str(err):
+            raise
+        from lightclf.cli.lightning_cli import one_line_error
+
+        _fail(one_line_error(str(err)))
+
+
+# The tool commands; anything else goes to LightningCLI.
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "bench": bench,
+    "bench-compare": bench_compare,
+    "bench-train": bench_train,
+    "study": study,
+    "report": report,
+    "export": export,
+}
+
+
+def _fail(message: str) -> None:
+    print(f"lightclf: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _interrupted(name: str, code: int) -> None:
+    print(f"lightclf: interrupted by {name}; resume with --ckpt_path <run dir>/checkpoints/last.ckpt", file=sys.stderr)
+    sys.exit(code)
+
+
+def _command(argv: list[str]) -> Callable[[list[str]], None]:
+    if argv and argv[0] == "predict" and any(a == "--input" or a.startswith("--input=") for a in argv):
+        return lambda args: predict_images(args[1:])  # photos and folders, not a data module
+    if argv and argv[0] in COMMANDS:
+        return lambda args: COMMANDS[args[0]](args[1:])
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    try:
+        _command(argv)(argv)
+    except USER_ERRORS as err:
+        _fail(str(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        _fail(
+            f"no space left on device ({err.filename or 'checkpoint'}); "
+            "checkpoints written before are intact: free space and resume with --ckpt_path"
+        )
+    except KeyboardInterrupt:
+        _interrupted("Ctrl-C", 130)

@@ -1,0 +1,1 @@
+"""Measuring networks: cost (params, MACs, size, receptive field) and speed (inference, training)."""

@@ -1,0 +1,135 @@
+"""The run folder: one typed record of what a run leaves on disk, and the one function naming its path.
+
+Every ``lightclf fit`` writes one folder, ``<save_dir>/<project>/<run id>`` (:func:`run_path`)::
+
+    config.yaml       the resolved config (`lightclf fit --config` reruns it)
+    complexity.json   params, MACs, size, receptive field (at fit start)
+    results.json      status, epochs, metrics, best checkpoint, timings (as stages end)
+    study.json        the study and factors, for runs a study started
+    export.json       export and int8 figures (`lightclf export`)
+    checkpoints/      best, last.ckpt, interrupted.ckpt
+
+:class:`RunRecord` reads and writes that contract; the callbacks, ``study``, ``report``,
+``export`` and ``predict`` all go through it. No torch here: reading a study's records must stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunRecord", "run_path", "write_json", "STATUSES"]
+
+# The life of a run, in order; "interrupted" and "failed" can follow any of the first three.
+STATUSES = ("new", "running", "fit_done", "finished", "interrupted", "failed")
+
+
+def run_path(save_dir: str | Path | None, project: str, run_id: str) -> Path:
+    """The folder of run ``run_id``: ``<save_dir>/<project>/<run id>`` (W&B's layout, checkpoints included)."""
+    return Path(save_dir or ".") / str(project) / str(run_id)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a run killed mid-write never leaves half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}  # a foreign or damaged file reads as absent; the run is then "new"
+
+
+@dataclass
+class RunRecord:
+    """Everything a run folder holds except checkpoints and config (which have their own readers)."""
+
+    folder: Path
+    # results.json
+    status: str = "new"
+    network: str | None = None
+    started: float | None = None
+    epoch: int | None = None
+    global_step: int | None = None
+    last: dict[str, float] = field(default_factory=dict)
+    fit_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    test_per_epoch: list[dict[str, float]] = field(default_factory=list)
+    best_ckpt: str = ""
+    fit_seconds: float | None = None
+    error: str | None = None
+    # the other files
+    complexity: dict[str, Any] = field(default_factory=dict)
+    factors: dict[str, Any] = field(default_factory=dict)  # study.json: the study and its factors
+    export: dict[str, Any] = field(default_factory=dict)
+
+    RESULTS = "results.json"
+    COMPLEXITY = "complexity.json"
+    STUDY = "study.json"
+    EXPORT = "export.json"
+    CONFIG = "config.yaml"
+    FILES = (RESULTS, COMPLEXITY, STUDY, EXPORT)  # the small files a study archives with its report
+
+    @classmethod
+    def read(cls, folder: str | Path) -> RunRecord:
+        folder = Path(folder)
+        results = _read_json(folder / cls.RESULTS)
+        known = {f.name for f in fields(cls)} - {"folder", "complexity", "factors", "export"}
+        return cls(
+            folder=folder,
+            **{k: v for k, v in results.items() if k in known},
+            complexity=_read_json(folder / cls.COMPLEXITY),
+            factors=_read_json(folder / cls.STUDY),
+            export=_read_json(folder / cls.EXPORT),
+        )
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: str | Path, recorded: str | None = None) -> Path:
+        """The run folder of a checkpoint: the folder holding ``checkpoints/`` (wherever the run was
+        moved, whatever the working directory), else the folder recorded in it at save time."""
+        beside = Path(ckpt).resolve().parent.parent
+        if (beside / cls.CONFIG).exists() or (beside / cls.RESULTS).exists() or not recorded:
+            return beside
+        return Path(recorded).resolve()
+
+    # -- paths -----------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.folder / self.CONFIG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    # -- writing ---------------------------------------------------------------------------------
+    def update(self, **results: Any) -> RunRecord:
+        """Set fields of results.json and write it; other keys already in the file are kept."""
+        known = {f.name for f in fields(self)} - {"folder", "complexity", "factors", "export"}
+        unknown = set(results) - known
+        if unknown:
+            raise TypeError(f"RunRecord has no results fields {sorted(unknown)}")
+        for key, value in results.items():
+            setattr(self, key, value)
+        path = self.folder / self.RESULTS
+        write_json(path, {**_read_json(path), **results})
+        return self
+
+    def write(self, name: str, data: dict[str, Any]) -> None:
+        """Write one of the other files (complexity, study, export) and keep it on the record."""
+        attribute = {self.COMPLEXITY: "complexity", self.STUDY: "factors", self.EXPORT: "export"}[name]
+        setattr(self, attribute, dict(data))
+        write_json(self.folder / name, data)

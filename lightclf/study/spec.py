@@ -1,0 +1,155 @@
+"""A study's definition: the YAML (grid, extra runs, seeds, protocol) and the runs it names.
+
+Read by the runner (which fits the runs), the report (which aggregates them) and the sweep
+emitter; only YAML and JSON here, so ``study --dry-run`` and ``report`` start without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightclf.errors import ConfigError
+from lightclf.runs import RunRecord, run_path
+
+__all__ = ["FACTORS", "RunSpec", "Study", "load_study"]
+
+FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "seed")
+RUN_KEYS = (*FACTORS, "network_kwargs", "overrides")
+NETWORK_KWARGS = ("width_multiplier", "dilation", "small_input")
+
+
+@dataclass
+class RunSpec:
+    """One point of a study: its factors and the extra network kwargs."""
+
+    study: str
+    factors: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.factors, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.study[:20]}-{digest}"
+
+    @property
+    def name(self) -> str:
+        f = self.factors
+        parts = [f["network"]]
+        for key, short in (("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("seed", "s")):
+            if f.get(key) is not None:
+                parts.append(f"{short}{f[key]}")
+        return "-".join(str(p) for p in parts)
+
+    def cli_args(self, base_config: str | list[str], save_dir: str, project: str) -> list[str]:
+        f = self.factors
+        configs = [base_config] if isinstance(base_config, str) else list(base_config)
+        kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
+        kwargs.update(f.get("network_kwargs") or {})
+        tags = [self.study, f["network"]] + [
+            f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None
+        ]
+        args = [
+            "fit",
+            *(arg for config in configs for arg in ("--config", config)),
+            "--model.network", f["network"],
+            "--model.network_kwargs", json.dumps(kwargs),
+            "--seed_everything", str(f.get("seed", 0)),
+            "--trainer.logger.init_args.project", project,
+            "--trainer.logger.init_args.save_dir", save_dir,
+            "--trainer.logger.init_args.group", self.study,
+            "--trainer.logger.init_args.name", self.name,
+            "--trainer.logger.init_args.tags", json.dumps(tags),
+        ]  # fmt: skip
+        if "WANDB_SWEEP_ID" not in os.environ:  # a sweep agent owns the run id
+            args += ["--trainer.logger.init_args.id", self.run_id]
+        if f.get("resolution") is not None:
+            args += ["--data.init_args.resolution", str(f["resolution"])]
+        for key, value in (f.get("overrides") or {}).items():
+            args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        return args
+
+
+@dataclass
+class Study:
+    name: str
+    base_config: str | list[str]  # one fit config, or several merged in order (model + recipe)
+    grid: dict[str, list[Any]]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    protocol: str = ""  # one paragraph for the report: data, recipe, what was cut to fit
+    # Where finished runs' records (results/complexity/study JSON, no checkpoints) are archived:
+    # committed with the report, they let `report` rebuild it and `study` skip those runs on a
+    # machine that never had the run folders.
+    records: str | None = None
+    save_dir: str = "runs/study"
+    project: str = "lightclf-study"
+    bench: dict[str, Any] = field(default_factory=dict)
+
+    def specs(self) -> list[RunSpec]:
+        """The grid's cartesian product, then the extra runs; every seed of one point before the next."""
+        keys = list(self.grid)
+        points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        points += [dict(run) for run in self.runs]
+        specs, seen = [], set()
+        for point in points:
+            for seed in point.pop("seeds", None) or self.seeds:
+                factors = {**point, "seed": seed}
+                key = json.dumps(factors, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    specs.append(RunSpec(self.name, factors))
+        return specs
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return run_path(self.save_dir, self.project, spec.run_id)
+
+    def record(self, spec: RunSpec) -> RunRecord:
+        """The run's record: its folder if this machine has one, else the archived copy, else empty."""
+        local = RunRecord.read(self.run_dir(spec))
+        if local.status == "new" and self.records:
+            archived = RunRecord.read(Path(self.records) / spec.run_id)
+            if archived.finished:
+                return archived
+        return local
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"study config {path} not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"study config {path} must be a mapping")
+    known = set(Study.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"study config {path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    for key in ("name", "base_config", "grid"):
+        if key not in raw:
+            raise ConfigError(f"study config {path}: missing '{key}'")
+    bad = set(raw["grid"]) - set(FACTORS) - {"network_kwargs"}
+    if bad:
+        raise ConfigError(f"study config {path}: grid factors {sorted(bad)} unknown (use {FACTORS})")
+    if "network" not in raw["grid"]:
+        raise ConfigError(f"study config {path}: grid needs a 'network' list")
+    for run in raw.get("runs", []):
+        if "network" not in run:
+            raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
+        bad = set(run) - set(RUN_KEYS) - {"seeds"}
+        if bad:
+            raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
+    bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]
+    for base in bases:
+        if not Path(base).is_file():
+            raise ConfigError(f"study config {path}: base_config {base} not found")
+    return Study(**raw)

@@ -1,0 +1,311 @@
+"""Callbacks that make every run carry its config, cost figures and results on disk and in W&B."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightclf.measure.complexity import measure_complexity
+from lightclf.runs import RunRecord, run_path
+
+__all__ = [
+    "run_factors",
+    "RunRecorder",
+    "RunConfigSaver",
+    "TrainThroughput",
+    "LastCheckpoint",
+    "EMA",
+    "TestEveryEpoch",
+    "run_dir",
+    "run_record",
+]
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run's own folder: ``<save_dir>/<project>/<run id>`` for W&B (where checkpoints go too)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return run_path(logger.save_dir, str(logger.name), str(logger.version))
+    if logger is not None and logger.log_dir:
+        return Path(logger.log_dir)
+    return Path(trainer.default_root_dir)
+
+
+def run_record(trainer: L.Trainer) -> RunRecord:
+    """The run folder's record as it is on disk now."""
+    return RunRecord.read(run_dir(trainer))
+
+
+def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
+    """The study's factors of a run, named alike for every network (W&B panels group and plot by
+    ``factors.*``): network, width, resolution, dilation, separable, seed and a config label."""
+    hp, net = pl_module.hparams, getattr(pl_module, "network", None)
+    kwargs = dict(hp.get("network_kwargs") or {})
+    dilations = getattr(net, "dilations", None)
+    factors = {
+        "network": getattr(pl_module, "network_name", None),
+        "width_multiplier": getattr(net, "width_multiplier", kwargs.get("width_multiplier")),
+        "resolution": hp.get("img_size"),
+        "dilation": max(dilations) if dilations else kwargs.get("dilation"),
+        "separable": getattr(net, "separable", None),
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+    }
+    label = [str(factors["network"])]
+    label += [f"{k[0]}{factors[k]}" for k in ("width_multiplier", "resolution", "dilation") if factors[k] is not None]
+    factors["config"] = " ".join(label)
+    return factors
+
+
+def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    out = {}
+    for key, value in trainer.callback_metrics.items():
+        value = value.item() if isinstance(value, torch.Tensor) else value
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+class RunRecorder(L.Callback):
+    """Writes ``complexity.json`` at fit start and ``results.json`` as stages end; logs both to W&B.
+
+    Cost figures go to the W&B run's summary and config, so every run carries the same
+    params / MACs / size / receptive field; ``flops_per_batch`` feeds the ThroughputMonitor.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.complexity: dict[str, Any] | None = None
+
+    def _record(self, trainer: L.Trainer, **updates: Any) -> None:
+        run_record(trainer).update(**updates)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        hp = pl_module.hparams
+        complexity = measure_complexity(pl_module.network, hp.get("img_size", 224), hp.get("in_chans", 3)).as_dict()
+        complexity["network"] = getattr(pl_module, "network_name", type(pl_module).__name__)
+        self.complexity = complexity
+        batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        pl_module.forward_macs = complexity["macs"]  # read by ImageClassifier.flops_per_batch
+        pl_module.batch_size = batch_size
+        if trainer.is_global_zero:
+            run_record(trainer).write(RunRecord.COMPLEXITY, complexity)
+            self._record(trainer, status="running", network=complexity["network"], started=self.started)
+            self._log_to_wandb(trainer, complexity)
+
+    @rank_zero_only
+    def _log_to_wandb(self, trainer: L.Trainer, complexity: dict[str, Any]) -> None:
+        factors = run_factors(trainer.lightning_module)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in complexity.items() if v is not None})
+                logger.experiment.config.update({"complexity": complexity, "factors": factors}, allow_val_change=True)
+            else:
+                logger.log_hyperparams({"complexity": complexity})
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        logger = trainer.logger
+        datamodule = trainer.datamodule
+        checkpoint["lightclf"] = {
+            "network": getattr(pl_module, "network_name", None),
+            "wandb_id": logger.version if isinstance(logger, WandbLogger) else None,
+            "run_dir": str(run_dir(trainer)),
+            # What `lightclf predict` / `export` need to preprocess images exactly as the test set was.
+            "class_names": list(getattr(datamodule, "class_names", ()) or ()),
+            "preprocessing": datamodule.preprocessing.as_dict() if hasattr(datamodule, "preprocessing") else None,
+            "data_class": type(datamodule).__name__ if datamodule is not None else None,
+        }
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._record(
+                trainer,
+                epoch=trainer.current_epoch,
+                global_step=trainer.global_step,
+                **{"last": _scalar_metrics(trainer)},
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            ckpt = trainer.checkpoint_callback
+            best = getattr(ckpt, "best_model_path", "") if ckpt else ""
+            status = "interrupted" if trainer.interrupted else "fit_done"
+            self._record(
+                trainer,
+                status=status,
+                fit_metrics=_scalar_metrics(trainer),
+                best_ckpt=best,
+                fit_seconds=round(time.time() - self.started, 1),
+                global_step=trainer.global_step,
+            )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            test = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
+            self._record(trainer, status="finished", test_metrics=test)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.summary.update(test)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not trainer.is_global_zero:
+            return
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if interrupted:
+            # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact.
+            path = run_record(trainer).checkpoints / "interrupted.ckpt"
+            try:
+                trainer.save_checkpoint(path)
+            except OSError:
+                pass
+        error = f"{type(exception).__name__}: {exception}"[:500]
+        self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run's own folder and the W&B run config.
+
+    Lightning's default writes ``config.yaml`` into the logger's shared save_dir and refuses
+    the second run there (Lightning issue 17168); one folder per run avoids the collision.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.config_filename if stage == "fit" else f"config_{stage}.yaml"
+        self.parser.save(self.config, str(folder / name), skip_none=False, overwrite=True, multifile=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                config = self.parser.dump(self.config, skip_none=False, format="json")
+                logger.experiment.config.update({"lightclf_config": json.loads(config)}, allow_val_change=True)
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0])
+
+
+class TrainThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor with an image-batch ``batch_size_fn`` (configurable from YAML)."""
+
+    def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
+        super().__init__(batch_size_fn=_batch_size, window_size=window_size, **kwargs)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """An always-current ``last.ckpt``, rewritten after every epoch (or every N steps).
+
+    Since Lightning 2.6 ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when a
+    top-k checkpoint was written in the same step: an epoch that did not improve the monitored
+    metric would be lost to a crash. Resuming from this file loses at most one epoch.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            every_n_train_steps=every_n_train_steps,
+            enable_version_counter=False,
+        )
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Lightning writes in place: a kill mid-write would truncate the only resumable file.
+        partial = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMAWeightAveraging with timm-style decay warmup; validation, checkpoints
+    (``state_dict``) and the test after fit all use the averaged weights, and the raw weights
+    travel in the checkpoint for resuming.
+
+    Warmup: the decay at update n is ``min(decay, (1 + n) / (10 + n))`` (timm's ModelEmaV3
+    warmup), so in a short run the average is not dominated by the random initial weights.
+    Lightning's own callback, asked to load a checkpoint for ``trainer.test(ckpt_path=...)`` in
+    the process that fitted, puts the *raw* weights back into the model; outside fitting the
+    checkpoint's ``state_dict`` (the average) is what should be evaluated, so this keeps it.
+    """
+
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, warmup: bool = True, **kwargs: Any):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)
+        if warmup:
+            self._kwargs.pop("avg_fn", None)
+            self._kwargs["multi_avg_fn"] = _ema_with_warmup(decay)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+def _ema_with_warmup(decay: float):
+    """A foreach EMA update for ``AveragedModel(multi_avg_fn=...)`` with timm's decay warmup."""
+
+    def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
+            torch._foreach_copy_(averaged, current)
+
+    return multi_avg_fn
+
+
+class TestEveryEpoch(L.Callback):
+    """Evaluates the test set after every validation (with the weights validation used, EMA
+    included) and logs ``test_epoch/acc1`` / ``acc5``: the per-epoch test curve that compares
+    recipes (``reports/bench/README.md``). Model selection still uses only the validation split;
+    this costs one extra forward pass over the test set per epoch."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.history = list(run_record(trainer).test_per_epoch)  # a resumed fit keeps the epochs tested before
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.datamodule is None:
+            return
+        data = trainer.datamodule
+        if data.test_set is None:
+            data.setup("test")
+        correct1 = correct5 = total = 0
+        for batch in data.test_dataloader():
+            batch = data.on_after_batch_transfer(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), 0)
+            x, y = batch
+            top5 = pl_module.eval_logits(x, "test").topk(min(5, pl_module.hparams.num_classes), dim=-1).indices
+            correct1 += int((top5[:, 0] == y).sum())
+            correct5 += int((top5 == y[:, None]).any(dim=-1).sum())
+            total += len(y)
+        metrics = {"test_epoch/acc1": correct1 / total, "test_epoch/acc5": correct5 / total}
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        if trainer.is_global_zero:
+            run_record(trainer).update(test_per_epoch=self.history)

@@ -1,0 +1,252 @@
+"""ImageClassifier: the one LightningModule that trains every network of the study."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightclf.errors import ConfigError
+from lightclf.models import DDSNet, create_network
+from lightclf.training.schedules import LRSchedule
+
+__all__ = ["ImageClassifier"]
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy image classifier around any network of the factory.
+
+    Args:
+        network: registered name (``ddsnet``, ``googlenet``, any timm model) or an nn.Module.
+        network_kwargs: passed to the network builder (width_multiplier, dilation, ...).
+        num_classes / in_chans / img_size: linked from the data module by the CLI.
+        optimizer: LightningCLI callable; default is the paper's Adam (any torch optimizer: AdamW, SGD
+            with ``nesterov: true``, ...).
+        scheduler: a torch LR scheduler stepped once per epoch (``StepLR``, ``CosineAnnealingLR``, ...).
+        lr_schedule: a per-step schedule that knows the run length (``lightclf.schedules.OneCycle``,
+            ``WarmupCosine``); exclusive with ``scheduler``.
+        label_smoothing: cross-entropy label smoothing (also applied to mixup/cutmix targets).
+        aux_loss_weight: weight of auxiliary logits (GoogLeNet) in the training loss.
+        mixup_alpha / cutmix_alpha: > 0 turns on timm's Mixup / CutMix (one of them per batch).
+        ema_decay: keep an EMA of the weights (Lightning's EMAWeightAveraging, via
+            ``lightclf.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
+        tta_flip: test on the mean of the logits of each image and its horizontal mirror.
+        channels_last: memory format for training; ``None`` = the one measured faster on this
+            device type (channels_last on CPU, see ``reports/bench``).
+    """
+
+    def __init__(
+        self,
+        network: str | nn.Module = "ddsnet",
+        network_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        img_size: int = 224,
+        optimizer: OptimizerCallable = torch.optim.Adam,  # defaults = the paper's lr 1e-3, betas 0.9/0.999, eps 1e-8
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        aux_loss_weight: float = 0.3,
+        lr_schedule: LRSchedule | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        ema_decay: float | None = None,
+        tta_flip: bool = False,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__()
+        ignore = ["optimizer", "scheduler", "lr_schedule"] + ([] if isinstance(network, str) else ["network"])
+        self.save_hyperparameters(ignore=ignore)
+        if num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2, got {num_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if mixup_alpha < 0 or cutmix_alpha < 0:
+            raise ConfigError(f"model.mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in (0, 1), got {ema_decay}")
+        if scheduler is not None and lr_schedule is not None:
+            raise ConfigError("model.scheduler and model.lr_schedule are exclusive: pick one")
+        if isinstance(network, str):
+            self.network_name = network
+            self.network = create_network(network, num_classes, in_chans, **(network_kwargs or {}))
+        else:
+            self.network_name = type(network).__name__
+            self.network = network
+        self.check_resolution(img_size, in_chans)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.lr_schedule = lr_schedule
+        self.mixup = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.channels_last = channels_last
+        top5 = min(5, num_classes)
+        metrics = MetricCollection(
+            {
+                "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                f"acc{top5}": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def check_resolution(self, img_size: int, in_chans: int) -> None:
+        """Fail before training when the network cannot run at ``img_size``."""
+        if isinstance(self.network, DDSNet):
+            try:
+                self.network.check_input_size(img_size)
+            except ConfigError as err:
+                raise ConfigError(f"data.resolution: {err}") from None
+            return
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                self.network(torch.zeros(1, in_chans, img_size, img_size))
+        except RuntimeError as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"data.resolution: {img_size} px is too small for {self.network_name} ({first_line})"
+            ) from None
+        finally:
+            self.network.train(was_training)
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """FLOPs of one batch for Lightning's ThroughputMonitor: forward x3 when training."""
+        macs, batch = getattr(self, "forward_macs", None), getattr(self, "batch_size", None)
+        if not macs or not batch:
+            return None
+        return 2 * macs * batch * (3 if self.training else 1)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        if self.hparams.get("ema_decay") is None:
+            return []
+        from lightclf.training.callbacks import EMA
+
+        return [EMA(decay=self.hparams.ema_decay)]
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last is None:
+            # Measured (reports/bench/README.md): channels_last trains 1.25-1.45x faster than
+            # contiguous on CPU for the DDSNet family; elsewhere keep PyTorch's default layout.
+            self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def _format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(self._format(x))
+        return out.logits if hasattr(out, "logits") else out
+
+    def _loss(self, out: Any, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy on hard labels or on mixup's soft targets (class probabilities)."""
+        smoothing = self.hparams.label_smoothing if target.dim() == 1 else 0.0  # soft targets carry it already
+
+        def criterion(logits: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+        if hasattr(out, "aux_logits1"):  # torchvision GoogLeNet in train mode
+            loss = criterion(out.logits)
+            for aux in (out.aux_logits1, out.aux_logits2):
+                if aux is not None:
+                    loss = loss + self.hparams.aux_loss_weight * criterion(aux)
+            return loss, out.logits
+        return criterion(out), out
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """timm's Mixup/CutMix with its numpy draws seeded by the global step (exact resume)."""
+        if self.mixup is None or len(x) % 2:
+            return x, y
+        with _numpy_seed(int(torch.initial_seed() % 2**31) + self.global_step):
+            return self.mixup(x.clone(), y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x, target = self._mix(x, y)
+        loss, logits = self._loss(self.network(self._format(x)), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate; "
+                "the last checkpoint is kept"
+            )
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def eval_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's."""
+        logits = self(x)
+        if stage == "test" and self.hparams.get("tta_flip"):
+            logits = (logits + self(x.flip(-1))) / 2
+        return logits
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
+        x, y = batch
+        logits = self.eval_logits(x, stage)
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=len(y), sync_dist=True)
+        metrics.update(logits, y)
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(y))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=-1)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_schedule is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+            epochs = max(int(self.trainer.max_epochs or 1), 1)
+            scheduler = self.lr_schedule.build(optimizer, total, max(total // epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if hasattr(scheduler, "step_update"):  # timm: per-step updates take the number of steps done
+            scheduler.step_update(num_updates=self.global_step)
+        elif metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int):
+    """Seed numpy's global RNG (which timm's Mixup draws from) for a block, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

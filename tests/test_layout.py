@@ -1,0 +1,124 @@
+"""The house: library below tools below the CLI, no import cycles, cheap tools stay cheap, old
+class paths keep working."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PYTHONPATH, REPO
+
+PACKAGE = REPO / "lightclf"
+
+# Lower layers never import higher ones; the two tool packages never import each other.
+LAYERS = {
+    "lightclf.errors": 0, "lightclf.runs": 0, "lightclf.cli_args": 0,
+    "lightclf.models": 1,
+    "lightclf.data": 2,
+    "lightclf.measure": 3,
+    "lightclf.training": 4,
+    "lightclf.study": 5, "lightclf.deploy": 5,
+    "lightclf.cli": 6, "lightclf.__main__": 6, "lightclf": 6,
+    # old class paths kept for configs and checkpoints: thin re-exports
+    "lightclf.callbacks": 6, "lightclf.module": 6, "lightclf.schedules": 6,
+}  # fmt: skip
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> tuple[str, int]:
+    while module not in LAYERS:
+        module = module.rpartition(".")[0]
+    return module, LAYERS[module]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every lightclf module ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("lightclf")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightclf"):
+            found.add(node.module)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(path): _imports(path) for path in PACKAGE.rglob("*.py")}
+
+
+def test_no_upward_imports_and_tools_apart():
+    upward = []
+    for module, imported in _graph().items():
+        home, layer = _layer(module)
+        for target in imported:
+            target_home, target_layer = _layer(target)
+            if target_layer > layer or (layer == target_layer == 5 and target_home != home):
+                upward.append(f"{module} -> {target}")
+    assert not upward, upward
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph.get(module, ()):
+            if target not in graph or target == module:
+                continue
+            assert state.get(target) != 1, " -> ".join([*path, module, target])
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+def test_study_dry_run_and_errors_do_not_load_torch():
+    code = (
+        "import sys\n"
+        "from lightclf.cli import main\n"
+        "from lightclf.errors import ConfigError\n"
+        "main(['study', '--config', 'configs/study/fmnist_fast.yaml', '--dry-run'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('no torch')\n"
+    )
+    env = {"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin", "WANDB_MODE": "offline"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no torch" in result.stdout and "python -m lightclf fit" in result.stderr
+
+
+def test_old_class_paths_still_resolve(tmp_path):
+    import lightclf.callbacks as old_callbacks
+    import lightclf.module as old_module
+    import lightclf.schedules as old_schedules
+    from lightclf.training import callbacks, module, schedules
+
+    assert (
+        old_callbacks.RunRecorder is callbacks.RunRecorder and old_callbacks.LastCheckpoint is callbacks.LastCheckpoint
+    )
+    assert old_module.ImageClassifier is module.ImageClassifier and old_schedules.OneCycle is schedules.OneCycle
+    from conftest import run_lightclf, smoke_config
+
+    config = smoke_config(
+        tmp_path,
+        **{
+            "trainer.callbacks": [
+                {"class_path": "lightclf.callbacks.RunRecorder"},
+                {"class_path": "lightclf.callbacks.LastCheckpoint"},
+            ],
+            "model.lr_schedule": {"class_path": "lightclf.schedules.OneCycle"},
+        },
+    )
+    result = run_lightclf("fit", "--config", str(config), "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RunRecorder" in result.stdout and "OneCycle" in result.stdout
