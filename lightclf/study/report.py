@@ -418,30 +418,38 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
 
 
 def _deployment_table(rows: list[dict[str, Any]]) -> str:
-    """int8 post-training quantization and ONNX figures of runs that `lightclf export` processed."""
+    """int8 post-training quantization and ONNX figures of the runs (any seed) `lightclf export` processed."""
     lines = []
     for row in rows:
-        export = row.get("export") or {}
-        fp32, int8, onnx = export.get("fp32"), export.get("int8"), export.get("onnx")
-        if not (fp32 and int8):
-            continue
-        onnx_diff = f"{onnx['max_abs_diff']:.1e}" if onnx else "-"
-        lines.append(
-            f"| {_label(row)} | {row['resolution']} | {_pct(fp32['top1'])} | {_pct(int8['top1'])} | "
-            f"{100 * (int8['top1'] - fp32['top1']):+.2f} | {fp32['file_mb']:.3f} | {int8['file_mb']:.3f} | "
-            f"{fp32['file_mb'] / int8['file_mb']:.2f}x | {fp32['ms_per_image']:.3f} | {int8['ms_per_image']:.3f} | "
-            f"{fp32['ms_per_image'] / int8['ms_per_image']:.2f}x | {onnx_diff} |"
-        )
+        for run in sorted(row.get("runs") or [row], key=lambda r: r.get("seed") or 0):
+            export = run.get("export") or {}
+            fp32, int8, onnx = export.get("fp32"), export.get("int8"), export.get("onnx")
+            if not (fp32 and int8):
+                continue
+            onnx_diff = f"{onnx['max_abs_diff']:.1e}" if onnx else "-"
+            loss, speedup = 100 * (fp32["top1"] - int8["top1"]), fp32["ms_per_image"] / int8["ms_per_image"]
+            target = "met" if speedup >= INT8_TARGET[0] and loss <= INT8_TARGET[1] else "not met"
+            lines.append(
+                f"| {_label(row)} | {row['resolution']} | {run.get('seed')} | {_pct(fp32['top1'])} | "
+                f"{_pct(int8['top1'])} | {-loss:+.2f} | {fp32['file_mb']:.3f} | {int8['file_mb']:.3f} | "
+                f"{fp32['file_mb'] / int8['file_mb']:.2f}x | {fp32['ms_per_image']:.3f} | {int8['ms_per_image']:.3f} | "
+                f"{speedup:.2f}x | {target} | {onnx_diff} |"
+            )
     if not lines:
         return ""
     head = (
         "## Deployment: int8 post-training quantization (not studied by the paper)\n\n"
-        "onnxruntime static int8 (QDQ, per-channel) vs fp32 onnxruntime, same CPU, interleaved timing.\n\n"
-        "| network | px | fp32 top-1 % | int8 top-1 % | Δ | fp32 MB | int8 MB | smaller | fp32 ms/img | int8 ms/img "
-        "| int8 speed-up | ONNX max abs diff |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "onnxruntime static int8 (QDQ, per-channel int8 weights, uint8 activations) against fp32 onnxruntime, "
+        "same CPU, timed interleaved (median of 7 rounds, batch of the data module); top-1 on the full test set "
+        f"through onnxruntime. Target: >= {INT8_TARGET[0]}x faster at <= {INT8_TARGET[1]} point top-1 loss.\n\n"
+        "| network | px | seed | fp32 top-1 % | int8 top-1 % | Δ | fp32 MB | int8 MB | smaller | fp32 ms/img "
+        "| int8 ms/img | int8 speed-up | target | ONNX max abs diff |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     return head + "\n".join(lines) + "\n"
 
+
+INT8_TARGET = (1.5, 0.5)  # speed-up over fp32 onnxruntime, top-1 points lost
 
 RUN_FIELDS = [*KEY_FACTORS, "seed", "run_id", "top1", "top5", "params", "macs", "size_mb", "receptive_field",
               "fit_seconds", "epochs"]  # fmt: skip
