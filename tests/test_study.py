@@ -281,3 +281,30 @@ def test_finished_runs_are_archived_and_count_without_their_folders(tmp_path):
     assert run_status(study, finished) == "finished" and run_status(study, pending) == "new"
     (run,) = collect_runs(study.save_dir, study.project, "arch", study.records)
     assert run["top1"] == 0.9 and run["params"] == 1000 and run["dilation"] == finished.factors["dilation"]
+
+
+def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp_path):
+    """Runs trained on different budgets (study overrides) are separate configurations; a run
+    folder a killed process left "running" does not hide the finished copy in the records."""
+    from lightclf.runs import RunRecord
+    from lightclf.study.report import aggregate, collect_runs, effects
+
+    factors = {"study": "s", "network": "ddsnet", "width_multiplier": 1.0, "resolution": 28, "dilation": 2,
+               "seed": 0, "overrides": {"data.init_args.train_subset": 20000, "trainer.max_epochs": 2}}  # fmt: skip
+    stale = RunRecord(folder=tmp_path / "runs" / "p" / "s-abc")
+    stale.write(RunRecord.STUDY, factors)
+    stale.update(status="running")
+    archived = RunRecord(folder=tmp_path / "records" / "s-abc")
+    archived.write(RunRecord.STUDY, factors)
+    archived.update(status="finished", test_metrics={"test/acc1": 0.88, "test/acc5": 0.99}, epoch=1)
+    (run,) = collect_runs(tmp_path / "runs", "p", "s", tmp_path / "records")
+    assert run["top1"] == 0.88 and run["budget"] == "20k img x 2 ep"
+
+    runs = [run]
+    for seed in range(3):
+        for width, top1 in ((0.25, 0.90), (0.5, 0.91)):
+            runs.append({"network": "ddsnet", "width_multiplier": width, "resolution": 28, "dilation": 2,
+                         "budget": "full", "seed": seed, "top1": top1 + seed / 1000, "run_id": f"{width}-{seed}"})  # fmt: skip
+    found = {compared.split(",")[0]: e for name, compared, e in effects(aggregate(runs)) if name == "width multiplier"}
+    assert set(found) == {"0.5 vs 0.25"} and found["0.5 vs 0.25"].n == 3  # 1.0 (20k x 2 ep) pairs with nothing
+    assert len(aggregate(runs)) == 3

@@ -9,6 +9,7 @@ throughput, with the Pareto front).
 from __future__ import annotations
 
 import csv
+import itertools
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,9 @@ from lightclf.study.stats import Effect, paired_effect, summarize, unpaired_effe
 
 __all__ = ["collect_runs", "aggregate", "bench_study", "write_report", "pareto_front", "main"]
 
-KEY_FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input")
+# "budget" (training images x epochs) is a factor too: runs trained on different budgets are
+# different configurations, never paired, never in one row of a factor table.
+KEY_FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "budget")
 BASELINE_PREFIXES = ("googlenet", "mobilenet")
 
 
@@ -31,18 +34,22 @@ def collect_runs(
     """One dict per finished run: factors, test metrics, complexity; from the run folders and
     from the study's archived ``records`` (for runs whose folders this machine does not have)."""
     runs = []
-    folders = sorted((Path(save_dir) / project).glob("*"))
-    local = {folder.name for folder in folders}
+    candidates: dict[str, list[Path]] = defaultdict(list)  # run id -> its folder here, then its archived copy
+    for folder in sorted((Path(save_dir) / project).glob("*")):
+        candidates[folder.name].append(folder)
     if records:
-        folders += sorted(p for p in Path(records).glob("*") if p.is_dir() and p.name not in local)
-    for folder in folders:
-        record = RunRecord.read(folder)
-        if (study is not None and record.factors.get("study") != study) or not record.finished:
+        for folder in sorted(p for p in Path(records).glob("*") if p.is_dir()):
+            candidates[folder.name].append(folder)
+    for run_id, folders in sorted(candidates.items()):
+        # A folder left "running" by a killed process must not hide the archived finished run.
+        record = next((r for r in map(RunRecord.read, folders) if r.finished), None)
+        if record is None or (study is not None and record.factors.get("study") != study):
             continue
         runs.append(
             {
                 **{k: record.factors.get(k) for k in (*KEY_FACTORS, "seed")},
-                "run_id": folder.name,
+                "budget": _budget(record),
+                "run_id": run_id,
                 "top1": record.test_metrics.get("test/acc1"),
                 "top5": record.test_metrics.get("test/acc5"),
                 **{k: record.complexity.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
@@ -52,6 +59,17 @@ def collect_runs(
             }
         )
     return runs
+
+
+def _budget(record: RunRecord) -> str:
+    """The training budget a run's study overrides set ("full" = the base config's)."""
+    overrides = record.factors.get("overrides") or {}
+    parts = []
+    if overrides.get("data.init_args.train_subset"):
+        parts.append(f"{overrides['data.init_args.train_subset'] // 1000}k img")
+    if overrides.get("trainer.max_epochs"):
+        parts.append(f"{overrides['trainer.max_epochs']} ep")
+    return " x ".join(parts) if parts else "full"
 
 
 def collect_wandb_runs(path: str, study: str) -> list[dict[str, Any]]:
@@ -224,7 +242,7 @@ def _cell(row: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-HEADLINE = [("network", "label"), ("role", "role"), ("px", "resolution"), ("top-1 %", "top1"), ("n", "n"),
+HEADLINE = [("network", "label"), ("role", "role"), ("px", "resolution"), ("budget", "budget"), ("top-1 %", "top1"), ("n", "n"),
             ("95% CI", "top1_ci"), ("top-5 %", "top5"), ("params", "params"), ("MACs", "macs"), ("size MB", "size_mb"),
             ("img/s", "images_per_s"), ("RF px", "receptive_field"), ("seeds", "seeds")]  # fmt: skip
 
@@ -238,16 +256,17 @@ def _factor_table(rows: list[dict[str, Any]], factor: str, held: tuple[str, ...]
     groups: dict[tuple, dict] = defaultdict(dict)
     for r in proposed:
         groups[tuple(r.get(h) for h in held)][r[factor]] = r
-    head = [*held, *[f"top-1 @ {factor}={v}" for v in values], f"Δ top-1 ({values[-1]} vs {values[0]})",
+    head = [*held, *[f"top-1 @ {factor}={v}" for v in values], "Δ top-1 (highest vs lowest value in the row)",
             *[f"MACs @ {v}" for v in values], *[f"params @ {v}" for v in values]]  # fmt: skip
     if factor == "dilation":
         head += [f"RF @ {v}" for v in values]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     deltas = []
     for held_values, by_value in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        if not all(v in by_value for v in (values[0], values[-1])):
+        present = [v for v in values if v in by_value]
+        if len(present) < 2:
             continue
-        delta = by_value[values[-1]]["top1"] - by_value[values[0]]["top1"]
+        delta = by_value[present[-1]]["top1"] - by_value[present[0]]["top1"]
         deltas.append(delta)
         cells = [str(v) for v in held_values]
         cells += [_pct(by_value[v]["top1"]) if v in by_value else "-" for v in values]
@@ -301,18 +320,20 @@ def effects(rows: list[dict[str, Any]]) -> list[tuple[str, str, Effect]]:
     if len(dilations) > 1:
         e = factor_effect(rows, "dilation", dilations[0], dilations[-1], network="ddsnet")
         if e.n:
-            out.append(("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/seed", e))
+            out.append(("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/budget/seed", e))
     plain = [r for r in rows if r["network"] == "ddsnet_plainconv"]
     if plain:
         e = factor_effect(rows, "network", "ddsnet_plainconv", "ddsnet")
         if e.n:
-            out.append(("separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/seed", e))
+            out.append(
+                ("separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/budget/seed", e)
+            )
     for factor in ("width_multiplier", "resolution"):
         values = sorted({r.get(factor) for r in proposed if r.get(factor) is not None})
-        if len(values) > 1:
-            e = factor_effect(rows, factor, values[0], values[-1], network="ddsnet")
+        for low, high in itertools.combinations(values, 2):  # only pairs trained on one budget pair up
+            e = factor_effect(rows, factor, low, high, network="ddsnet")
             if e.n:
-                out.append((factor.replace("_", " "), f"{values[-1]} vs {values[0]}, other factors and seed equal", e))
+                out.append((factor.replace("_", " "), f"{high} vs {low}, other factors, budget and seed equal", e))
     return out
 
 
@@ -323,6 +344,7 @@ def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | N
     if not google or not proposed:
         return None
     g = max(google, key=lambda r: r.get("n") or 0)
+    proposed = [r for r in proposed if r.get("budget") == g.get("budget")] or proposed  # same training budget
     p = max(proposed, key=lambda r: r["top1"] or 0)
     effect = unpaired_effect([run["top1"] for run in g["runs"]], [run["top1"] for run in p["runs"]])
     return p, g, effect
@@ -348,12 +370,17 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
         p, g, effect = claim
         out.append(
             f"**The paper's GoogLeNet claim** (DDSNet α=1.0 at {p['resolution']} px vs GoogLeNet at {g['resolution']} px, "
-            f"same recipe): top-1 {_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs "
+            f"same recipe{_budget_words(p, g)}): top-1 {_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs "
             f"{_pct(g['top1'], g.get('top1_std'))}% (n={g['n']}), difference {_effect_sentence(effect)}; "
             f"{(g['params'] - p['params']) / 1e6:.2f}M fewer parameters ({p['params'] / 1e6:.2f}M vs "
             f"{g['params'] / 1e6:.2f}M deployed). The paper claims about +1 point and 3.7M fewer parameters."
         )
     return out
+
+
+def _budget_words(*rows: dict[str, Any]) -> str:
+    budgets = {r.get("budget") for r in rows}
+    return f" and training budget, {budgets.pop()}" if len(budgets) == 1 and None not in budgets else ""
 
 
 def _effects_table(rows: list[dict[str, Any]]) -> str:
@@ -495,9 +522,9 @@ def write_report(
         sections.append(
             "## Effects (paired by seed and the other factors; 95% t intervals from scipy.stats)\n\n" + table + "\n"
         )
-    for factor, held in (("dilation", ("width_multiplier", "resolution")),
-                         ("width_multiplier", ("resolution", "dilation")),
-                         ("resolution", ("width_multiplier", "dilation"))):  # fmt: skip
+    for factor, held in (("dilation", ("width_multiplier", "resolution", "budget")),
+                         ("width_multiplier", ("resolution", "dilation", "budget")),
+                         ("resolution", ("width_multiplier", "dilation", "budget"))):  # fmt: skip
         table, _ = _factor_table(rows, factor, held)
         if table:
             sections.append(f"## Effect of {factor.replace('_', ' ')} (proposed net, means over seeds)\n\n{table}\n")
@@ -516,6 +543,7 @@ def write_report(
             [
                 ("network", "label"),
                 ("px", "resolution"),
+                ("budget", "budget"),
                 ("seed", "seed"),
                 ("top-1 %", "top1"),
                 ("top-5 %", "top5"),
