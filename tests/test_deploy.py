@@ -30,6 +30,7 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((trained_checkpoint.parent.parent / "export.json").read_text())  # the run's own record
+    assert record["checked_on"] == "test images"  # the int8 step's test split serves the export checks too
     for fmt in ("onnx", "torchscript"):
         assert record[fmt]["max_abs_diff"] < 1e-3 and record[fmt]["same_top1"] == 1.0
         assert record[fmt]["ms_per_image"] > 0

@@ -115,15 +115,17 @@ def _interleaved_ms(fns: dict[str, Any], x: torch.Tensor, rounds: int = 7, iters
     return {name: round(1000 * statistics.median(t) / len(x), 4) for name, t in times.items()}
 
 
-def _example(run: LoadedRun, batch: int = 8) -> tuple[torch.Tensor, str]:
-    """Real test images through the run's preprocessing, for the export checks; random inputs when
-    the run's data cannot be loaded here (a checkpoint that travelled without its data set)."""
+def _example(run: LoadedRun, datamodule=None, batch: int = 8) -> tuple[torch.Tensor, str]:
+    """Real test images through the run's preprocessing, for the export checks (from ``datamodule``
+    when the caller has the test split loaded already); random inputs when the run's data cannot be
+    loaded here (a checkpoint that travelled without its data set)."""
     try:
-        datamodule = datamodule_from_run(run, batch_size=batch)
-        datamodule.setup("test")
+        if datamodule is None:
+            datamodule = datamodule_from_run(run, batch_size=batch)
+            datamodule.setup("test")
         images = next(iter(datamodule.test_dataloader()))
         batch_images = (datamodule.on_after_batch_transfer(images, 0) if datamodule.tensor_batches else images)[0]
-        return batch_images, "test images"
+        return batch_images[:batch], "test images"
     except (ConfigError, DataError, OSError, StopIteration):
         return torch.randn(batch, run.in_chans, run.resolution, run.resolution), "random inputs"
 
@@ -144,7 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     stem = Path(args.ckpt).stem
     record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}
     failures = []
-    example, record["checked_on"] = _example(run)
+    datamodule = None
+    if "int8" in args.format:  # int8 needs the data (calibration, accuracy); the export checks share it
+        datamodule = datamodule_from_run(run, test_subset=args.test_subset)
+        datamodule.setup("fit")
+        datamodule.setup("test")
+    example, record["checked_on"] = _example(run, datamodule)
     if "onnx" in args.format:
         record["onnx"] = export_onnx(network, example, out / f"{stem}.onnx")
     if "torchscript" in args.format:
@@ -152,10 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     for fmt in ("onnx", "torchscript"):
         if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:
             failures.append(f"{fmt} differs from PyTorch by {record[fmt]['max_abs_diff']:.2e} > {args.tolerance:g}")
-    if "int8" in args.format:
-        datamodule = datamodule_from_run(run, test_subset=args.test_subset)
-        datamodule.setup("fit")
-        datamodule.setup("test")
+    if datamodule is not None:
         calibration = []
         for batch in datamodule.train_dataloader():
             x = datamodule.on_after_batch_transfer(batch, 0)[0] if datamodule.tensor_batches else batch[0]
