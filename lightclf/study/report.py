@@ -337,17 +337,30 @@ def effects(rows: list[dict[str, Any]]) -> list[tuple[str, str, Effect]]:
     return out
 
 
-def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | None:
-    """The paper's comparison: the widest proposed net vs GoogLeNet under the same recipe (Welch)."""
-    google = [r for r in rows if r["network"] == "googlenet"]
-    proposed = [r for r in rows if r["network"] == "ddsnet" and r.get("width_multiplier") == 1.0]
-    if not google or not proposed:
+def baseline_comparison(rows: list[dict[str, Any]], baseline: str) -> tuple[dict, dict, Effect] | None:
+    """The paper's kind of comparison: the proposed (dilated) width-1.0 net vs one baseline network
+    under the same recipe and training budget, unpaired (Welch: different networks share no seeds'
+    initialisation)."""
+    base = [r for r in rows if r["network"] == baseline]
+    proposed = [
+        r for r in rows if r["network"] == "ddsnet" and r.get("width_multiplier") == 1.0 and _role(r) == "proposed"
+    ]
+    if not base or not proposed:
         return None
-    g = max(google, key=lambda r: r.get("n") or 0)
-    proposed = [r for r in proposed if r.get("budget") == g.get("budget")] or proposed  # same training budget
+    b = max(base, key=lambda r: r.get("n") or 0)
+    proposed = [r for r in proposed if r.get("budget") == b.get("budget")] or proposed  # same training budget
     p = max(proposed, key=lambda r: r["top1"] or 0)
-    effect = unpaired_effect([run["top1"] for run in g["runs"]], [run["top1"] for run in p["runs"]])
-    return p, g, effect
+    effect = unpaired_effect([run["top1"] for run in b["runs"]], [run["top1"] for run in p["runs"]])
+    return p, b, effect
+
+
+def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | None:
+    """The paper's comparison: the proposed width-1.0 net vs GoogLeNet under the same recipe (Welch)."""
+    return baseline_comparison(rows, "googlenet")
+
+
+def _other_baselines(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["network"] for r in rows if r["network"].startswith(BASELINE_PREFIXES)} - {"googlenet"})
 
 
 def answers(rows: list[dict[str, Any]]) -> list[str]:
@@ -375,6 +388,17 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
             f"{(g['params'] - p['params']) / 1e6:.2f}M fewer parameters ({p['params'] / 1e6:.2f}M vs "
             f"{g['params'] / 1e6:.2f}M deployed). The paper claims about +1 point and 3.7M fewer parameters."
         )
+    for name in _other_baselines(rows):
+        found = baseline_comparison(rows, name)
+        if found:
+            p, b, effect = found
+            out.append(
+                f"**Against {name}** at {b['resolution']} px (same recipe{_budget_words(p, b)}): DDSNet α=1.0 "
+                f"{_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs {_pct(b['top1'], b.get('top1_std'))}% "
+                f"(n={b['n']}), difference {_effect_sentence(effect)}; DDSNet has {abs(b['params'] - p['params']) / 1e6:.2f}M "
+                f"{'fewer' if b['params'] > p['params'] else 'more'} parameters ({p['params'] / 1e6:.2f}M vs "
+                f"{b['params'] / 1e6:.2f}M)."
+            )
     return out
 
 
@@ -385,9 +409,12 @@ def _budget_words(*rows: dict[str, Any]) -> str:
 
 def _effects_table(rows: list[dict[str, Any]]) -> str:
     found = effects(rows)
-    claim = googlenet_claim(rows)
-    if claim:
-        found.append(("DDSNet α=1.0 vs GoogLeNet", "unpaired, Welch", claim[2]))
+    for name in ("googlenet", *_other_baselines(rows)):
+        claim = baseline_comparison(rows, name)
+        if claim:
+            found.append(
+                (f"DDSNet α=1.0 vs {name}", f"unpaired (Welch), budget {claim[1].get('budget') or '-'}", claim[2])
+            )
     if not found:
         return ""
     lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
