@@ -335,7 +335,15 @@ def test_baseline_comparisons_use_the_proposed_dilated_net_on_the_same_budget(tm
             )
             runs.append({**small, **factors, "network": network, "seed": seed, "top1": top1, "params": params,
                          "macs": 1e8, "run_id": f"{network}{dilation}{seed}"})  # fmt: skip
+    for seed in range(3):  # a full-budget configuration: its own plot panel, in no comparison above
+        runs.append({**small, "budget": "full", "network": "ddsnet", "width_multiplier": 0.25, "dilation": 2,
+                     "resolution": 28, "seed": seed, "top1": 0.915, "params": 215_642, "macs": 9.6e6,
+                     "run_id": f"full{seed}"})  # fmt: skip
     text = write_report("baselines", runs, tmp_path).read_text()
+    from PIL import Image
+
+    with Image.open(tmp_path / "accuracy_vs_params.png") as plot:  # two budgets: two panels side by side
+        assert plot.size == (1320, 540)
     from scipy import stats
 
     claim = next(line for line in text.splitlines() if line.startswith("- **The paper's GoogLeNet claim**"))

@@ -423,6 +423,36 @@ def _effects_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool) -> None:
+    """Accuracy against one cost on one axis: error bars (± 1 std over seeds), labels, Pareto front."""
+    for role, marker in (("proposed", "o"), ("ablation", "s"), ("baseline", "^")):
+        sel = [r for r in pts if _role(r).startswith(role)]
+        if not sel:
+            continue
+        ax.errorbar(
+            [r[key] for r in sel],
+            [100 * r["top1"] for r in sel],
+            yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],
+            fmt=marker,
+            capsize=3,
+            markersize=6,
+            label=role,
+        )
+        for r in sel:
+            ax.annotate(_label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
+    # Pareto front: fewer params/MACs is better, more img/s is better.
+    sign = 1 if key == "images_per_s" else -1
+    front = [pts[i] for i in pareto_front([(sign * r[key], r["top1"]) for r in pts])]
+    front.sort(key=lambda r: r[key])
+    ax.plot([r[key] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -435,34 +465,16 @@ def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
         pts = [r for r in rows if r.get(key) and r.get("top1") is not None]
         if not pts:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for role, marker in (("proposed", "o"), ("ablation", "s"), ("baseline", "^")):
-            sel = [r for r in pts if _role(r).startswith(role)]
-            if not sel:
-                continue
-            ax.errorbar(
-                [r[key] for r in sel],
-                [100 * r["top1"] for r in sel],
-                yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],  # ± 1 std over seeds
-                fmt=marker,
-                capsize=3,
-                markersize=6,
-                label=role,
-            )
-            for r in sel:
-                ax.annotate(_label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
-        # Pareto front: fewer params/MACs is better, more img/s is better.
-        sign = 1 if key == "images_per_s" else -1
-        coords = [(sign * r[key], r["top1"]) for r in pts]
-        front = [pts[i] for i in pareto_front(coords)]
-        front.sort(key=lambda r: r[key])
-        ax.plot([r[key] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test top-1 (%), mean ± std over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # One panel per training budget: runs on different budgets are not comparable, so they
+        # never share axes or a Pareto front.
+        budgets = sorted({r.get("budget") or "full" for r in pts}, key=lambda b: (b != "full", b))
+        fig, axes = plt.subplots(1, len(budgets), figsize=(7 if len(budgets) == 1 else 5.5 * len(budgets), 4.5),
+                                 squeeze=False)  # fmt: skip
+        for ax, budget in zip(axes[0], budgets):
+            panel = [r for r in pts if (r.get("budget") or "full") == budget]
+            _plot_panel(ax, panel, key, xlabel, log)
+            if len(budgets) > 1:
+                ax.set_title(f"training budget: {budget}", fontsize=9)
         fig.tight_layout()
         name = f"accuracy_vs_{key}.png"
         fig.savefig(out_dir / name, dpi=120)
