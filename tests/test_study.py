@@ -348,11 +348,13 @@ def test_baseline_comparisons_use_the_proposed_dilated_net_on_the_same_budget(tm
 
     claim = next(line for line in text.splitlines() if line.startswith("- **The paper's GoogLeNet claim**"))
     assert "87.73 ± 0.25% (n=3) vs 86.60 ± 0.80% (n=3)" in claim and "2.39M fewer parameters" in claim
+    assert "MACs 100.0M vs 100.0M" in claim
     welch = stats.ttest_ind([0.877, 0.880, 0.875], [0.866, 0.858, 0.874], equal_var=False).confidence_interval(0.95)
     assert f"[{100 * welch.low:+.2f}, {100 * welch.high:+.2f}]" in claim
     mobilenet = next(line for line in text.splitlines() if line.startswith("- **Against mobilenetv2_100**"))
     assert (
-        "87.73 ± 0.25% (n=3) vs 82.67" in mobilenet and "DDSNet has 0.98M more parameters (3.22M vs 2.24M)" in mobilenet
+        "87.73 ± 0.25% (n=3) vs 82.67" in mobilenet
+        and "DDSNet has 0.98M more parameters (3.22M vs 2.24M) and 1.00x the MACs" in mobilenet
     )
     rows = [line for line in text.splitlines() if line.startswith("| DDSNet α=1.0 vs ")]
     assert [r.split(" | ")[0] for r in rows] == ["| DDSNet α=1.0 vs googlenet", "| DDSNet α=1.0 vs mobilenetv2_100"]

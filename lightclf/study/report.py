@@ -386,7 +386,8 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
             f"same recipe{_budget_words(p, g)}): top-1 {_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs "
             f"{_pct(g['top1'], g.get('top1_std'))}% (n={g['n']}), difference {_effect_sentence(effect)}; "
             f"{(g['params'] - p['params']) / 1e6:.2f}M fewer parameters ({p['params'] / 1e6:.2f}M vs "
-            f"{g['params'] / 1e6:.2f}M deployed). The paper claims about +1 point and 3.7M fewer parameters."
+            f"{g['params'] / 1e6:.2f}M deployed; MACs {p['macs'] / 1e6:.1f}M vs {g['macs'] / 1e6:.1f}M). The paper "
+            "claims about +1 point and 3.7M fewer parameters."
         )
     for name in _other_baselines(rows):
         found = baseline_comparison(rows, name)
@@ -395,11 +396,23 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"**Against {name}** at {b['resolution']} px (same recipe{_budget_words(p, b)}): DDSNet α=1.0 "
                 f"{_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs {_pct(b['top1'], b.get('top1_std'))}% "
-                f"(n={b['n']}), difference {_effect_sentence(effect)}; DDSNet has {abs(b['params'] - p['params']) / 1e6:.2f}M "
-                f"{'fewer' if b['params'] > p['params'] else 'more'} parameters ({p['params'] / 1e6:.2f}M vs "
-                f"{b['params'] / 1e6:.2f}M)."
+                f"(n={b['n']}), difference {_effect_sentence(effect)}; {_cost_words(p, b)}."
             )
     return out
+
+
+def _cost_words(proposed: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """DDSNet's parameters and MACs against a baseline's, in words."""
+    p, b = proposed.get("params"), baseline.get("params")
+    if not p or not b:
+        return "parameter counts unknown"
+    if round(p / 1e4) == round(b / 1e4):
+        words = f"DDSNet has the same parameter count ({p / 1e6:.2f}M)"
+    else:
+        words = f"DDSNet has {abs(b - p) / 1e6:.2f}M {'fewer' if b > p else 'more'} parameters ({p / 1e6:.2f}M vs {b / 1e6:.2f}M)"
+    if proposed.get("macs") and baseline.get("macs"):
+        words += f" and {proposed['macs'] / baseline['macs']:.2f}x the MACs ({proposed['macs'] / 1e6:.1f}M vs {baseline['macs'] / 1e6:.1f}M)"
+    return words
 
 
 def _budget_words(*rows: dict[str, Any]) -> str:
