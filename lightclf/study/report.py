@@ -438,7 +438,7 @@ def _effects_table(rows: list[dict[str, Any]]) -> str:
 
 def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool) -> None:
     """Accuracy against one cost on one axis: error bars (± 1 std over seeds), labels, Pareto front."""
-    for role, marker in (("proposed", "o"), ("ablation", "s"), ("baseline", "^")):
+    for role, marker, color in (("proposed", "o", "C0"), ("ablation", "s", "C1"), ("baseline", "^", "C2")):
         sel = [r for r in pts if _role(r).startswith(role)]
         if not sel:
             continue
@@ -447,6 +447,7 @@ def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool)
             [100 * r["top1"] for r in sel],
             yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],
             fmt=marker,
+            color=color,  # one colour per role in every panel
             capsize=3,
             markersize=6,
             label=role,
