@@ -337,30 +337,38 @@ def effects(rows: list[dict[str, Any]]) -> list[tuple[str, str, Effect]]:
     return out
 
 
-def baseline_comparison(rows: list[dict[str, Any]], baseline: str) -> tuple[dict, dict, Effect] | None:
-    """The paper's kind of comparison: the proposed (dilated) width-1.0 net vs one baseline network
-    under the same recipe and training budget, unpaired (Welch: different networks share no seeds'
-    initialisation)."""
-    base = [r for r in rows if r["network"] == baseline]
-    proposed = [
-        r for r in rows if r["network"] == "ddsnet" and r.get("width_multiplier") == 1.0 and _role(r) == "proposed"
-    ]
-    if not base or not proposed:
+def _baseline_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in rows if r["network"].startswith(BASELINE_PREFIXES)),
+                  key=lambda r: (r["network"] != "googlenet", r["network"], r.get("resolution") or 0))  # fmt: skip
+
+
+def baseline_comparison(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> tuple[dict, dict, Effect] | None:
+    """The paper's kind of comparison: the proposed (dilated) width-1.0 net vs one baseline
+    configuration trained on the same budget, unpaired (Welch: different networks share no
+    initialisation); None when no such proposed run shares the baseline's budget."""
+    proposed = [r for r in rows if r["network"] == "ddsnet" and r.get("width_multiplier") == 1.0
+                and _role(r) == "proposed" and r.get("budget") == baseline.get("budget")]  # fmt: skip
+    if not proposed or not baseline.get("runs"):
         return None
-    b = max(base, key=lambda r: r.get("n") or 0)
-    proposed = [r for r in proposed if r.get("budget") == b.get("budget")] or proposed  # same training budget
     p = max(proposed, key=lambda r: r["top1"] or 0)
-    effect = unpaired_effect([run["top1"] for run in b["runs"]], [run["top1"] for run in p["runs"]])
-    return p, b, effect
+    effect = unpaired_effect([run["top1"] for run in baseline["runs"]], [run["top1"] for run in p["runs"]])
+    return p, baseline, effect
 
 
 def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | None:
-    """The paper's comparison: the proposed width-1.0 net vs GoogLeNet under the same recipe (Welch)."""
-    return baseline_comparison(rows, "googlenet")
+    """The paper's comparison: the proposed width-1.0 net vs GoogLeNet at its largest input (where
+    its stride-32 stem collapses least), same recipe and budget (Welch)."""
+    google = [r for r in rows if r["network"] == "googlenet"]
+    if not google:
+        return None
+    return baseline_comparison(rows, max(google, key=lambda r: (r.get("resolution") or 0, r.get("n") or 0)))
 
 
-def _other_baselines(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted({r["network"] for r in rows if r["network"].startswith(BASELINE_PREFIXES)} - {"googlenet"})
+def _other_comparisons(rows: list[dict[str, Any]]) -> list[tuple[dict, dict, Effect]]:
+    """The proposed width-1.0 net against every baseline configuration but the GoogLeNet claim's."""
+    claim = googlenet_claim(rows)
+    found = [baseline_comparison(rows, b) for b in _baseline_rows(rows) if not claim or b is not claim[1]]
+    return [f for f in found if f]
 
 
 def answers(rows: list[dict[str, Any]]) -> list[str]:
@@ -389,15 +397,12 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
             f"{g['params'] / 1e6:.2f}M deployed; MACs {p['macs'] / 1e6:.1f}M vs {g['macs'] / 1e6:.1f}M). The paper "
             "claims about +1 point and 3.7M fewer parameters."
         )
-    for name in _other_baselines(rows):
-        found = baseline_comparison(rows, name)
-        if found:
-            p, b, effect = found
-            out.append(
-                f"**Against {name}** at {b['resolution']} px (same recipe{_budget_words(p, b)}): DDSNet α=1.0 "
-                f"{_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs {_pct(b['top1'], b.get('top1_std'))}% "
-                f"(n={b['n']}), difference {_effect_sentence(effect)}; {_cost_words(p, b)}."
-            )
+    for p, b, effect in _other_comparisons(rows):
+        out.append(
+            f"**Against {b['network']}** at {b['resolution']} px (same recipe{_budget_words(p, b)}): DDSNet α=1.0 "
+            f"{_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs {_pct(b['top1'], b.get('top1_std'))}% "
+            f"(n={b['n']}), difference {_effect_sentence(effect)}; {_cost_words(p, b)}."
+        )
     return out
 
 
@@ -422,12 +427,10 @@ def _budget_words(*rows: dict[str, Any]) -> str:
 
 def _effects_table(rows: list[dict[str, Any]]) -> str:
     found = effects(rows)
-    for name in ("googlenet", *_other_baselines(rows)):
-        claim = baseline_comparison(rows, name)
-        if claim:
-            found.append(
-                (f"DDSNet α=1.0 vs {name}", f"unpaired (Welch), budget {claim[1].get('budget') or '-'}", claim[2])
-            )
+    claim = googlenet_claim(rows)
+    for _, b, effect in ([claim] if claim else []) + _other_comparisons(rows):
+        compared = f"unpaired (Welch), {b['resolution']} px, budget {b.get('budget') or '-'}"
+        found.append((f"DDSNet α=1.0 vs {b['network']}", compared, effect))
     if not found:
         return ""
     lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
