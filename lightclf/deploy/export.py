@@ -99,7 +99,7 @@ def quantize_int8(fp32_onnx: Path, int8_onnx: Path, calibration: list[torch.Tens
 def _accuracy(model, loader, datamodule) -> float:
     correct = total = 0
     for batch in loader:
-        x, y = datamodule.on_after_batch_transfer(batch, 0) if datamodule.tensor_batches else batch
+        x, y = datamodule.on_after_batch_transfer(batch, 0)  # normalises tensor batches, passes others
         correct += int((torch.as_tensor(model(x)).argmax(-1) == y).sum())
         total += len(y)
     return correct / max(total, 1)
@@ -124,8 +124,7 @@ def _example(run: LoadedRun, datamodule=None, batch: int = 8) -> tuple[torch.Ten
             datamodule = datamodule_from_run(run, batch_size=batch)
             datamodule.setup("test")
         images = next(iter(datamodule.test_dataloader()))
-        batch_images = (datamodule.on_after_batch_transfer(images, 0) if datamodule.tensor_batches else images)[0]
-        return batch_images[:batch], "test images"
+        return datamodule.on_after_batch_transfer(images, 0)[0][:batch], "test images"
     except (ConfigError, DataError, OSError, StopIteration):
         return torch.randn(batch, run.in_chans, run.resolution, run.resolution), "random inputs"
 
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     if datamodule is not None:
         calibration = []
         for batch in datamodule.train_dataloader():
-            x = datamodule.on_after_batch_transfer(batch, 0)[0] if datamodule.tensor_batches else batch[0]
-            calibration.append(x)
+            calibration.append(datamodule.on_after_batch_transfer(batch, 0)[0])
             if len(calibration) >= args.calibration_batches:
                 break
         fp32_path = out / f"{stem}.onnx"
