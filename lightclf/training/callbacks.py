@@ -30,6 +30,7 @@ __all__ = [
     "EMA",
     "TestEveryEpoch",
     "run_dir",
+    "record_writer",
     "run_record",
 ]
 
@@ -44,10 +45,14 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.default_root_dir)
 
 
-def run_record(trainer: L.Trainer, read: bool = True) -> RunRecord:
-    """The run folder's record: as it is on disk now, or (``read=False``) an empty one to write
-    through (``update`` merges into results.json itself; no need to read every file first)."""
-    return RunRecord.read(run_dir(trainer)) if read else RunRecord(folder=run_dir(trainer))
+def run_record(trainer: L.Trainer) -> RunRecord:
+    """The run folder's record as it is on disk now."""
+    return RunRecord.read(run_dir(trainer))
+
+
+def record_writer(trainer: L.Trainer) -> RunRecord:
+    """The run folder's record, unread, to write through (``update`` merges into results.json itself)."""
+    return RunRecord(folder=run_dir(trainer))
 
 
 def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
@@ -91,7 +96,7 @@ class RunRecorder(L.Callback):
         self.complexity: dict[str, Any] | None = None
 
     def _record(self, trainer: L.Trainer, **updates: Any) -> None:
-        run_record(trainer, read=False).update(**updates)
+        record_writer(trainer).update(**updates)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         hp = pl_module.hparams
@@ -102,7 +107,7 @@ class RunRecorder(L.Callback):
         pl_module.forward_macs = complexity["macs"]  # read by ImageClassifier.flops_per_batch
         pl_module.batch_size = batch_size
         if trainer.is_global_zero:
-            run_record(trainer, read=False).write(RunRecord.COMPLEXITY, complexity)
+            record_writer(trainer).write(RunRecord.COMPLEXITY, complexity)
             self._record(trainer, status="running", network=complexity["network"], started=self.started)
             self._log_to_wandb(trainer, complexity)
 
@@ -166,7 +171,7 @@ class RunRecorder(L.Callback):
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         if interrupted:
             # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact.
-            path = run_record(trainer, read=False).checkpoints / "interrupted.ckpt"
+            path = record_writer(trainer).checkpoints / "interrupted.ckpt"
             try:
                 trainer.save_checkpoint(path)
             except OSError:
@@ -309,4 +314,4 @@ class TestEveryEpoch(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         if trainer.is_global_zero:
-            run_record(trainer, read=False).update(test_per_epoch=self.history)
+            record_writer(trainer).update(test_per_epoch=self.history)
