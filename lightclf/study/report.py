@@ -364,9 +364,8 @@ def googlenet_claim(rows: list[dict[str, Any]]) -> tuple[dict, dict, Effect] | N
     return baseline_comparison(rows, max(google, key=lambda r: (r.get("resolution") or 0, r.get("n") or 0)))
 
 
-def _other_comparisons(rows: list[dict[str, Any]]) -> list[tuple[dict, dict, Effect]]:
+def _other_comparisons(rows: list[dict[str, Any]], claim: tuple | None) -> list[tuple[dict, dict, Effect]]:
     """The proposed width-1.0 net against every baseline configuration but the GoogLeNet claim's."""
-    claim = googlenet_claim(rows)
     found = [baseline_comparison(rows, b) for b in _baseline_rows(rows) if not claim or b is not claim[1]]
     return [f for f in found if f]
 
@@ -393,11 +392,10 @@ def answers(rows: list[dict[str, Any]]) -> list[str]:
             f"**The paper's GoogLeNet claim** (DDSNet α=1.0 at {p['resolution']} px vs GoogLeNet at {g['resolution']} px, "
             f"same recipe{_budget_words(p, g)}): top-1 {_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs "
             f"{_pct(g['top1'], g.get('top1_std'))}% (n={g['n']}), difference {_effect_sentence(effect)}; "
-            f"{(g['params'] - p['params']) / 1e6:.2f}M fewer parameters ({p['params'] / 1e6:.2f}M vs "
-            f"{g['params'] / 1e6:.2f}M deployed; MACs {p['macs'] / 1e6:.1f}M vs {g['macs'] / 1e6:.1f}M). The paper "
-            "claims about +1 point and 3.7M fewer parameters."
+            f"{_cost_words(p, g)} (GoogLeNet counted as deployed, without its aux heads). The paper claims about "
+            "+1 point and 3.7M fewer parameters."
         )
-    for p, b, effect in _other_comparisons(rows):
+    for p, b, effect in _other_comparisons(rows, claim):
         out.append(
             f"**Against {b['network']}** at {b['resolution']} px (same recipe{_budget_words(p, b)}): DDSNet α=1.0 "
             f"{_pct(p['top1'], p.get('top1_std'))}% (n={p['n']}) vs {_pct(b['top1'], b.get('top1_std'))}% "
@@ -428,7 +426,7 @@ def _budget_words(*rows: dict[str, Any]) -> str:
 def _effects_table(rows: list[dict[str, Any]]) -> str:
     found = effects(rows)
     claim = googlenet_claim(rows)
-    for _, b, effect in ([claim] if claim else []) + _other_comparisons(rows):
+    for _, b, effect in ([claim] if claim else []) + _other_comparisons(rows, claim):
         compared = f"unpaired (Welch), {b['resolution']} px, budget {b.get('budget') or '-'}"
         found.append((f"DDSNet α=1.0 vs {b['network']}", compared, effect))
     if not found:
