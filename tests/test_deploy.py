@@ -141,8 +141,8 @@ def test_checkpoint_carries_its_data_modules_preprocessing(trained_checkpoint):
 
 
 def test_image_folder_eval_split_uses_the_shared_preprocessing(photos, tmp_path):
-    """ImageFolder's eval transform is its Preprocessing (resize the shorter side to res / 0.875,
-    centre crop, normalise), the same object `predict` gets from the checkpoint."""
+    """ImageFolder's eval split is its Preprocessing (resize the shorter side to res / 0.875, centre
+    crop; normalised after transfer), the same object `predict` gets from the checkpoint."""
     import shutil
 
     import torch
@@ -160,4 +160,7 @@ def test_image_folder_eval_split_uses_the_shared_preprocessing(photos, tmp_path)
     with Image.open(path) as image:
         expected = module.preprocessing(image)
     assert module.preprocessing.crop_fraction == 0.875 and expected.shape == (3, 24, 24)
-    assert torch.equal(module.val_set[0][0], expected)
+    decoded = module.val_set[0][0]  # uint8 from the workers (a quarter of float32's bytes), normalised on the device
+    assert decoded.dtype == torch.uint8 and torch.equal(module.normalize(decoded), expected)
+    images, labels = module.on_after_batch_transfer(next(iter(module.val_dataloader())), 0)
+    assert images.dtype == torch.float32 and torch.equal(images[0], expected)

@@ -70,7 +70,7 @@ def test_fast_path_off_in_eval_and_export_paths():
 def test_augmentation_is_per_sample_and_seeded_by_step():
     data = FashionMNIST(augment=True, seed=3)
     x = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28).repeat(256, 1, 1, 1) + 1
-    a, b, c = data._augment(x, 5), data._augment(x, 5), data._augment(x, 6)
+    a, b, c = data.augment_batch(x, 5), data.augment_batch(x, 5), data.augment_batch(x, 6)
     assert torch.equal(a, b) and not torch.equal(a, c)  # same step -> same draw: exact resume
     flipped = (a[:, 0, 14, :].argmax(-1) < 14).float().mean()  # mirrored rows have their maximum on the left
     assert 0.3 < flipped < 0.7  # each image draws its own flip

@@ -4,16 +4,20 @@ from lightclf.data.modules import (
     CIFAR10,
     CIFAR100,
     FASHION_MNIST_CLASSES,
+    BatchIndexSampler,
     Digits,
     EpochSeededSampler,
     FashionMNIST,
     ImageDataModule,
     ImageFolder,
+    InMemorySplit,
+    rank_seed,
 )
 from lightclf.data.preprocessing import Preprocessing, resize_uint8
 from lightclf.errors import DataError
 
 __all__ = [
+    "BatchIndexSampler",
     "CIFAR10",
     "CIFAR100",
     "FASHION_MNIST_CLASSES",
@@ -23,6 +27,8 @@ __all__ = [
     "FashionMNIST",
     "ImageDataModule",
     "ImageFolder",
+    "InMemorySplit",
     "Preprocessing",
+    "rank_seed",
     "resize_uint8",
 ]

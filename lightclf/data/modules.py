@@ -1,13 +1,17 @@
 """LightningDataModules with the input resolution as a first-class parameter.
 
 In-memory sets (Fashion-MNIST, CIFAR, scikit-learn digits) are resized once at setup and kept
-as uint8 tensors; augmentation and normalisation run per batch after transfer, which keeps
-2-core CPU runs fast. ImageFolder decodes per sample with torchvision transforms.
+as one uint8 stack per split *on the training device* (Fashion-MNIST is 47 MB): each batch is
+one index of that stack by the epoch-seeded permutation (no per-sample Python, no collate, no
+host-to-device copy of images), and normalisation and augmentation run on the device. ImageFolder
+decodes per sample in worker processes into uint8 (pinned when training on a GPU) and is
+normalised on the device too.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import warnings
 from pathlib import Path
@@ -16,13 +20,17 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
 from lightclf.data.preprocessing import Preprocessing
 from lightclf.errors import DataError
 
 __all__ = [
     "DataError",
+    "InMemorySplit",
+    "BatchIndexSampler",
+    "EpochSeededSampler",
+    "rank_seed",
     "ImageDataModule",
     "FashionMNIST",
     "CIFAR10",
@@ -38,28 +46,117 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 
-class EpochSeededSampler(DistributedSampler):
-    """Shuffles with a generator seeded by (seed, epoch): a run resumed from a checkpoint sees
-    exactly the batches the uninterrupted run saw (Lightning calls ``set_epoch`` each epoch).
+class InMemorySplit(Dataset):
+    """One split as a uint8 N,C,H,W stack and int64 labels on one device, indexed a batch at a time.
 
-    Under DDP each rank takes every ``world_size``-th index of the same permutation (padded as
-    torch's DistributedSampler pads), so the ranks split each epoch without overlap and keep the
-    epoch-seeded order; being a DistributedSampler, Lightning uses it as it is.
+    ``split[indices]`` (an int64 tensor of positions) returns that batch in one gather; a
+    DataLoader with ``batch_size=None`` and a :class:`BatchIndexSampler` therefore yields whole
+    batches with no per-sample indexing and no collate, already on the stack's device.
     """
 
-    def __init__(self, dataset: Dataset, seed: int, num_replicas: int | None = None, rank: int | None = None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        if isinstance(index, torch.Tensor):
+            index = index.to(self.images.device, non_blocking=True)
+        return self.images[index], self.labels[index]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> InMemorySplit:
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return InMemorySplit(self.images.to(device), self.labels.to(device))
+
+    def select(self, positions: list[int] | torch.Tensor) -> InMemorySplit:
+        """The images at ``positions``, in that order, as a split of their own (one gather at setup)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64, device=self.images.device)
+        return InMemorySplit(self.images[positions], self.labels[positions])
+
+
+class EpochSeededSampler(DistributedSampler):
+    """This rank's indices of a split, one at a time (per-sample loaders: ImageFolder).
+
+    Training (``shuffle=True``): the epoch's order is a permutation drawn from a generator seeded by
+    (seed, epoch), so a run resumed from a checkpoint sees exactly the batches of the uninterrupted
+    run (Lightning calls ``set_epoch`` each epoch). Under DDP each rank takes every
+    ``world_size``-th index of the same permutation, padded as torch's DistributedSampler pads so
+    every rank steps equally often.
+
+    Evaluation (``shuffle=False``): each rank takes a contiguous, unpadded share of the split in
+    order, so validation and test metrics synced over ranks count every image exactly once.
+
+    Being a DistributedSampler, Lightning uses it as it is under DDP instead of replacing it.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if distributed else 1
         if rank is None:
             rank = torch.distributed.get_rank() if distributed else 0
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's indices for the current epoch, in order."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return torch.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=gen)
+        order = torch.cat([order, order[: self.total_size - n]])  # every rank gets num_samples indices
+        return order[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=gen).tolist()
-        order += order[: self.total_size - len(order)]  # every rank gets num_samples indices
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        # A generator: the order is drawn at the first batch, not when the iterator is made. Lightning
+        # makes the first epoch's iterator before ``set_epoch``; on resume that would be epoch 0's order.
+        yield from self.indices().tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices()) if not self.shuffle else self.num_samples
+
+
+class BatchIndexSampler(EpochSeededSampler):
+    """The same indices as :class:`EpochSeededSampler`, one int64 tensor per batch, for
+    ``DataLoader(batch_size=None)`` over an :class:`InMemorySplit`. In training the last partial
+    batch is dropped when the split holds more than one batch."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs) -> None:
+        super().__init__(dataset, seed, shuffle=shuffle, **kwargs)
+        self.batch_size = batch_size
+        self.drop_last_batch = shuffle and len(dataset) > batch_size
+
+    def __iter__(self):
+        batches = self.indices().split(self.batch_size)  # lazily, as above
+        if self.drop_last_batch and len(batches) and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        yield from batches
+
+    def __len__(self) -> int:
+        count = super().__len__()
+        return count // self.batch_size if self.drop_last_batch else math.ceil(count / self.batch_size)
+
+
+def default_workers() -> int:
+    """Decoding workers for per-sample loaders: the cores this process may use, less one for training, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -93,7 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         resolution: int = 32,
         channels: int = 3,
         batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         val_fraction: float = 0.1,
         train_subset: int = 0,
         test_subset: int = 0,
@@ -133,7 +230,6 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        self.tensor_batches = True  # False when samples are already normalised float tensors
 
     # -- subclasses provide raw (uint8 N,C,H,W, int64 N) arrays for each split ------------------
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +239,8 @@ class ImageDataModule(L.LightningDataModule):
         if limit <= 0 or limit >= len(dataset):
             return dataset
         gen = torch.Generator().manual_seed(self.seed + salt)
-        return Subset(dataset, torch.randperm(len(dataset), generator=gen)[:limit].tolist())
+        positions = torch.randperm(len(dataset), generator=gen)[:limit].tolist()
+        return dataset.select(positions) if isinstance(dataset, InMemorySplit) else Subset(dataset, positions)
 
     def _check_labels(self, labels: torch.Tensor, where: str) -> None:
         if len(labels) == 0:
@@ -167,23 +264,27 @@ class ImageDataModule(L.LightningDataModule):
             crop_fraction=self.crop_fraction,
         )
 
-    def _as_dataset(self, images: torch.Tensor, labels: torch.Tensor) -> Dataset:
-        return TensorDataset(self.preprocessing.resize(images), labels)
+    @property
+    def device(self) -> torch.device:
+        """Where batches are made: the trainer's device during a run, else the CPU."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def setup(self, stage: str | None = None) -> None:
+        # The whole uint8 set moves to the training device once; the splits index it there.
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self.load_split(train=True)
             self._check_labels(labels, "train")
-            full = self._as_dataset(images, labels)
+            full = InMemorySplit(self.preprocessing.resize(images), labels).to(self.device)
             n_val = int(round(len(full) * self.val_fraction))
             gen = torch.Generator().manual_seed(self.seed)
-            train, val = random_split(full, [len(full) - n_val, n_val], generator=gen)
-            self.train_set = self._subset(train, self.train_subset, 1)
-            self.val_set = self._subset(val, self.train_subset // 4 if self.train_subset else 0, 2)
+            train, val = random_split(range(len(full)), [len(full) - n_val, n_val], generator=gen)
+            self.train_set = self._subset(full.select(train.indices), self.train_subset, 1)
+            self.val_set = self._subset(full.select(val.indices), self.train_subset // 4 if self.train_subset else 0, 2)
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self.load_split(train=False)
             self._check_labels(labels, "test")
-            self.test_set = self._subset(self._as_dataset(images, labels), self.test_subset, 3)
+            test = InMemorySplit(self.preprocessing.resize(images), labels).to(self.device)
+            self.test_set = self._subset(test, self.test_subset, 3)
 
     @property
     def order_seed(self) -> int:
@@ -194,11 +295,9 @@ class ImageDataModule(L.LightningDataModule):
         assert dataset is not None, "setup() has not run"
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=EpochSeededSampler(dataset, self.order_seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            batch_size=None,  # the sampler yields whole batches; the split gathers each in one index
+            sampler=BatchIndexSampler(dataset, self.batch_size, shuffle, seed=self.order_seed),
+            num_workers=0,  # the split lives on the training device: nothing for workers to do
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -213,28 +312,30 @@ class ImageDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    # -- batch-level pipeline (tensor data sets) -------------------------------------------------
+    # -- batch-level pipeline, on the batch's device ---------------------------------------------
+    augment_batches: bool = True  # False where the per-sample transform augments (ImageFolder)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N,C,H,W -> float, normalised, channels repeated as requested."""
         return self.preprocessing.normalize(images)
 
-    def _augment(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Per-sample random translation (pad, then crop back) and horizontal flip.
+    def augment_batch(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Per-sample random translation (pad, then crop back) and horizontal flip, on ``x``'s device.
 
         Each image draws its own offsets and flip (one shared draw per batch, as
         ``torchvision.transforms.v2`` does on a batched tensor, weakens the augmentation). The
-        generator is seeded by (seed, global step), so a resumed run draws exactly what the
-        uninterrupted run drew, with no generator state to checkpoint.
+        generator lives on ``x``'s device and is seeded by (seed, rank, global step), so a resumed
+        run draws exactly what the uninterrupted run drew, with no generator state to checkpoint,
+        and DDP ranks draw differently (rank 0 draws what a single-process run draws).
         """
         n, _, h, w = x.shape
-        gen = torch.Generator().manual_seed(self.order_seed * 1_000_003 + step)
-        flip = torch.rand(n, generator=gen) < 0.5
-        pad = self.crop_padding if self.crop_padding is not None else max(1, h // 8)
-        shift = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
-        flip, shift = flip.to(x.device), shift.to(x.device)
+        gen = torch.Generator(device=x.device).manual_seed(rank_seed(self.order_seed * 1_000_003 + step, self.rank))
+        flip = torch.rand(n, generator=gen, device=x.device) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        pad = self.crop_padding if self.crop_padding is not None else max(1, h // 8)
         if pad == 0:
             return x
+        shift = torch.randint(0, 2 * pad + 1, (2, n), generator=gen, device=x.device)
         padded = F.pad(x, (pad, pad, pad, pad))  # zeros = the data set mean after normalisation
         rows = (shift[0].view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (shift[1].view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
@@ -242,14 +343,22 @@ class ImageDataModule(L.LightningDataModule):
         channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         return padded[batch, channel, rows, cols]
 
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if not self.tensor_batches:
-            return batch
+        """uint8 images -> normalised floats (augmented while training), on the batch's device."""
         images, labels = batch
         x = self.normalize(images)
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x = self._augment(x, self.trainer.global_step)
+        if self.augment and self.augment_batches and self.trainer is not None and self.trainer.training:
+            x = self.augment_batch(x, self.trainer.global_step)
         return x, labels
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed per DDP rank that leaves rank 0's (and so a single-process run's) unchanged."""
+    return seed if rank == 0 else (seed * 1_000_033 + rank) % 2**63
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -443,8 +552,9 @@ class _SafeImageFolder(Dataset):
 
 
 class _RandomCropFlip:
-    """ImageFolder's training transform: random resized crop and flip, then the shared normalisation
-    (a class, not a lambda, so DataLoader workers can pickle it under spawn)."""
+    """ImageFolder's training transform: random resized crop and flip of the decoded uint8 image
+    (normalised later, on the device; a class, not a lambda, so DataLoader workers can pickle it
+    under spawn)."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         from torchvision.transforms import v2 as T
@@ -455,7 +565,7 @@ class _RandomCropFlip:
         ])  # fmt: skip
 
     def __call__(self, image) -> torch.Tensor:
-        return self.preprocessing.normalize(self.crop(image.convert("RGB")))
+        return self.crop(image.convert("RGB"))
 
 
 class ImageFolder(ImageDataModule):
@@ -488,14 +598,29 @@ class ImageFolder(ImageDataModule):
         self.crop_fraction = 0.875  # eval: resize to resolution / 0.875, centre crop (ImageNet practice)
         self.root = root
         self.train_dir = train
-        self.tensor_batches = False
         self.mean = (0.485, 0.456, 0.406)
         self.std = (0.229, 0.224, 0.225)
 
+    augment_batches = False  # the per-sample transform augments
+
     def _transform(self, train: bool):
-        """Eval: the data module's preprocessing (as `predict` and `export` use it); train: a random
-        resized crop and flip of the decoded image, then the same normalisation."""
-        return _RandomCropFlip(self.preprocessing) if train and self.augment else self.preprocessing
+        """uint8 C,H,W images, normalised on the device after transfer. Eval: the preprocessing's
+        decode (resize, centre crop; as `predict` and `export` use it); train: a random resized crop
+        and flip of the decoded image."""
+        return _RandomCropFlip(self.preprocessing) if train and self.augment else self.preprocessing.decode
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        assert dataset is not None, "setup() has not run"
+        workers = default_workers() if self.num_workers is None else self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",  # uint8 batches, pinned: a quarter of float32's bytes, async copies
+            drop_last=shuffle and len(dataset) > self.batch_size,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         val_dir, test_dir = self.root / "val", self.root / "test"

@@ -10,6 +10,7 @@ photo exactly as its test set was preprocessed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,10 +62,8 @@ class Preprocessing:
         """uint8 (N,)C,H,W -> float, normalised, grey repeated to the network's channels."""
         batched = images.dim() == 4
         x = images if batched else images.unsqueeze(0)
-        x = x.float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
+        mean, std = _stats(self.mean, self.std, x.device)
+        x = x.float().div_(255).sub_(mean).div_(std)
         if x.shape[1] == 1 and self.channels == 3:
             x = x.expand(-1, 3, -1, -1).contiguous()
         return x if batched else x[0]
@@ -95,6 +94,13 @@ class Preprocessing:
         data = dict(data)
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
         return cls(**data)
+
+
+@functools.lru_cache(maxsize=32)
+def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation's per-channel mean and std as tensors, made once per device: building them
+    from Python lists every batch would be a host-to-device copy (and a sync) per step on a GPU."""
+    return tuple(torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (mean, std))
 
 
 def _pil_array(image):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any
 
 import lightning as L
@@ -14,11 +15,15 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightclf.data.modules import rank_seed
 from lightclf.errors import ConfigError
 from lightclf.models import DDSNet, create_network
 from lightclf.training.schedules import LRSchedule
 
-__all__ = ["ImageClassifier"]
+__all__ = ["ImageClassifier", "FINITE_CHECK_EVERY"]
+
+# Steps between host reads of the finite-loss flag on accelerators (the CPU checks every step).
+FINITE_CHECK_EVERY = 25
 
 
 class ImageClassifier(L.LightningModule):
@@ -95,6 +100,7 @@ class ImageClassifier(L.LightningModule):
                 num_classes=num_classes,
             )
         self.channels_last = channels_last
+        self._nonfinite: torch.Tensor | None = None  # NaN/inf seen since the last host check (accelerators)
         top5 = min(5, num_classes)
         metrics = MetricCollection(
             {
@@ -105,6 +111,18 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def __deepcopy__(self, memo: dict) -> ImageClassifier:
+        """A copy of the network, metrics and settings that shares the trainer and the optimizer and
+        schedule factories. EMA's ``AveragedModel`` deep-copies the module: under DDP the factories
+        LightningCLI builds and the trainer hold locks ("cannot pickle '_thread.lock'"), and a copy
+        that only holds averaged weights never builds an optimizer."""
+        for shared in (self._trainer, self.optimizer_factory, self.scheduler_factory, self.lr_schedule):
+            memo[id(shared)] = shared
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return copied
 
     def check_resolution(self, img_size: int, in_chans: int) -> None:
         """Fail before training when the network cannot run at ``img_size``."""
@@ -173,25 +191,49 @@ class ImageClassifier(L.LightningModule):
         return criterion(out), out
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """timm's Mixup/CutMix with its numpy draws seeded by the global step (exact resume)."""
+        """timm's Mixup/CutMix with its numpy draws seeded by the global step and rank (exact resume)."""
         if self.mixup is None or len(x) % 2:
             return x, y
-        with _numpy_seed(int(torch.initial_seed() % 2**31) + self.global_step):
+        seed = rank_seed(int(torch.initial_seed() % 2**31) + self.global_step, self.global_rank)  # ranks mix apart
+        with _numpy_seed(seed):
             return self.mixup(x.clone(), y)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         x, target = self._mix(x, y)
         loss, logits = self._loss(self.network(self._format(x)), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate; "
-                "the last checkpoint is kept"
-            )
+        self._check_finite(loss, batch_idx)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
+
+    def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Stop on a NaN/inf training loss, before a checkpoint can hold the damaged weights.
+
+        Reading the loss on the host is free on the CPU (checked every step) but blocks a GPU's
+        queue, so there the flag accumulates on the device and is read every
+        ``FINITE_CHECK_EVERY`` steps and on the epoch's last batch (before validation and the
+        epoch's checkpoints); earlier checkpoints are kept either way.
+        """
+        bad = ~torch.isfinite(loss.detach())
+        if loss.device.type == "cpu":
+            if bad:
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate; "
+                    "the last checkpoint is kept"
+                )
+            return
+        self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        last_batch = batch_idx + 1 >= self.trainer.num_training_batches
+        if (self.global_step + 1) % FINITE_CHECK_EVERY and not last_batch:
+            return
+        nonfinite, self._nonfinite = bool(self._nonfinite), None  # the one host sync of the window
+        if nonfinite:
+            raise FloatingPointError(
+                f"training loss became NaN/inf within the {FINITE_CHECK_EVERY} steps before step {self.global_step}: "
+                "lower the learning rate; the last checkpoint is kept"
+            )
 
     def eval_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's."""

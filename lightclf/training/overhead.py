@@ -78,7 +78,7 @@ def fit_overhead(
                 start = time.perf_counter()
             if idx == warmup + steps:
                 break
-            x, y = data._augment(data.normalize(batch[0]), idx), batch[1]
+            x, y = data.augment_batch(data.normalize(batch[0]), idx), batch[1]
             x = x.contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(module.network(x), y)
             optimizer.zero_grad(set_to_none=True)
