@@ -7,6 +7,7 @@ Every ``lightclf fit`` writes one folder, ``<save_dir>/<project>/<run id>`` (:fu
     results.json      status, epochs, metrics, best checkpoint, timings (as stages end)
     study.json        the study and factors, for runs a study started
     export.json       export and int8 figures (`lightclf export`)
+    erf.json          effective receptive field of the tested weights (radii, heat map)
     checkpoints/      best, last.ckpt, interrupted.ckpt
 
 :class:`RunRecord` reads and writes that contract; the callbacks, ``study``, ``report``,
@@ -46,6 +47,10 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}  # a foreign or damaged file reads as absent; the run is then "new"
 
 
+# RunRecord fields that are not results.json keys: the folder and the other files' contents.
+OTHER_FILES = {"folder", "complexity", "factors", "export", "erf"}
+
+
 @dataclass
 class RunRecord:
     """Everything a run folder holds except checkpoints and config (which have their own readers)."""
@@ -68,25 +73,28 @@ class RunRecord:
     complexity: dict[str, Any] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)  # study.json: the study and its factors
     export: dict[str, Any] = field(default_factory=dict)
+    erf: dict[str, Any] = field(default_factory=dict)
 
     RESULTS = "results.json"
     COMPLEXITY = "complexity.json"
     STUDY = "study.json"
     EXPORT = "export.json"
+    ERF = "erf.json"
     CONFIG = "config.yaml"
-    FILES = (RESULTS, COMPLEXITY, STUDY, EXPORT)  # the small files a study archives with its report
+    FILES = (RESULTS, COMPLEXITY, STUDY, EXPORT, ERF)  # the small files a study archives with its report
 
     @classmethod
     def read(cls, folder: str | Path) -> RunRecord:
         folder = Path(folder)
         results = _read_json(folder / cls.RESULTS)
-        known = {f.name for f in fields(cls)} - {"folder", "complexity", "factors", "export"}
+        known = {f.name for f in fields(cls)} - OTHER_FILES
         return cls(
             folder=folder,
             **{k: v for k, v in results.items() if k in known},
             complexity=_read_json(folder / cls.COMPLEXITY),
             factors=_read_json(folder / cls.STUDY),
             export=_read_json(folder / cls.EXPORT),
+            erf=_read_json(folder / cls.ERF),
         )
 
     @classmethod
@@ -118,7 +126,7 @@ class RunRecord:
     # -- writing ---------------------------------------------------------------------------------
     def update(self, **results: Any) -> RunRecord:
         """Set fields of results.json and write it; other keys already in the file are kept."""
-        known = {f.name for f in fields(self)} - {"folder", "complexity", "factors", "export"}
+        known = {f.name for f in fields(self)} - OTHER_FILES
         unknown = set(results) - known
         if unknown:
             raise TypeError(f"RunRecord has no results fields {sorted(unknown)}")
@@ -130,6 +138,6 @@ class RunRecord:
 
     def write(self, name: str, data: dict[str, Any]) -> None:
         """Write one of the other files (complexity, study, export) and keep it on the record."""
-        attribute = {self.COMPLEXITY: "complexity", self.STUDY: "factors", self.EXPORT: "export"}[name]
+        attribute = {self.COMPLEXITY: "complexity", self.STUDY: "factors", self.EXPORT: "export", self.ERF: "erf"}[name]
         setattr(self, attribute, dict(data))
         write_json(self.folder / name, data)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import run_lightclf, smoke_config
-from lightclf.data import EpochSeededSampler
+from lightclf.data import BatchIndexSampler, Digits, EpochSeededSampler, InMemorySplit
 
 
 def test_ranks_split_each_epoch_in_the_seeded_order():
@@ -26,27 +26,59 @@ def test_ranks_split_each_epoch_in_the_seeded_order():
     assert list(first) != list(second)  # a new order every epoch
 
 
+def test_batches_are_the_per_sample_order_cut_in_batches_and_eval_shares_are_unpadded():
+    import torch
+
+    split = InMemorySplit(torch.arange(101, dtype=torch.uint8).view(101, 1, 1, 1), torch.arange(101))
+    per_sample = list(EpochSeededSampler(split, seed=3, num_replicas=2, rank=1))
+    batches = list(BatchIndexSampler(split, 8, shuffle=True, seed=3, num_replicas=2, rank=1))
+    assert [b.tolist() for b in batches] == [per_sample[i : i + 8] for i in range(0, 48, 8)]  # 51 -> 6 full batches
+    images, labels = split[batches[0]]
+    assert images.flatten().tolist() == labels.tolist() == per_sample[:8]  # one gather per batch
+    # Evaluation: contiguous, unpadded shares that cover every image exactly once.
+    shares = [torch.cat(list(BatchIndexSampler(split, 8, shuffle=False, num_replicas=2, rank=r))) for r in (0, 1)]
+    assert torch.cat(shares).tolist() == list(range(101)) and [len(s) for s in shares] == [50, 51]
+    assert len(BatchIndexSampler(split, 8, shuffle=False, num_replicas=2, rank=1)) == 7
+
+
+def test_augmentation_draws_differ_per_rank_and_rank_zero_draws_the_single_process_pattern():
+    from types import SimpleNamespace
+
+    import torch
+
+    data = Digits(resolution=16, augment=True, crop_padding=2)
+    x = torch.randn(16, 3, 16, 16)
+    single = data.augment_batch(x, step=5)
+    data.trainer = SimpleNamespace(global_rank=0)
+    rank0 = data.augment_batch(x, step=5)
+    data.trainer = SimpleNamespace(global_rank=1)
+    rank1 = data.augment_batch(x, step=5)
+    assert torch.equal(single, rank0) and not torch.equal(rank0, rank1)
+
+
 def test_ddp_fit_on_two_cpu_processes(tmp_path):
     overrides = {
         "trainer.devices": 2,
         "trainer.strategy": "ddp",
         "trainer.accelerator": "cpu",
         # Trained long enough that predictions vary (near chance, a rank-0-only figure could
-        # match the synced one by luck): 4 epochs x 15 steps per rank, Adam 3e-3.
-        "trainer.max_epochs": 4,
+        # match the synced one by luck): 6 epochs x 15 steps per rank.
+        "trainer.max_epochs": 6,
         "trainer.limit_train_batches": 15,
-        "model.optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003}},
         "trainer.limit_val_batches": 1.0,
         "trainer.limit_test_batches": 1.0,
-        # 718 test images: 359 per rank, so no rank pads its share with repeated images.
-        "data.init_args.test_fraction": 0.4,
+        # 449 test images: an odd count, so a padded share would count one image twice.
+        "data.init_args.test_fraction": 0.25,
     }
     config = smoke_config(tmp_path, **overrides)
-    result = run_lightclf("fit", "--config", str(config), timeout=900)
+    # The real recipe on top: SGD-Nesterov, one-cycle, label smoothing, flips, EMA and flip TTA
+    # (DDP with EMA once crashed deep-copying the module).
+    fast = ("--config", "configs/recipes/fast.yaml")
+    result = run_lightclf("fit", "--config", str(config), *fast, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = (tmp_path / "runs" / "smoke").iterdir()  # one run folder, written by rank 0 only
     record = json.loads((folder / "results.json").read_text())
-    assert record["status"] == "finished" and record["global_step"] == 60  # 15 steps x 4 epochs, per rank
+    assert record["status"] == "finished" and record["global_step"] == 90  # 15 steps x 6 epochs, per rank
     assert record["test_metrics"]["test/acc1"] > 0.3  # a trained net (chance is 0.1)
     assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 1  # one W&B run
     checkpoints = sorted(p.name for p in (folder / "checkpoints").glob("*.ckpt"))
@@ -55,7 +87,7 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
 
     # The synced test metric equals a single-process test of the same checkpoint.
     single = run_lightclf(
-        "test", "--config", str(config), "--trainer.devices", "1", "--trainer.strategy", "auto",
+        "test", "--config", str(config), *fast, "--trainer.devices", "1", "--trainer.strategy", "auto",
         "--ckpt_path", record["best_ckpt"],
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]

@@ -52,6 +52,12 @@ def export(argv: list[str]) -> None:
     export_main(argv)
 
 
+def erf(argv: list[str]) -> None:
+    from lightclf.deploy.receptive_field import main as erf_main
+
+    erf_main(argv)
+
+
 def predict_images(argv: list[str]) -> None:
     from lightclf.deploy.predict import main as predict_main
 
@@ -86,6 +92,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "study": study,
     "report": report,
     "export": export,
+    "erf": erf,
 }
 
 

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightclf.data import ImageDataModule
 from lightclf.errors import ConfigError
-from lightclf.training.callbacks import LastCheckpoint, RunConfigSaver, RunRecorder
+from lightclf.training.callbacks import LastCheckpoint, ReceptiveFieldProbe, RunConfigSaver, RunRecorder
 from lightclf.training.checkpoints import read_checkpoint
 from lightclf.training.module import ImageClassifier
 from lightclf.training.wandb_env import configure_wandb
@@ -81,7 +81,7 @@ class LightclfCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         # The run folder's writers: a config that leaves them out still yields a complete folder.
-        for kind in (RunRecorder, LastCheckpoint):
+        for kind in (RunRecorder, LastCheckpoint, ReceptiveFieldProbe):
             if not any(type(callback) is kind for callback in trainer.callbacks):
                 trainer.callbacks.append(kind())
         return trainer

@@ -8,7 +8,8 @@ fast path keeps oneDNN's forward and replaces the backward:
 * input gradient: for stride 1 and padding = dilation, the transposed conv equals a *forward*
   dilated depthwise conv of the output gradient with the kernel rotated by 180 degrees;
 * weight gradient: a small C++ kernel (``csrc/dw3x3_grad_weight.cpp``), JIT-compiled once per
-  machine with torch's cpp_extension and cached under ``~/.cache/torch_extensions``.
+  CPU type with torch's cpp_extension (``-march=native``) and cached under
+  ``~/.cache/torch_extensions`` in a build named by the CPU's instruction-set flags.
 
 It is used only where it applies (CPU, float32, no autocast, grad enabled, 3x3, stride 1,
 padding = dilation > 1, no bias); everything else, eval, export and GPUs included, runs
@@ -19,8 +20,10 @@ the fast path off.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
 import threading
 import warnings
 from pathlib import Path
@@ -64,11 +67,25 @@ def fast_dilated_available() -> bool:
     return _state["ok"]
 
 
+def cpu_signature() -> str:
+    """A short hash of this CPU's architecture and instruction-set flags. The kernel is compiled with
+    ``-march=native``, so its build is named by it: cluster nodes with other CPUs sharing one
+    ``~/.cache/torch_extensions`` never load each other's build (an older CPU would die of SIGILL)."""
+    features = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith(("flags", "Features"))), "")
+        features += " " + " ".join(sorted(flags.partition(":")[2].split()))
+    except OSError:  # not Linux: the processor's name is the best available stand-in
+        features += " " + platform.processor()
+    return hashlib.sha1(features.encode()).hexdigest()[:10]
+
+
 def _build() -> bool:
     from torch.utils.cpp_extension import load
 
     load(
-        "lightclf_dw3x3",
+        f"lightclf_dw3x3_{cpu_signature()}",
         [str(_SOURCE)],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
@@ -99,6 +116,10 @@ class _DilatedDepthwise3x3(torch.autograd.Function):
             grad_x = grad_x.contiguous(memory_format=memory_format)
         if ctx.needs_input_grad[1]:
             grad_w = torch.ops.lightclf_dw.dw3x3_grad_weight(x, grad_out, d)
+            if grad_w.stride() != weight.stride():
+                # The weight's own strides (channels_last (C,1,3,3) differs only in a size-1 dim):
+                # DDP's gradient buckets mirror the parameters', and a mismatch costs a copy per step.
+                grad_w = torch.empty_like(weight).copy_(grad_w)
         return grad_x, grad_w, None
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.measure.complexity import measure_complexity
+from lightclf.measure.receptive_field import effective_receptive_field
 from lightclf.runs import RunRecord, run_path
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "LastCheckpoint",
     "EMA",
     "TestEveryEpoch",
+    "ReceptiveFieldProbe",
+    "probe_images",
     "run_dir",
     "record_writer",
     "run_record",
@@ -66,6 +70,7 @@ def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
         "width_multiplier": getattr(net, "width_multiplier", kwargs.get("width_multiplier")),
         "resolution": hp.get("img_size"),
         "dilation": max(dilations) if dilations else kwargs.get("dilation"),
+        "dilation_schedule": getattr(net, "dilation_schedule", kwargs.get("dilation_schedule")),
         "separable": getattr(net, "separable", None),
         "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
     }
@@ -208,10 +213,48 @@ def _batch_size(batch: Any) -> int:
 
 
 class TrainThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor with an image-batch ``batch_size_fn`` (configurable from YAML)."""
+    """Lightning's ThroughputMonitor with an image-batch ``batch_size_fn`` (configurable from YAML).
 
-    def __init__(self, window_size: int = 20, **kwargs: Any) -> None:
-        super().__init__(batch_size_fn=_batch_size, window_size=window_size, **kwargs)
+    Lightning's monitor synchronises a CUDA device after every training batch to time it. On a
+    GPU this samples only every ``every_n_batches`` batches (default: the trainer's
+    ``log_every_n_steps``), counting the images of the batches between: the same throughput over a
+    window ``every_n_batches`` times as long, one sync per sample. On the CPU (no sync) every batch.
+    """
+
+    def __init__(self, window_size: int = 20, every_n_batches: int | None = None, **kwargs: Any) -> None:
+        super().__init__(batch_size_fn=self._images_since_sample, window_size=window_size, **kwargs)
+        self.every_n_batches = every_n_batches
+        self._pending_images = 0
+
+    def _images_since_sample(self, batch: Any) -> int:
+        images, self._pending_images = self._pending_images + _batch_size(batch), 0
+        return images
+
+    def _every(self, trainer: L.Trainer) -> int:
+        if trainer.strategy.root_device.type == "cpu":
+            return 1
+        return self.every_n_batches or max(1, trainer.log_every_n_steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, *args) -> None:
+        every = self._every(trainer)
+        if every > 1 and (trainer.fit_loop.total_batch_idx + 1) % every:
+            self._pending_images += _batch_size(batch)
+            return
+        # Lightning reads the FLOPs since the last sample from ``flops_per_batch``: ``every`` batches' worth.
+        module = _FlopsOfBatches(pl_module, every) if every > 1 else pl_module
+        super().on_train_batch_end(trainer, module, outputs, batch, *args)
+
+
+class _FlopsOfBatches:
+    """A module's ``flops_per_batch`` times the number of batches one throughput sample spans."""
+
+    def __init__(self, module: L.LightningModule, batches: int) -> None:
+        self.module, self.batches = module, batches
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        flops = getattr(self.module, "flops_per_batch", None)
+        return flops * self.batches if flops else flops
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -262,6 +305,13 @@ class EMA(EMAWeightAveraging):
             self._kwargs.pop("avg_fn", None)
             self._kwargs["multi_avg_fn"] = _ema_with_warmup(decay)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # deep-copies the module (see ImageClassifier.__deepcopy__)
+        if self._average_model is not None:
+            # AveragedModel tests its update count on the host twice per update (``n_averaged == 0``,
+            # ``> 0``): kept on the CPU, that costs nothing; on a GPU it would sync every step.
+            self._average_model.n_averaged = self._average_model.n_averaged.cpu()
+
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return
@@ -269,13 +319,17 @@ class EMA(EMAWeightAveraging):
 
 
 def _ema_with_warmup(decay: float):
-    """A foreach EMA update for ``AveragedModel(multi_avg_fn=...)`` with timm's decay warmup."""
+    """A foreach EMA update for ``AveragedModel(multi_avg_fn=...)`` with timm's decay warmup.
+
+    The decay is computed from ``num_averaged`` on its device (no ``float()`` of it: on a GPU that
+    would be a host sync every step)."""
 
     def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
         if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
+            # float64 where the device has it: the same float32 weight as the Python float it replaced
+            n = num_averaged.to(torch.float32 if num_averaged.device.type == "mps" else torch.float64)
+            weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+            torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
         else:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
             torch._foreach_copy_(averaged, current)
 
@@ -315,3 +369,41 @@ class TestEveryEpoch(L.Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         if trainer.is_global_zero:
             record_writer(trainer).update(test_per_epoch=self.history)
+
+
+def probe_images(datamodule, count: int, device: torch.device) -> torch.Tensor:
+    """The first ``count`` test images (this rank's share), preprocessed as the test saw them."""
+    if datamodule.test_set is None:
+        datamodule.setup("test")
+    images, seen = [], 0
+    for images_uint8, labels in datamodule.test_dataloader():
+        x, _ = datamodule.on_after_batch_transfer((images_uint8.to(device), labels.to(device)), 0)
+        images.append(x)
+        seen += len(x)
+        if seen >= count:
+            break
+    return torch.cat(images)[:count]
+
+
+class ReceptiveFieldProbe(L.Callback):
+    """After each test, the effective receptive field of the tested weights (the best checkpoint,
+    EMA included, after a fit) on ``images`` test images: ``erf.json`` in the run folder and
+    ``erf/r50``, ``erf/r95`` in the W&B summary (``lightclf.measure.receptive_field``). Networks
+    without timm's ``forward_features`` (torchvision GoogLeNet) are skipped."""
+
+    def __init__(self, images: int = 256) -> None:
+        self.images = images
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        network = getattr(pl_module, "network", None)
+        if not trainer.is_global_zero or trainer.datamodule is None or not hasattr(network, "forward_features"):
+            return
+        try:
+            field = effective_receptive_field(network, probe_images(trainer.datamodule, self.images, pl_module.device))
+        except (ValueError, RuntimeError) as err:  # a probe that cannot run never fails a finished run
+            warnings.warn(f"lightclf: effective receptive field not measured: {str(err).splitlines()[0]}", stacklevel=2)
+            return
+        record_writer(trainer).write(RunRecord.ERF, field.as_dict())
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(field.summary)

@@ -1,0 +1,99 @@
+"""How far a trained net actually looks: the effective receptive field (Luo et al. 2016).
+
+The theoretical receptive field (``DDSNet.receptive_field``) says which input pixels *can* reach
+a unit; the effective one says how much each does. For each image, the gradient of the centre
+unit of the last feature map (summed over channels) with respect to the input; its absolute
+value, summed over input channels and averaged over images, is the heat map. Its radii are those
+of the smallest discs around the map's centre of mass that hold 50% and 95% of the gradient mass.
+
+``lightclf erf --ckpt CKPT`` computes it for any checkpoint; every fit records it at its end
+(``erf.json`` in the run folder, ``erf/r50`` and ``erf/r95`` in the W&B summary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from lightclf.errors import ConfigError
+
+__all__ = ["ReceptiveField", "effective_receptive_field", "mass_radius"]
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """An effective receptive field: radii (px) holding 50% / 95% of the gradient mass, the centre of
+    mass (row, col), the number of images averaged, the feature-map unit probed and the heat map
+    (input-sized, normalised to sum 1)."""
+
+    r50: float
+    r95: float
+    centre: tuple[float, float]
+    images: int
+    unit: tuple[int, int]
+    feature_map: tuple[int, int]
+    heatmap: list[list[float]]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def summary(self) -> dict[str, float]:
+        return {"erf/r50": self.r50, "erf/r95": self.r95}
+
+
+def mass_radius(heatmap: torch.Tensor, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[tuple[float, ...], tuple]:
+    """Radii of the smallest discs around ``heatmap``'s centre of mass holding each fraction of its mass."""
+    h, w = heatmap.shape
+    mass = heatmap.double().clamp_min(0)
+    total = mass.sum()
+    if total <= 0:
+        raise ValueError("the gradient map is zero: the probed unit does not depend on the input")
+    rows = torch.arange(h, dtype=torch.float64).view(-1, 1)
+    cols = torch.arange(w, dtype=torch.float64).view(1, -1)
+    cy, cx = float((mass * rows).sum() / total), float((mass * cols).sum() / total)
+    distance = ((rows - cy) ** 2 + (cols - cx) ** 2).sqrt().flatten()
+    order = distance.argsort()
+    cumulative = (mass.flatten()[order] / total).cumsum(0)
+    radii = tuple(float(distance[order][int(torch.searchsorted(cumulative, f))]) for f in fractions)
+    return radii, (cy, cx)
+
+
+def effective_receptive_field(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> ReceptiveField:
+    """The effective receptive field of ``network`` (which has timm's ``forward_features``) on
+    ``images`` (normalised N,C,H,W, on the network's device), in eval mode so that BatchNorm's
+    running statistics keep images independent."""
+    if not hasattr(network, "forward_features"):
+        raise ConfigError(f"{type(network).__name__} has no forward_features: its last feature map cannot be probed")
+    was_training = network.training
+    network.eval()
+    unit = feature_map = None
+    try:
+        # Callers may be inside inference mode (Lightning's test hooks): leave it for the backward.
+        with torch.inference_mode(False), torch.enable_grad():
+            total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+            for start in range(0, len(images), batch_size):
+                x = images[start : start + batch_size].clone().requires_grad_(True)  # a normal tensor
+                features = network.forward_features(x)
+                if features.dim() != 4:
+                    raise ConfigError(f"{type(network).__name__}.forward_features returns no spatial map")
+                fh, fw = features.shape[-2:]
+                unit, feature_map = (fh // 2, fw // 2), (fh, fw)
+                # Images are independent in eval mode: the gradient of the sum is each image's own.
+                features[:, :, unit[0], unit[1]].sum().backward()
+                total += x.grad.abs().sum(dim=(0, 1)).double().cpu()
+    finally:
+        network.train(was_training)
+    (r50, r95), centre = mass_radius(total)
+    heatmap = total / total.sum()
+    return ReceptiveField(
+        r50=round(r50, 3),
+        r95=round(r95, 3),
+        centre=(round(centre[0], 3), round(centre[1], 3)),
+        images=len(images),
+        unit=unit,
+        feature_map=feature_map,
+        heatmap=[[round(float(v), 7) for v in row] for row in heatmap],
+    )
