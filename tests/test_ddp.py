@@ -94,3 +94,68 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
     (tested,) = [p for p in (tmp_path / "runs" / "smoke").iterdir() if p != folder]  # the test's own run
     again = json.loads((tested / "results.json").read_text())["test_metrics"]
     assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
+
+
+def test_sigterm_to_every_ddp_rank_stops_all_within_seconds_and_resumes(tmp_path):
+    """What SLURM does on preemption: SIGTERM to every rank. Every rank stops at the same step, the
+    partial epoch is saved once, the record says interrupted, and the fit resumes to the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS
+
+    marker = tmp_path / "kill-point"
+    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 20, "marker": str(marker)}}
+    overrides = {
+        "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.accelerator": "cpu",
+        "trainer.max_epochs": 3, "trainer.limit_train_batches": 12,
+        "trainer.callbacks": [*SMOKE_CALLBACKS, pause],
+    }  # fmt: skip
+    config = smoke_config(tmp_path, **overrides)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightclf", "fit", "--config", str(config), "--config", "configs/recipes/fast.yaml"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+    ranks = [proc.pid] + [int(line.split()[0]) for line in children.stdout.splitlines() if "lightclf" in line]
+    assert len(ranks) == 2, "rank 1 is rank 0's child under Lightning's subprocess launcher"
+    for pid in ranks:
+        os.kill(pid, signal.SIGTERM)
+    stopped = time.time()
+    proc.wait(timeout=60)  # it once hung here forever
+    assert time.time() - stopped < 30
+    err = proc.stderr.read()
+    assert proc.returncode == 143, err[-3000:]
+    for pid in ranks[1:]:  # rank 1 ends too, within seconds (gone, or a zombie awaiting its reaper)
+        while _alive(pid):
+            assert time.time() - stopped < 30, f"rank process {pid} still running"
+            time.sleep(0.2)
+
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    record = json.loads((folder / "results.json").read_text())
+    assert record["status"] == "interrupted"
+    assert [p.name for p in (folder / "checkpoints").glob("interrupted*.ckpt")] == ["interrupted.ckpt"]  # once
+
+    resumed = run_lightclf(
+        "fit", "--config", str(config), "--config", "configs/recipes/fast.yaml",
+        "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"), timeout=900,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = json.loads((folder / "results.json").read_text())
+    assert final["status"] == "finished" and final["global_step"] == 36  # 12 steps x 3 epochs, per rank
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(line for line in fh if line.startswith("State:")).split()[1] != "Z"
+    except FileNotFoundError:
+        return False

@@ -14,7 +14,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightclf.data import ImageDataModule
 from lightclf.errors import ConfigError
-from lightclf.training.callbacks import LastCheckpoint, ReceptiveFieldProbe, RunConfigSaver, RunRecorder
+from lightclf.training.callbacks import (
+    GracefulStop,
+    LastCheckpoint,
+    ReceptiveFieldProbe,
+    RunConfigSaver,
+    RunRecorder,
+)
 from lightclf.training.checkpoints import read_checkpoint
 from lightclf.training.module import ImageClassifier
 from lightclf.training.wandb_env import configure_wandb
@@ -81,7 +87,7 @@ class LightclfCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         # The run folder's writers: a config that leaves them out still yields a complete folder.
-        for kind in (RunRecorder, LastCheckpoint, ReceptiveFieldProbe):
+        for kind in (RunRecorder, LastCheckpoint, ReceptiveFieldProbe, GracefulStop):
             if not any(type(callback) is kind for callback in trainer.callbacks):
                 trainer.callbacks.append(kind())
         return trainer
@@ -127,6 +133,9 @@ def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
     wandb_id = (ckpt.get("lightclf") or {}).get("wandb_id")
     logger = config.get("trainer", {}).get("logger")
     init_args = getattr(logger, "init_args", None)
+    # Under a W&B sweep agent the agent owns the run id: a retried point logs to the agent's new run.
+    if "WANDB_SWEEP_ID" in os.environ:
+        return
     if resume and wandb_id and init_args is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
         if init_args.get("id") in (None, wandb_id):
             init_args["id"] = wandb_id  # same W&B run and run folder: no duplicate, history continues

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "LastCheckpoint",
     "EMA",
     "TestEveryEpoch",
+    "GracefulStop",
     "ReceptiveFieldProbe",
     "probe_images",
     "run_dir",
@@ -171,18 +174,56 @@ class RunRecorder(L.Callback):
                     logger.experiment.summary.update(test)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not trainer.is_global_zero:
-            return
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        if interrupted:
-            # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact.
+        # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact. Saving is a
+        # collective under DDP (rank 0 writes, then a barrier): every rank saves after a SIGTERM, which
+        # GracefulStop raises on all ranks at the same step; a Ctrl-C reaches ranks at arbitrary points,
+        # so there a multi-process fit keeps its last.ckpt only.
+        lockstep = isinstance(exception, SIGTERMException) or trainer.world_size == 1
+        if interrupted and lockstep:
             path = record_writer(trainer).checkpoints / "interrupted.ckpt"
             try:
                 trainer.save_checkpoint(path)
             except OSError:
                 pass
-        error = f"{type(exception).__name__}: {exception}"[:500]
-        self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
+        if trainer.is_global_zero:
+            error = f"{type(exception).__name__}: {exception}"[:500]
+            self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
+
+
+class GracefulStop(L.Callback):
+    """Stops a fit on SIGTERM (what SLURM sends before preemption) at the end of the current training
+    batch, on every rank at the same step, so checkpointing collectives match.
+
+    Lightning's own SIGTERM handler broadcasts from inside the signal handler and forwards the signal
+    to the other ranks; with SIGTERM sent to every rank, those broadcasts can interleave with the
+    training's collectives and hang the fit. This handler only sets a flag; at the end of a batch the
+    ranks agree on it (a max-reduce: every step on the CPU, every ``check_every`` steps on
+    accelerators, where reading it is a sync) and all raise Lightning's ``SIGTERMException``.
+    """
+
+    def __init__(self, check_every: int = 10) -> None:
+        self.check_every = check_every
+        self.received = False
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)  # Lightning restores its handlers at teardown
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.world_size == 1:
+            stop = self.received
+        else:
+            if pl_module.device.type != "cpu" and trainer.global_step % self.check_every:
+                return
+            flag = torch.tensor(float(self.received), device=pl_module.device)
+            stop = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
+        if stop:
+            raise SIGTERMException()
 
 
 class RunConfigSaver(SaveConfigCallback):
