@@ -76,8 +76,10 @@ def smoke_config(tmp_path: Path, network: str = "ddsnet", network_kwargs: dict |
     return path
 
 
-def run_lightclf(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+def run_lightclf(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "lightclf", *args],
         cwd=cwd or REPO,

@@ -6,20 +6,24 @@ study resumes: finished runs are skipped, interrupted ones continue from ``last.
 ``--emit-sweep`` writes the equivalent W&B sweep (one point per run, grid and extra runs alike)
 so the study can fan out with `wandb agent`.
 
-Runs execute configuration by configuration, every seed of one configuration before the next,
-so a study stopped part-way leaves complete seed sets of its first configurations (list the
-most important first). A run entry may carry ``overrides`` (``lightclf fit`` keys) for that run
-only, e.g. fewer images for an expensive baseline.
+Runs execute configuration by configuration, every seed of one configuration before the next
+(or seed by seed with ``order: seeds``), so a study stopped part-way leaves complete seed sets of
+its first configurations (list the most important first). A run entry may carry ``overrides``
+(``lightclf fit`` keys) for that run only, e.g. fewer images for an expensive baseline.
+
+``--jobs N`` runs N fits at once, each its own process with its own slot (a GPU, round-robin,
+several jobs per GPU allowed; or an equal share of the CPU cores) and its own ``fit.log``; a claim
+file per run keeps any number of runners, here or on other machines sharing the folder, from
+running a run twice. ``--launcher slurm`` submits the runs as a SLURM job array (submitit).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import shutil
-import subprocess
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,26 +33,39 @@ import yaml
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
 from lightclf.runs import RunRecord
+from lightclf.study.execution import (
+    Claim,
+    Slot,
+    archive_run,
+    plan_slots,
+    run_one,
+    run_status,
+    stop_fits,
+    sweep_folder,
+    visible_gpus,
+)
 from lightclf.study.spec import FACTORS, RunSpec, Study, load_study
 
 __all__ = ["Study", "RunSpec", "load_study", "run_status", "archive_run", "run_study", "select_point", "main"]
 
 
-def run_status(study: Study, spec: RunSpec) -> str:
-    """new / running / fit_done / finished / interrupted / failed (an archived finished run counts)."""
-    return study.record(spec).status
+class Progress:
+    """Counts runs done / running / left and estimates the time left from the runs timed so far."""
 
+    def __init__(self, total: int, jobs: int, log) -> None:
+        self.total, self.jobs, self.log = total, jobs, log
+        self.done = self.running = 0
+        self.durations: list[float] = []
+        self.lock = threading.Lock()
 
-def archive_run(study: Study, spec: RunSpec) -> None:
-    """Copy a finished run's small records (never checkpoints) into the study's ``records`` folder."""
-    if not study.records or not RunRecord.read(study.run_dir(spec)).finished:
-        return
-    target = Path(study.records) / spec.run_id
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RunRecord.FILES:
-        source = study.run_dir(spec) / name
-        if source.exists():
-            shutil.copyfile(source, target / name)
+    def line(self) -> str:
+        left = self.total - self.done - self.running
+        eta = ""
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            seconds = mean * (left + self.running / 2) / max(1, self.jobs)
+            eta = f", ETA {int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+        return f"study: {self.done} done, {self.running} running, {left} left{eta}"
 
 
 def run_study(
@@ -57,51 +74,92 @@ def run_study(
     dry_run: bool = False,
     log=print,
     specs: list[RunSpec] | None = None,
+    jobs: int = 1,
+    slots: list[Slot] | None = None,
 ) -> dict[str, str]:
-    """Run every spec not yet finished; resume interrupted ones from their last checkpoint."""
-    outcome = {}
+    """Run every spec not yet finished, ``jobs`` at a time (each in its own process, on its slot), in
+    order; resume interrupted ones from their last checkpoint; skip runs another runner holds."""
     specs = study.specs() if specs is None else specs
+    slots = slots or plan_slots(jobs, None)
+    extra = list(extra_args or [])
+    outcome: dict[str, str] = {}
+    pending: list[tuple[int, RunSpec]] = []
     for index, spec in enumerate(specs, 1):
-        status = run_status(study, spec)
-        if status == "finished":
+        if run_status(study, spec) == "finished":
             if not dry_run:
                 archive_run(study, spec)  # runs finished before the study had a records folder
             log(f"[{index}/{len(specs)}] {spec.name}: finished earlier, skipped")
             outcome[spec.run_id] = "skipped"
-            continue
-        args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args or [])
-        last = RunRecord(folder=study.run_dir(spec)).last_ckpt
-        if last.exists():
-            args += ["--ckpt_path", str(last)]
-            log(f"[{index}/{len(specs)}] {spec.name}: resuming from {last}")
-        else:
-            log(f"[{index}/{len(specs)}] {spec.name}: starting ({spec.run_id})")
-        if dry_run:
-            log("  python -m lightclf " + shlex.join(args))  # copy-pastable into a shell
+        elif dry_run:
+            args = spec.cli_args(study.base_config, study.save_dir, study.project) + extra
+            last = RunRecord(folder=study.run_dir(spec)).last_ckpt
+            verb = f"resuming from {last}" if last.exists() else f"starting ({spec.run_id})"
+            log(f"[{index}/{len(specs)}] {spec.name}: {verb}")
+            log("  python -m lightclf " + shlex.join(args + (["--ckpt_path", str(last)] if last.exists() else [])))
             outcome[spec.run_id] = "dry-run"
-            continue
-        RunRecord(folder=study.run_dir(spec)).write(RunRecord.STUDY, {"study": study.name, **spec.factors})
-        command = [sys.executable, "-m", "lightclf", *args]
-        result = subprocess.run(command, env=_run_env())
-        if result.returncode not in (0, 2, 130, 143):
-            # One retry after a pause for transient failures; config errors (2) and interrupts are final.
-            time.sleep(10)
-            if last.exists() and "--ckpt_path" not in command:
-                command += ["--ckpt_path", str(last)]
-            log(f"[{index}/{len(specs)}] {spec.name}: exit {result.returncode}, retrying once")
-            result = subprocess.run(command, env=_run_env())
-        outcome[spec.run_id] = "ok" if result.returncode == 0 else f"failed (exit {result.returncode})"
-        archive_run(study, spec)
-        log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
+        else:
+            pending.append((index, spec))
+    if dry_run or not pending:
+        return outcome
+    progress = Progress(len(pending), len(slots), log)
+    queue = list(reversed(pending))  # popped from the end: in order
+    queue_lock = threading.Lock()
+    log(progress.line() + f" ({len(slots)} at a time)")
+
+    def worker(slot: Slot) -> None:
+        while True:
+            with queue_lock:
+                if not queue:
+                    return
+                index, spec = queue.pop()
+            label = f"[{index}/{len(specs)}]"
+            folder = sweep_folder(study, spec) or study.run_dir(spec)
+            claim = Claim(folder / "claim.json")
+            holder = claim.acquire()
+            if holder is not None:
+                outcome[spec.run_id] = "held elsewhere"
+                with progress.lock:
+                    progress.total -= 1
+                log(f"{label} {spec.name}: run by pid {holder.get('pid')} on {holder.get('host')}, skipped")
+                continue
+            with progress.lock:
+                progress.running += 1
+            started = time.time()
+            try:
+                if run_status(study, spec) == "finished":  # finished by another runner since the scan
+                    result = "skipped"
+                else:
+                    result = run_one(study, spec, folder, slot, extra, log, label, echo=len(slots) == 1)
+                    archive_run(study, spec)
+            finally:
+                claim.release()
+            outcome[spec.run_id] = result
+            minutes = (time.time() - started) / 60
+            with progress.lock:
+                progress.running -= 1
+                progress.done += 1
+                if result == "ok":
+                    progress.durations.append(time.time() - started)
+                record = RunRecord.read(study.run_dir(spec))
+                top1 = record.test_metrics.get("test/acc1")
+                score = f", test top-1 {100 * top1:.2f}%" if top1 is not None else ""
+                log(f"{label} {spec.name}: {result} in {minutes:.1f} min{score}")
+                log(progress.line())
+
+    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except BaseException:
+        # Ctrl-C / SIGTERM: every fit writes interrupted.ckpt and its record; claims go with the threads.
+        stop_fits()
+        for thread in threads:
+            thread.join(120)
+        raise
     return outcome
-
-
-def _run_env() -> dict[str, str]:
-    """Environment of one run's process. WANDB_SERVICE is dropped: a W&B service inherited from the
-    caller (set by any earlier wandb.init in it) would be shared by every run, and it refuses a
-    run id it still holds ("run ID ... is in use"), which breaks resuming a run."""
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
@@ -155,10 +213,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emit-sweep", metavar="PATH", help="write the W&B sweep config and exit")
     parser.add_argument("--point", nargs="+", metavar="FACTOR=VALUE", help="run one point (used by wandb agent)")
     parser.add_argument("--no-bench", action="store_true", help="skip the inference benchmark of the study's nets")
+    parser.add_argument("--bench-device", default="cpu", help="device of the closing inference benchmark (cpu, cuda:N)")
+    parser.add_argument("--jobs", type=int, default=1, help="fits at once, each its own process (default 1)")
+    parser.add_argument(
+        "--devices", help="GPUs to spread the jobs over, round-robin (e.g. 0,1; default: every visible GPU; 'cpu')"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads per fit (default: the cores split between jobs)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the fits run")
+    parser.add_argument("--slurm-partition", help="SLURM partition")
+    parser.add_argument("--slurm-time", type=int, default=240, help="minutes per run (default 240)")
+    parser.add_argument("--slurm-gpus-per-job", type=int, default=1, help="GPUs per run (default 1)")
+    parser.add_argument("--slurm-parallelism", type=int, default=8, help="runs at once in the job array (default 8)")
+    parser.add_argument("--slurm-cpus-per-job", type=int, default=8, help="CPU cores per run (default 8)")
+    parser.add_argument(
+        "--slurm-cluster",
+        choices=("auto", "slurm", "local"),
+        default="auto",
+        help="submitit executor: auto (SLURM where sbatch is, else local), or local: the same array on this machine",
+    )
+    parser.add_argument("--wait", action="store_true", help="slurm: wait for the job array and report its outcome")
     parser.add_argument(
         "extra", nargs=argparse.REMAINDER, help="after --: extra `lightclf fit` arguments for every run"
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        raise ConfigError(f"study --jobs must be >= 1, got {args.jobs}")
     study = load_study(args.config)
     extra = [a for a in args.extra if a != "--"]
     if args.emit_sweep:
@@ -167,14 +246,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
         return
     specs = select_point(study, args.point) if args.point else study.specs()
-    print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    outcome = run_study(study, extra, dry_run=args.dry_run, log=log, specs=specs)
-    failed = [k for k, v in outcome.items() if v.startswith("failed")]
+    if args.launcher == "slurm":
+        from lightclf.study.slurm import SlurmOptions, submit_study
+
+        options = SlurmOptions(
+            partition=args.slurm_partition,
+            minutes=args.slurm_time,
+            gpus_per_job=args.slurm_gpus_per_job,
+            parallelism=args.slurm_parallelism,
+            cpus_per_job=args.slurm_cpus_per_job,
+            cluster=None if args.slurm_cluster == "auto" else args.slurm_cluster,
+        )
+        outcome = submit_study(study, args.config, specs, options, extra, dry_run=args.dry_run, wait=args.wait, log=log)
+        _fail_on(outcome)
+        return
+    slots = None if args.dry_run else plan_slots(args.jobs, visible_gpus(args.devices), args.threads)
+    print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SLURM's preemption signal: stop the fits cleanly
+    outcome = run_study(study, extra, dry_run=args.dry_run, log=log, specs=specs, jobs=args.jobs, slots=slots)
     if not args.dry_run and not args.no_bench and not args.point:
         from lightclf.study.report import bench_study
 
-        bench_study(study)
+        bench_study(study, device=args.bench_device)
+    _fail_on(outcome)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail_on(outcome: dict[str, str]) -> None:
+    failed = [k for k, v in outcome.items() if v.startswith("failed")]
     if failed:
         print(
             f"lightclf: error: {len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry",

@@ -21,9 +21,10 @@ from lightclf.runs import RunRecord, run_path
 
 __all__ = ["FACTORS", "RunSpec", "Study", "load_study"]
 
-FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "seed")
+FACTORS = ("network", "width_multiplier", "resolution", "dilation", "dilation_schedule", "small_input", "seed")
 RUN_KEYS = (*FACTORS, "network_kwargs", "overrides")
-NETWORK_KWARGS = ("width_multiplier", "dilation", "small_input")
+OVERRIDE_LABELS = {"train_subset": "n", "max_epochs": "ep", "lr": "lr"}  # short names in run names
+NETWORK_KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
 
 
 @dataclass
@@ -42,9 +43,15 @@ class RunSpec:
     def name(self) -> str:
         f = self.factors
         parts = [f["network"]]
-        for key, short in (("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("seed", "s")):
+        for key, short in (
+            ("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("dilation_schedule", ""), ("seed", "s"),
+        ):  # fmt: skip
             if f.get(key) is not None:
                 parts.append(f"{short}{f[key]}")
+        parts += [f"{k}={v}" for k, v in (f.get("network_kwargs") or {}).items()]
+        for key, value in (f.get("overrides") or {}).items():  # budgets and recipe changes, briefly
+            leaf = key.rsplit(".", 1)[-1]
+            parts.append(f"{OVERRIDE_LABELS.get(leaf, leaf + '=')}{value}")
         return "-".join(str(p) for p in parts)
 
     def cli_args(self, base_config: str | list[str], save_dir: str, project: str) -> list[str]:
@@ -53,7 +60,9 @@ class RunSpec:
         kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
         kwargs.update(f.get("network_kwargs") or {})
         tags = [self.study, f["network"]] + [
-            f"{k}={f[k]}" for k in ("width_multiplier", "resolution", "dilation") if f.get(k) is not None
+            f"{k}={f[k]}"
+            for k in ("width_multiplier", "resolution", "dilation", "dilation_schedule")
+            if f.get(k) is not None
         ]
         args = [
             "fit",
@@ -91,15 +100,36 @@ class Study:
     save_dir: str = "runs/study"
     project: str = "lightclf-study"
     bench: dict[str, Any] = field(default_factory=dict)
+    order: str = "configurations"  # or "seeds": see specs()
+    # Verdicts: an effect whose 95% interval lies inside +-equivalence_margin (test top-1 points) is
+    # "equivalent"; see lightclf.study.stats.
+    equivalence_margin: float = 0.3
 
     def specs(self) -> list[RunSpec]:
-        """The grid's cartesian product, then the extra runs; every seed of one point before the next."""
+        """The grid's cartesian product, then the extra runs, in order.
+
+        ``order: configurations`` (default): every seed of one point before the next. ``order: seeds``:
+        consecutive points with the same seed list run seed by seed (seed 0 of each, then seed 1 of
+        each, ...), so a study stopped at any time leaves paired seeds of those points.
+        """
         keys = list(self.grid)
         points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
         points += [dict(run) for run in self.runs]
-        specs, seen = [], set()
+        groups: list[tuple[list[int], list[dict[str, Any]]]] = []
         for point in points:
-            for seed in point.pop("seeds", None) or self.seeds:
+            seeds = list(point.pop("seeds", None) or self.seeds)
+            if self.order == "seeds" and groups and groups[-1][0] == seeds:
+                groups[-1][1].append(point)
+            else:
+                groups.append((seeds, [point]))
+        specs, seen = [], set()
+        for seeds, group in groups:
+            pairs = (
+                [(p, s) for s in seeds for p in group]
+                if self.order == "seeds"
+                else [(p, s) for p in group for s in seeds]
+            )
+            for point, seed in pairs:
                 factors = {**point, "seed": seed}
                 key = json.dumps(factors, sort_keys=True)
                 if key not in seen:
@@ -148,6 +178,8 @@ def load_study(path: str | Path) -> Study:
         bad = set(run) - set(RUN_KEYS) - {"seeds"}
         if bad:
             raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
+    if raw.get("order", "configurations") not in ("configurations", "seeds"):
+        raise ConfigError(f"study config {path}: order must be 'configurations' or 'seeds', got {raw['order']!r}")
     bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]
     for base in bases:
         if not Path(base).is_file():

@@ -1,0 +1,254 @@
+"""How one run of a study is executed: its claim, its slot (GPU or CPU threads), its process and log.
+
+Shared by the local runner (``lightclf study``, one or many jobs at once) and the SLURM launcher
+(``lightclf study --launcher slurm``, one array task per run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightclf.errors import ConfigError
+from lightclf.runs import RunRecord, run_path
+from lightclf.study.spec import RunSpec, Study
+
+__all__ = [
+    "Claim",
+    "Slot",
+    "archive_run",
+    "cpu_cores",
+    "plan_slots",
+    "run_one",
+    "run_status",
+    "stop_fits",
+    "sweep_folder",
+    "visible_gpus",
+]
+
+
+def run_status(study: Study, spec: RunSpec) -> str:
+    """new / running / fit_done / finished / interrupted / failed (an archived finished run counts)."""
+    return study.record(spec).status
+
+
+def archive_run(study: Study, spec: RunSpec) -> None:
+    """Copy a finished run's small records (never checkpoints) into the study's ``records`` folder."""
+    if not study.records or not RunRecord.read(study.run_dir(spec)).finished:
+        return
+    target = Path(study.records) / spec.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RunRecord.FILES:
+        source = study.run_dir(spec) / name
+        if source.exists():
+            shutil.copyfile(source, target / name)
+
+
+@dataclass
+class Claim:
+    """A run's claim file (``<run dir>/claim.json``): created atomically by the runner that runs it, so
+    any number of runners, on one machine or several sharing the folder, never run a run twice.
+
+    A claim whose holder is a dead process of this host, or an earlier try of this SLURM task
+    (a requeue), is stale and taken over; a live or foreign claim is respected."""
+
+    path: Path
+
+    @staticmethod
+    def holder() -> dict[str, Any]:
+        task = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID"))
+        if task and "SLURM_ARRAY_TASK_ID" in os.environ:
+            task += f"_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_task": task, "since": time.time()}
+
+    def read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def stale(self, claim: dict[str, Any]) -> bool:
+        me = self.holder()
+        if claim.get("slurm_task") and claim.get("slurm_task") == me["slurm_task"]:
+            return True  # this SLURM task's earlier try, requeued (on this node or another)
+        if claim.get("host") != me["host"]:
+            return False  # another machine's: its liveness cannot be checked from here
+        try:
+            os.kill(int(claim.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OverflowError):
+            return False
+        return False
+
+    def acquire(self) -> dict[str, Any] | None:
+        """Claim the run; None when it is done. Returns the live holder's claim when another holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                claim = self.read()
+                if not self.stale(claim):
+                    return claim or {"pid": "?", "host": "?"}
+                try:  # take over: of several runners that saw the same stale claim, one rename wins
+                    os.rename(self.path, self.path.with_name(f"claim.stale-{os.getpid()}-{time.time_ns()}"))
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.holder(), fh)
+            for old in self.path.parent.glob("claim.stale-*"):
+                old.unlink(missing_ok=True)
+            return None
+        return self.read() or {"pid": "?", "host": "?"}
+
+    def release(self) -> None:
+        if self.read().get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Slot:
+    """Where one concurrent job runs: a GPU (``CUDA_VISIBLE_DEVICES``) or a share of the CPU cores."""
+
+    device: str | None  # a GPU index as the caller sees it; None = CPU
+    threads: int | None  # intra-op threads per fit (CPU); None = torch's default
+
+    def env(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+        # A W&B service inherited from the caller (set by any earlier wandb.init in it) would be shared
+        # by every run, and it refuses a run id it still holds ("run ID ... is in use").
+        if self.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.device
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        # The runner owns requeueing on SLURM (submitit): Lightning in the fit must not detect SLURM and
+        # requeue or rename its process group on its own.
+        for key in [k for k in env if k.startswith("SLURM_")]:
+            env.pop(key)
+        return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def plan_slots(jobs: int, devices: list[str] | None, threads: int | None = None) -> list[Slot]:
+    """One slot per job: GPUs round-robin (several jobs per GPU allowed), else the cores split evenly."""
+    if jobs < 1:
+        raise ConfigError(f"study --jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"study --threads must be >= 1, got {threads}")
+    if devices:
+        return [Slot(devices[i % len(devices)], threads) for i in range(jobs)]
+    return [Slot(None, threads if threads is not None else max(1, cpu_cores() // jobs)) for _ in range(jobs)]
+
+
+def visible_gpus(requested: str | None) -> list[str] | None:
+    """The GPUs to spread jobs over: ``--devices`` (checked against what is visible), else every
+    visible GPU, else None (CPU). ``--devices cpu`` forces the CPU."""
+    if requested == "cpu":
+        return None
+    import torch  # only here: a dry run and the report stay free of torch
+
+    count = torch.cuda.device_count()
+    if requested is None:
+        return [str(i) for i in range(count)] or None
+    wanted = [d.strip() for d in requested.split(",") if d.strip()]
+    if not wanted or not all(d.isdigit() for d in wanted):
+        raise ConfigError(f"study --devices: expected GPU indices like 0,1 or 'cpu', got {requested!r}")
+    missing = [d for d in wanted if int(d) >= count]
+    if missing:
+        raise ConfigError(f"study --devices: GPU {', '.join(missing)} not visible ({count} GPU(s) here)")
+    # CUDA_VISIBLE_DEVICES of a child names devices as the system does: map through ours if set.
+    ours = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    return [ours[int(d)] if ours else d for d in wanted]
+
+
+def run_one(
+    study: Study, spec: RunSpec, folder: Path, slot: Slot, extra_args: list[str], log, label: str, echo: bool = False
+) -> str:
+    """Fit one run in its own process (resuming from ``last.ckpt`` if there is one); its output goes to
+    ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok / failed (exit N)."""
+    args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args)
+    last = RunRecord(folder=folder).last_ckpt
+    if last.exists():
+        args += ["--ckpt_path", str(last)]
+        log(f"{label} {spec.name}: resuming from {last}")
+    else:
+        log(f"{label} {spec.name}: starting ({spec.run_id})")
+    RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors})
+    command = [sys.executable, "-m", "lightclf", *args]
+    code = _fit(command, slot, folder / "fit.log", echo)
+    if code not in (0, 2, 130, 143):
+        # One retry after a pause for transient failures; config errors (2) and interrupts are final.
+        time.sleep(10)
+        if last.exists() and "--ckpt_path" not in command:
+            command += ["--ckpt_path", str(last)]
+        log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
+        code = _fit(command, slot, folder / "fit.log", echo)
+    return "ok" if code == 0 else f"failed (exit {code}; log: {folder / 'fit.log'})"
+
+
+_children: set[subprocess.Popen] = set()
+
+
+def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log_file:
+        log_file.write(f"\n$ {shlex.join(command)}\n")
+        log_file.flush()
+        proc = subprocess.Popen(command, env=slot.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _children.add(proc)
+        try:
+            for line in proc.stdout:
+                log_file.write(line)
+                if echo:
+                    sys.stderr.write(line)
+            return proc.wait()
+        finally:
+            _children.discard(proc)
+
+
+def sweep_folder(study: Study, spec: RunSpec) -> Path | None:
+    """Under a W&B sweep agent the run id (and so the run folder) is the agent's: the study's own
+    folder for the run becomes a link to it, so the runner, ``archive_run`` and ``report`` find the
+    run where they look, and a retried point (a new agent id) resumes from the last checkpoint."""
+    agent_id = os.environ.get("WANDB_RUN_ID") if "WANDB_SWEEP_ID" in os.environ else None
+    if not agent_id:
+        return None
+    link = study.run_dir(spec)
+    target = run_path(study.save_dir, study.project, agent_id)
+    target.mkdir(parents=True, exist_ok=True)
+    earlier = link.resolve() if link.exists() else None
+    if earlier is not None and earlier != target.resolve():
+        last = RunRecord(folder=earlier).last_ckpt
+        if last.exists():  # the earlier try's checkpoints, so this one resumes
+            (target / "checkpoints").mkdir(exist_ok=True)
+            shutil.copyfile(last, target / "checkpoints" / "last.ckpt")
+        if not link.is_symlink():  # a real folder from outside the sweep: keep it beside
+            link.rename(link.with_name(f"{link.name}.before-sweep-{time.time_ns()}"))
+    if link.is_symlink() or not link.exists():
+        tmp = link.with_name(f".{link.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target.resolve(), target_is_directory=True)
+        os.replace(tmp, link)  # atomic: a reader sees the old or the new target
+    return target
+
+
+def stop_fits() -> None:
+    """SIGTERM every fit this process started: each writes interrupted.ckpt and its record."""
+    import signal
+
+    for proc in list(_children):
+        proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,113 @@
+"""`lightclf study --launcher slurm`: the study's unfinished runs as one SLURM job array, through submitit.
+
+Each array task runs one run exactly as the local runner does (claim file, ``fit.log``, resume
+from ``last.ckpt``, records archived), in a process of its own. Preemption and time-outs are
+handled by **submitit's checkpointing**: the task is a ``submitit.helpers.Checkpointable``, so
+on SLURM's warning signal submitit requeues it with the same arguments; the requeued task finds
+the run's ``last.ckpt`` and resumes (its claim, held by the same array task, is taken over).
+Lightning's own SLURM requeue is kept out of the way: the fit runs without the ``SLURM_*``
+variables, so the runner alone decides what is requeued. Logs go to ``<save_dir>/slurm/<study>/``
+(on the shared file system the study's run folders are on).
+
+Tested with submitit's local executor (``cluster="local"``), the same code path without SLURM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightclf.errors import ConfigError
+from lightclf.study.execution import Claim, Slot, archive_run, run_one, run_status
+from lightclf.study.spec import RunSpec, Study, load_study
+
+try:  # optional: only `--launcher slurm` needs it, and says so in one line when it is missing
+    from submitit.helpers import Checkpointable
+except ImportError:
+    Checkpointable = object
+
+__all__ = ["SlurmOptions", "StudyTask", "submit_study"]
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    minutes: int = 240
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    parallelism: int = 8
+    cluster: str | None = None  # None: SLURM when sbatch is there; "local" runs the same tasks here
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("study --launcher slurm needs submitit: pip install submitit") from None
+    return submitit
+
+
+class StudyTask(Checkpointable):
+    """One array task: run ``run_id`` of the study at ``study_path``. On preemption or time-out
+    submitit calls ``checkpoint`` (Checkpointable's: requeue with the same arguments), and the rerun
+    resumes from the run's last checkpoint."""
+
+    def __call__(self, study_path: str, run_id: str, extra: list[str]) -> str:
+        study = load_study(study_path)
+        (spec,) = [s for s in study.specs() if s.run_id == run_id]
+        if run_status(study, spec) == "finished":
+            return "skipped"
+        claim = Claim(study.run_dir(spec) / "claim.json")
+        holder = claim.acquire()
+        if holder is not None:
+            return f"held by pid {holder.get('pid')} on {holder.get('host')}"
+        try:
+            slot = Slot(device=None, threads=None)  # the allocation's GPUs and cores, as SLURM gave them
+            result = run_one(study, spec, study.run_dir(spec), slot, extra, print, f"[{run_id}]", echo=True)
+            archive_run(study, spec)
+            return result
+        finally:
+            claim.release()
+
+
+def submit_study(
+    study: Study,
+    study_path: str,
+    specs: list[RunSpec],
+    options: SlurmOptions,
+    extra: list[str],
+    dry_run: bool = False,
+    wait: bool = False,
+    log=print,
+) -> dict[str, str]:
+    """Submit the runs of ``specs`` not yet finished as one job array; with ``wait``, wait for it."""
+    submitit = _submitit()
+    todo = [spec for spec in specs if run_status(study, spec) != "finished"]
+    log(f"study {study.name}: {len(specs) - len(todo)} finished, {len(todo)} to submit")
+    if not todo or dry_run:
+        return {spec.run_id: "dry-run" for spec in todo}
+    folder = Path(study.save_dir) / "slurm" / study.name
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
+    executor.update_parameters(
+        name=f"lightclf-{study.name}",
+        timeout_min=options.minutes,
+        gpus_per_node=options.gpus_per_job,
+        cpus_per_task=options.cpus_per_job,
+        slurm_array_parallelism=options.parallelism,
+        **({"slurm_partition": options.partition} if options.partition else {}),
+    )
+    jobs = executor.map_array(
+        StudyTask(), [study_path] * len(todo), [spec.run_id for spec in todo], [extra] * len(todo)
+    )
+    log(f"submitted job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} runs); logs in {folder}")
+    if not wait:
+        log(f"watch: squeue -u $USER; when done: lightclf report --study {study_path}")
+        return {spec.run_id: "submitted" for spec in todo}
+    outcome = {}
+    for spec, job in zip(todo, jobs):
+        try:
+            outcome[spec.run_id] = job.result()
+        except Exception as err:  # a task that failed in its job: say which and where its log is
+            outcome[spec.run_id] = f"failed ({type(err).__name__}; log: {job.paths.stderr})"
+        log(f"{spec.name}: {outcome[spec.run_id]}")
+    return outcome

@@ -1,0 +1,185 @@
+"""Scale-out: parallel studies with claims, the SLURM path through submitit's local executor, W&B
+sweep agents, and the bad-input errors of `lightclf study`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import run_lightclf, smoke_config
+from lightclf.study.execution import Claim, plan_slots
+from lightclf.study.runner import load_study
+
+
+def _tiny_study(tmp_path, name: str = "scale", seeds=(0, 1), **extra) -> tuple:
+    base = smoke_config(tmp_path, **{"trainer.max_epochs": 1, "trainer.limit_train_batches": 4})
+    study = {
+        "name": name,
+        "base_config": str(base),
+        "save_dir": str(tmp_path / "runs"),
+        "project": "scale",
+        "grid": {"network": ["ddsnet"], "small_input": [True], "width_multiplier": [0.25], "resolution": [24],
+                 "dilation": [1, 2]},
+        "seeds": list(seeds),
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path, load_study(path)
+
+
+def _test_metrics(study) -> dict[str, dict]:
+    out = {}
+    for spec in study.specs():
+        record = json.loads((study.run_dir(spec) / "results.json").read_text())
+        assert record["status"] == "finished"
+        out[spec.run_id] = record["test_metrics"]
+    return out
+
+
+def test_parallel_study_equals_sequential_and_logs_per_run(tmp_path):
+    # Same runs, same threads per run (1): two at a time must give exactly the sequential metrics.
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "par").mkdir()
+    seq_path, seq = _tiny_study(tmp_path / "seq")
+    par_path, par = _tiny_study(tmp_path / "par")
+    sequential = run_lightclf("study", "--config", str(seq_path), "--jobs", "1", "--threads", "1", "--no-bench")
+    assert sequential.returncode == 0, sequential.stderr[-3000:]
+    parallel = run_lightclf("study", "--config", str(par_path), "--jobs", "2", "--threads", "1", "--no-bench")
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert _test_metrics(seq) == _test_metrics(par)  # run ids are the factors' hash: the same in both
+    lines = parallel.stderr.splitlines()
+    assert "study: 0 done, 0 running, 4 left (2 at a time)" in lines
+    assert sum(" ok in " in line and "test top-1" in line for line in lines) == 4  # one line per finished run
+    assert lines[-1].startswith("study: 4 done, 0 running, 0 left, ETA")
+    assert "Epoch" not in parallel.stderr  # the fits' own output went to their logs
+    for spec in par.specs():
+        log = (par.run_dir(spec) / "fit.log").read_text()
+        assert "$ " in log and "lightclf" in log and "test/acc1" in log
+        assert not (par.run_dir(spec) / "claim.json").exists()  # released
+    starts = sorted(line.split("]")[0] for line in lines if ": starting (" in line)
+    assert starts == ["[1/4", "[2/4", "[3/4", "[4/4"]  # each run once (taken from one queue, in order)
+
+
+def test_claims_are_atomic_and_stale_ones_of_dead_local_processes_are_taken_over(tmp_path):
+    claim = Claim(tmp_path / "run" / "claim.json")
+    assert claim.acquire() is None and claim.read()["pid"] == os.getpid()
+    assert claim.acquire() is not None  # held by a live process (this one): never run twice
+    claim.release()
+    assert not claim.path.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    claim.path.write_text(json.dumps({"pid": int(dead.stdout), "host": host}))
+    assert claim.acquire() is None and claim.read()["pid"] == os.getpid()  # a dead local holder's claim is taken over
+    claim.release()
+    claim.path.write_text(json.dumps({"pid": 1, "host": "another-node"}))
+    assert claim.acquire() == {"pid": 1, "host": "another-node"}  # another machine's claim is respected
+    claim.path.write_text(json.dumps({"pid": 1, "host": "another-node", "slurm_task": "77_3"}))
+    os.environ.update(SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3")
+    try:
+        assert claim.acquire() is None  # the same SLURM array task, requeued elsewhere: its own claim
+    finally:
+        del os.environ["SLURM_ARRAY_JOB_ID"], os.environ["SLURM_ARRAY_TASK_ID"]
+
+
+def test_a_second_runner_skips_runs_the_first_holds(tmp_path):
+    path, study = _tiny_study(tmp_path, seeds=(0,))
+    held = study.specs()[0]
+    blocker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        folder = study.run_dir(held)
+        folder.mkdir(parents=True)
+        (folder / "claim.json").write_text(json.dumps({"pid": blocker.pid, "host": socket.gethostname()}))
+        result = run_lightclf("study", "--config", str(path), "--jobs", "2", "--no-bench")
+    finally:
+        blocker.kill()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"run by pid {blocker.pid} on {socket.gethostname()}, skipped" in result.stderr
+    assert not (study.run_dir(held) / "results.json").exists()  # never started twice
+    assert json.loads((study.run_dir(study.specs()[1]) / "results.json").read_text())["status"] == "finished"
+
+
+def test_slots_split_cores_or_spread_gpus():
+    assert [s.threads for s in plan_slots(2, None, threads=None)] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    slots = plan_slots(5, ["0", "1"])
+    assert [s.device for s in slots] == ["0", "1", "0", "1", "0"]  # round-robin, several jobs per GPU
+    env = slots[1].env()
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and not any(k.startswith("SLURM_") for k in env)
+
+
+def test_slurm_launcher_through_submitit_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    path, study = _tiny_study(tmp_path, seeds=(0,))
+    result = run_lightclf(
+        "study", "--config", str(path), "--launcher", "slurm", "--slurm-cluster", "local", "--wait",
+        "--slurm-time", "10", "--slurm-parallelism", "2", timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "submitted job array" in result.stderr
+    assert _test_metrics(study)  # every run finished, in the study's own folders
+    assert list((tmp_path / "runs" / "slurm" / "scale").glob("*_log.out"))  # submitit's logs in the study folder
+    again = run_lightclf("study", "--config", str(path), "--launcher", "slurm", "--slurm-cluster", "local")
+    assert "2 finished, 0 to submit" in again.stderr
+
+
+def test_sweep_agent_runs_land_where_the_study_looks_and_a_retry_resumes(tmp_path):
+    path, study = _tiny_study(tmp_path, seeds=(0,))
+    spec = study.specs()[1]
+    agent = {"WANDB_SWEEP_ID": "sweep1", "WANDB_RUN_ID": "agentrun1"}
+    first = run_lightclf("study", "--config", str(path), "--point", f"run={spec.run_id}", env=agent)
+    assert first.returncode == 0, first.stderr[-3000:]
+    link = study.run_dir(spec)
+    assert link.is_symlink() and link.resolve().name == "agentrun1"
+    assert study.record(spec).finished  # the runner, archive_run and report read it there
+    # The agent retries the point (a new agent run id) after the run was interrupted: it resumes.
+    results = link / "results.json"
+    results.write_text(json.dumps({**json.loads(results.read_text()), "status": "interrupted"}))
+    retry = run_lightclf(
+        "study", "--config", str(path), "--point", f"run={spec.run_id}", env={**agent, "WANDB_RUN_ID": "agentrun2"}
+    )
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert "resuming from" in retry.stderr
+    assert link.resolve().name == "agentrun2" and study.record(spec).finished
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--jobs", "0"], "study --jobs must be >= 1, got 0"),
+        (["--devices", "7"], "study --devices: GPU 7 not visible"),
+        (["--devices", "a,b"], "study --devices: expected GPU indices"),
+        (["--threads", "0"], "study --threads must be >= 1"),
+        (["--launcher", "kubernetes"], "argument --launcher: invalid choice: 'kubernetes'"),
+    ],
+)
+def test_study_bad_input_is_one_line_and_starts_nothing(tmp_path, capsys, args, message):
+    from lightclf.cli import main
+
+    path, study = _tiny_study(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--config", str(path), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("lightclf: error: ")
+    assert message in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_slurm_without_submitit_is_one_line(tmp_path, capsys, monkeypatch):
+    from lightclf.cli import main
+
+    path, _ = _tiny_study(tmp_path)
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--config", str(path), "--launcher", "slurm"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        exit_info.value.code == 2
+        and err[-1] == "lightclf: error: study --launcher slurm needs submitit: pip install submitit"
+    )
+    assert not (tmp_path / "runs").exists()
