@@ -9,8 +9,8 @@ late stages are dilated, widening the receptive field at no parameter or MAC cos
 
 1 + 13 x 2 = 27 convolutions + pool + FC = 29 layers. The three compression knobs of the
 paper are ``width_multiplier`` (alpha), the input resolution (chosen by the data pipeline)
-and ``dilation`` (the rate used by the dilated blocks; ``dilation_schedule`` sets one rate
-per block to study *where* to dilate). ``separable=False`` swaps every dw+pw pair for a
+and ``dilation`` (the rate used by the dilated blocks; ``dilation_schedule`` names where:
+``late`` (default), ``early`` or ``all``, or gives one rate per block). ``separable=False`` swaps every dw+pw pair for a
 plain 3x3 conv (the paper's ablation); ``dilation=1`` gives MobileNet v1 exactly.
 """
 
@@ -28,7 +28,16 @@ from torch import nn
 from lightclf.errors import ConfigError
 from lightclf.models.dilated_dw import DilatedDepthwiseConv2d
 
-__all__ = ["DDSNet", "BlockSpec", "BLOCK_SPECS", "DEFAULT_DILATED_BLOCKS", "ConfigError"]
+__all__ = [
+    "DDSNet",
+    "BlockSpec",
+    "BLOCK_SPECS",
+    "DEFAULT_DILATED_BLOCKS",
+    "DILATION_SCHEDULES",
+    "ConfigError",
+    "resolve_dilation_schedule",
+    "schedule_name",
+]
 
 
 @dataclass(frozen=True)
@@ -119,21 +128,57 @@ class PlainBlock(nn.Sequential):
         self.conv = ConvBnAct(in_chs, out_chs, 3, stride, dilation, act_layer=act_layer)
 
 
+# Named dilation schedules: which stride-1 depthwise convs take the rate ``dilation``.
+#   late:  the 512 x5 stack and the final 1024 block (DEFAULT_DILATED_BLOCKS): coarse maps (7x7 and
+#          4x4 at 28 px with the small-input stem), the paper's reading and the default.
+#   early: the stride-1 blocks of the first three stages (64, 128, 256 channels; blocks 0-4): the
+#          high-resolution maps (28x28 and 14x14 at 28 px with the small-input stem), where a wider
+#          view can change what a unit sees (Dilated-MobileNet's choice).
+#   all:   every stride-1 block.
+DILATION_SCHEDULES: tuple[str, ...] = ("late", "early", "all")
+EARLY_BLOCKS: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+
 def resolve_dilation_schedule(
-    dilation: int, dilation_schedule: Sequence[int] | None, num_blocks: int = len(BLOCK_SPECS)
+    dilation: int,
+    dilation_schedule: str | Sequence[int] | None,
+    strides: Sequence[int] | None = None,
+    num_blocks: int = len(BLOCK_SPECS),
 ) -> tuple[int, ...]:
-    """One dilation rate per block: the explicit schedule, or ``dilation`` on the default blocks."""
-    if dilation_schedule is not None:
-        schedule = tuple(int(d) for d in dilation_schedule)
-        if len(schedule) != num_blocks:
-            raise ConfigError(f"dilation_schedule needs {num_blocks} rates (one per block), got {len(schedule)}")
-        field = "dilation_schedule"
-    else:
-        schedule = tuple(dilation if i in DEFAULT_DILATED_BLOCKS else 1 for i in range(num_blocks))
-        field = "dilation"
-    if any(d < 1 for d in schedule) or (dilation_schedule is None and dilation < 1):
-        raise ConfigError(f"{field} must be >= 1 (1 = undilated), got {dilation_schedule or dilation}")
+    """One dilation rate per block: an explicit list, or ``dilation`` on the blocks a named schedule
+    picks (``late`` by default; ``early`` and ``all`` take only the stride-1 blocks of ``strides``)."""
+    strides = tuple(strides) if strides is not None else tuple(spec.stride for spec in BLOCK_SPECS)
+    if dilation_schedule is None or isinstance(dilation_schedule, str):
+        name = dilation_schedule or "late"
+        if name not in DILATION_SCHEDULES:
+            raise ConfigError(
+                f"dilation_schedule must be one of {DILATION_SCHEDULES} or one rate per block, got {name!r}"
+            )
+        if dilation < 1:
+            raise ConfigError(f"dilation must be >= 1 (1 = undilated), got {dilation}")
+        chosen = {
+            "late": set(DEFAULT_DILATED_BLOCKS),
+            "early": {i for i in EARLY_BLOCKS if strides[i] == 1},
+            "all": {i for i in range(num_blocks) if strides[i] == 1},
+        }[name]
+        return tuple(dilation if i in chosen else 1 for i in range(num_blocks))
+    schedule = tuple(int(d) for d in dilation_schedule)
+    if len(schedule) != num_blocks:
+        raise ConfigError(f"dilation_schedule needs {num_blocks} rates (one per block), got {len(schedule)}")
+    if any(d < 1 for d in schedule):
+        raise ConfigError(f"dilation_schedule must be >= 1 (1 = undilated), got {list(dilation_schedule)}")
     return schedule
+
+
+def schedule_name(dilations: Sequence[int], strides: Sequence[int]) -> str | None:
+    """The named schedule a per-block list of rates is (``none`` when undilated), else None."""
+    rate = max(dilations)
+    if rate == 1:
+        return "none"
+    for name in DILATION_SCHEDULES:
+        if tuple(dilations) == resolve_dilation_schedule(rate, name, strides, len(dilations)):
+            return name
+    return None
 
 
 class DDSNet(nn.Module):
@@ -145,7 +190,7 @@ class DDSNet(nn.Module):
         in_chans: int = 3,
         width_multiplier: float = 1.0,
         dilation: int = 2,
-        dilation_schedule: Sequence[int] | None = None,
+        dilation_schedule: str | Sequence[int] | None = None,
         separable: bool = True,
         small_input: bool = False,
         drop_rate: float = 0.0,
@@ -172,12 +217,12 @@ class DDSNet(nn.Module):
         self.separable = separable
         self.small_input = small_input
         self.drop_rate = drop_rate
-        self.dilations = resolve_dilation_schedule(dilation, dilation_schedule)
         self.stem_stride = 1 if small_input else 2
         self.strides = tuple(
             1 if small_input and i in SMALL_INPUT_UNSTRIDED_BLOCKS else spec.stride
             for i, spec in enumerate(BLOCK_SPECS)
         )
+        self.dilations = resolve_dilation_schedule(dilation, dilation_schedule, self.strides)
 
         def chs(c: int) -> int:
             return make_divisible(c * width_multiplier, round_chs_to)
@@ -242,6 +287,11 @@ class DDSNet(nn.Module):
                     f"dilation {dil} at block {i} sees only its centre tap on a {size}x{size} map at resolution "
                     f"{img_size}: lower the dilation, raise the resolution or set small_input=True"
                 )
+
+    @property
+    def dilation_schedule(self) -> str | None:
+        """The named schedule of this net's rates (``none``, ``late``, ``early``, ``all``), or None."""
+        return schedule_name(self.dilations, self.strides)
 
     def receptive_field(self) -> int:
         """Theoretical receptive field (pixels) of one output unit of the last conv."""
