@@ -4,6 +4,11 @@ Intervals come from scipy.stats (Student's t): a one-sample t interval of the pa
 differences for an effect measured under the same seed and other factors, Welch's interval
 for two unpaired groups. An effect whose interval excludes zero is called "significant";
 otherwise "within noise". With fewer than two pairs no interval exists and the verdict says so.
+
+:func:`judge` gives the verdicts a reviewer asks for, from statsmodels: "better" / "worse" only
+when the Holm-adjusted p (over the report's family of effects) is below 5%, "equivalent" when a
+TOST against a declared margin says so, else "inconclusive"; with the minimum effect each n could
+have detected at 80% power (``TTestPower`` / ``TTestIndPower``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,17 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["Summary", "Effect", "summarize", "paired_effect", "unpaired_effect"]
+__all__ = [
+    "Summary",
+    "Effect",
+    "Verdict",
+    "summarize",
+    "paired_effect",
+    "unpaired_effect",
+    "paired_tests",
+    "unpaired_tests",
+    "judge",
+]
 
 CONFIDENCE = 0.95
 
@@ -86,3 +101,93 @@ def unpaired_effect(a: list[float], b: list[float]) -> Effect:
         return Effect(mean, mean, mean, min(len(a), len(b)), False)
     low, high = stats.ttest_ind(b, a, equal_var=False).confidence_interval(CONFIDENCE)
     return Effect(mean, float(low), float(high), min(len(a), len(b)), False)
+
+
+# -- verdicts a reviewer trusts: power, equivalence, multiple tests (statsmodels) ------------------
+POWER = 0.8
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An effect judged within its family: ``better`` / ``worse`` when the Holm-adjusted two-sided p is
+    below ``ALPHA``; ``equivalent`` when the TOST against ``+-margin`` says so (p < ALPHA); else
+    ``inconclusive``. ``mde`` is the smallest true effect the n could detect with 80% power at
+    ``ALPHA`` (two-sided), given the observed spread."""
+
+    name: str
+    effect: Effect
+    p_value: float | None
+    p_holm: float | None
+    tost_p: float | None
+    mde: float | None
+    margin: float
+
+    @property
+    def word(self) -> str:
+        if self.p_holm is not None and self.p_holm < ALPHA:
+            return "better" if self.effect.mean > 0 else "worse"
+        if self.tost_p is not None and self.tost_p < ALPHA:
+            return f"equivalent within ±{100 * self.margin:.2g} points"
+        return "inconclusive"
+
+
+def paired_tests(pairs: list[tuple[float, float]], margin: float) -> tuple[float | None, float | None, float | None]:
+    """Two-sided paired t-test p of ``b - a``, TOST p for ``|b - a| < margin``, and the minimum
+    detectable effect (80% power, two-sided 5%) from the spread of the differences."""
+    diffs = [b - a for a, b in pairs]
+    if len(diffs) < 2 or statistics.pstdev(diffs) == 0.0:
+        return None, None, None
+    from scipy import stats
+    from statsmodels.stats.power import TTestPower
+    from statsmodels.stats.weightstats import ttost_paired
+
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+    a, b = [x for x, _ in pairs], [y for _, y in pairs]
+    tost = float(ttost_paired(_array(b), _array(a), -margin, margin)[0])
+    d = TTestPower().solve_power(nobs=len(diffs), alpha=ALPHA, power=POWER, alternative="two-sided")
+    return p, tost, float(d * statistics.stdev(diffs))
+
+
+def unpaired_tests(a: list[float], b: list[float], margin: float) -> tuple[float | None, float | None, float | None]:
+    """Welch's two-sided p of ``mean(b) - mean(a)``, TOST p against ``+-margin`` (Welch) and the minimum
+    detectable effect (80% power, two-sided 5%) at these group sizes and the pooled spread."""
+    if len(a) < 2 or len(b) < 2 or (statistics.pstdev(a) == 0.0 and statistics.pstdev(b) == 0.0):
+        return None, None, None
+    from scipy import stats
+    from statsmodels.stats.power import TTestIndPower
+    from statsmodels.stats.weightstats import ttost_ind
+
+    p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    tost = float(ttost_ind(_array(b), _array(a), -margin, margin, usevar="unequal")[0])
+    pooled = math.sqrt(
+        ((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b)) / (len(a) + len(b) - 2)
+    )
+    d = TTestIndPower().solve_power(
+        nobs1=len(a), ratio=len(b) / len(a), alpha=ALPHA, power=POWER, alternative="two-sided"
+    )
+    return p, tost, float(d * pooled)
+
+
+def judge(
+    named: list[tuple[str, Effect, tuple[float | None, float | None, float | None]]], margin: float
+) -> list[Verdict]:
+    """Verdicts for a family of effects, each with its (p, TOST p, MDE): Holm's correction over the
+    family's two-sided p values (statsmodels ``multipletests``)."""
+    from statsmodels.stats.multitest import multipletests
+
+    tested = [i for i, (_, _, (p, _, _)) in enumerate(named) if p is not None]
+    holm: dict[int, float] = {}
+    if tested:
+        adjusted = multipletests([named[i][2][0] for i in tested], alpha=ALPHA, method="holm")[1]
+        holm = {i: float(q) for i, q in zip(tested, adjusted)}
+    return [
+        Verdict(name, effect, p, holm.get(i), tost, mde, margin)
+        for i, (name, effect, (p, tost, mde)) in enumerate(named)
+    ]
+
+
+def _array(values: list[float]):
+    import numpy as np
+
+    return np.asarray(values, dtype=float)
