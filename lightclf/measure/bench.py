@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import statistics
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
 from lightclf.measure.complexity import count_macs, count_params, inference_copy
+from lightclf.measure.device import PRECISIONS, DeviceTimer, precision_context, resolve_device
 from lightclf.models import create_network
 
 __all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
@@ -43,6 +43,9 @@ class BenchRow:
     params: int
     macs: int
     device: str
+    precision: str = "32"
+    provider: str = ""  # onnxruntime's execution provider that ran it ("" for PyTorch backends)
+    peak_memory_mb: float | None = None  # CUDA only
 
 
 CSV_FIELDS = [f.name for f in fields(BenchRow)]
@@ -86,13 +89,8 @@ def check_model_specs(specs: list[str]) -> None:
 
 
 def time_batches(fn, x: torch.Tensor, iters: int) -> float:
-    """Seconds per batch, mean over ``iters`` calls."""
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn(x)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
+    """Seconds per batch, mean over ``iters`` calls, on ``x``'s device (CUDA events and a sync on GPUs)."""
+    return DeviceTimer(x.device).seconds(lambda: fn(x), iters)
 
 
 def alternating_rounds(cases: list, rounds: int, run, log=None) -> None:
@@ -106,30 +104,60 @@ def alternating_rounds(cases: list, rounds: int, run, log=None) -> None:
 
 
 def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
-    alternating_rounds(cases, repeats, lambda case: case.times.append(time_batches(case, case.x, iters)), log)
+    def run(case) -> None:
+        timer = getattr(case, "timer", None)
+        if timer is not None:
+            timer.reset_peak_memory()
+        case.times.append(time_batches(case, case.x, iters))
+        if timer is not None:
+            case.peak_memory_mb = timer.peak_memory_mb()
+
+    alternating_rounds(cases, repeats, run, log)
+
+
+BACKENDS = ("eager", "compile", "compile-reduce-overhead", "onnxruntime")
 
 
 class _Case:
-    def __init__(self, spec: str, resolution: int, memory_format: str, backend: str, batch: int, device: str):
+    def __init__(
+        self,
+        spec: str,
+        resolution: int,
+        memory_format: str,
+        backend: str,
+        batch: int,
+        device: str,
+        precision: str = "32",
+    ):
         name, kwargs = parse_model_spec(spec)
         model = inference_copy(create_network(name, num_classes=10, **kwargs))
         if hasattr(model, "check_input_size"):
             model.check_input_size(resolution)
         self.params = count_params(model)
         self.macs = count_macs(model, resolution)
+        self.timer = DeviceTimer(resolve_device(device))
+        self.precision = precision
         fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-        model = model.to(device=device, memory_format=fmt)
-        self.x = torch.randn(batch, 3, resolution, resolution, device=device).contiguous(memory_format=fmt)
+        model = model.to(device=self.timer.device, memory_format=fmt)
+        x = torch.randn(batch, 3, resolution, resolution)
+        self.x = x.to(self.timer.device).contiguous(memory_format=fmt)
         self.key = (spec, resolution, memory_format, backend, batch)
+        self.provider = ""
         if backend == "compile":
             model = torch.compile(model, dynamic=False)
+        elif backend == "compile-reduce-overhead":  # CUDA graphs: launch overhead gone for small nets
+            model = torch.compile(model, mode="reduce-overhead", dynamic=False)
         elif backend == "onnxruntime":
-            model = onnx_session(model, self.x)
+            model, self.provider = onnx_session(model, x, device=self.timer.device, with_provider=True)
         self.fn = model
         self.times: list[float] = []
+        self.peak_memory_mb: float | None = None
 
     def __call__(self, x: torch.Tensor):
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            precision_context(self.timer.device, self.precision if not self.provider else "32"),
+        ):
             return self.fn(x)
 
 
@@ -147,8 +175,18 @@ def export_onnx_model(model: nn.Module, example: torch.Tensor, path: Path | None
     return path if path is not None else target.getvalue()
 
 
-def ort_session(source: str | Path | bytes):
-    """A function running an ONNX model (file or bytes) with onnxruntime on CPU: images in, logits out."""
+def ort_providers(device: torch.device | None = None) -> list[str]:
+    """onnxruntime's providers for ``device``: CUDA's where this onnxruntime build has it, else the CPU's."""
+    import onnxruntime as ort
+
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def ort_session(source: str | Path | bytes, device: torch.device | None = None, with_provider: bool = False):
+    """A function running an ONNX model (file or bytes) with onnxruntime: images in, logits out (on
+    ``x``'s device). With ``with_provider`` also the provider that runs it (the label a row carries)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -157,18 +195,25 @@ def ort_session(source: str | Path | bytes):
     # timed right after it: an eager net measured 30 ms/img instead of ~0.5 beside a spinning session.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
-        source if isinstance(source, bytes) else str(source), options, providers=["CPUExecutionProvider"]
+        source if isinstance(source, bytes) else str(source), options, providers=ort_providers(device)
     )
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"images": x.cpu().contiguous().numpy()})[0])
+        return torch.from_numpy(session.run(None, {"images": x.cpu().contiguous().numpy()})[0]).to(x.device)
 
-    return run
+    return (run, session.get_providers()[0]) if with_provider else run
 
 
-def onnx_session(model: nn.Module, example: torch.Tensor, path: Path | None = None, dynamic_batch: bool = False):
+def onnx_session(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path | None = None,
+    dynamic_batch: bool = False,
+    device: torch.device | None = None,
+    with_provider: bool = False,
+):
     """Export ``model`` to ONNX (to ``path``, else in memory) and return its onnxruntime runner."""
-    return ort_session(export_onnx_model(model, example, path, dynamic_batch))
+    return ort_session(export_onnx_model(model, example, path, dynamic_batch), device, with_provider)
 
 
 def run_bench(
@@ -182,6 +227,7 @@ def run_bench(
     iters: int = 10,
     device: str = "cpu",
     log=print,
+    precision: str = "32",
 ) -> list[BenchRow]:
     """Time every (model, resolution, format, backend) once per round, ``repeats`` rounds."""
     check_model_specs(models)
@@ -193,13 +239,14 @@ def run_bench(
                     if backend == "onnxruntime" and memory_format != "contiguous":
                         continue  # ORT picks its own layout
                     try:
-                        case = _Case(spec, resolution, memory_format, backend, batch_size, device)
+                        case = _Case(spec, resolution, memory_format, backend, batch_size, device, precision)
                     except ConfigError as err:
                         log(f"skip {spec} @ {resolution}px: {err}")
                         continue
                     try:
                         for _ in range(warmup):
                             case(case.x)
+                        case.timer.sync()
                     except Exception as err:  # e.g. torch.compile unavailable for this model
                         log(
                             f"skip {spec} @ {resolution}px {memory_format} {backend}: {type(err).__name__}: {err}"[:300]
@@ -230,7 +277,10 @@ def run_bench(
                 repeats=repeats,
                 params=case.params,
                 macs=case.macs,
-                device=device,
+                device=str(case.timer.device),
+                precision=precision,
+                provider=case.provider,
+                peak_memory_mb=case.peak_memory_mb,
             )
         )
     return rows
@@ -280,13 +330,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--formats", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"]
     )
-    parser.add_argument("--backends", nargs="+", default=["eager"], choices=["eager", "compile", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["eager"], choices=list(BACKENDS))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=10, help="batches timed per round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="32", choices=list(PRECISIONS))
     parser.add_argument("--out", default="reports/bench/bench.csv")
     parser.add_argument("--append", action="store_true")
     args = parser.parse_args(argv)
@@ -303,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         args.iters,
         args.device,
         log=lambda m: print(m, file=sys.stderr),
+        precision=args.precision,
     )
     path = write_csv(rows, args.out, append=args.append)
     print(format_table(rows))
@@ -338,7 +390,14 @@ COMPARISONS = {
 
 
 def run_compare(
-    resolutions: list[int], memory_formats: list[str], batch_size: int, repeats: int, iters: int, log=print
+    resolutions: list[int],
+    memory_formats: list[str],
+    batch_size: int,
+    repeats: int,
+    iters: int,
+    log=print,
+    device: str = "cpu",
+    precision: str = "32",
 ):
     """Throughput ratios candidate/reference, computed within each round (interleaved), median over rounds."""
     out = []
@@ -346,7 +405,7 @@ def run_compare(
         for resolution in [r for r in resolutions if r in valid]:
             for memory_format in memory_formats:
                 cases = [
-                    _Case(spec, resolution, memory_format, "eager", batch_size, "cpu")
+                    _Case(spec, resolution, memory_format, "eager", batch_size, device, precision)
                     for spec in (candidate, reference)
                 ]
                 for case in cases:
@@ -366,6 +425,8 @@ def run_compare(
                     "ratio_max": round(max(ratios), 3),
                     "repeats": repeats,
                     "threads": torch.get_num_threads(),
+                    "device": str(cases[0].timer.device),
+                    "precision": precision,
                 }
                 log(f"{label} @ {resolution}px {memory_format}: {row['speed_ratio']:.3f}")
                 out.append(row)
@@ -379,8 +440,11 @@ def compare_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="32", choices=list(PRECISIONS))
     parser.add_argument("--out", default="reports/bench/compare.csv")
     args = parser.parse_args(argv)
+    resolve_device(args.device)
     rows = run_compare(
         args.resolutions,
         args.formats,
@@ -388,6 +452,8 @@ def compare_main(argv: list[str] | None = None) -> None:
         args.repeats,
         args.iters,
         log=lambda m: print(m, file=sys.stderr),
+        device=args.device,
+        precision=args.precision,
     )
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,9 @@ timings drift 2-3x over minutes, so only ratios taken within a round are compare
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,8 @@ import torch.nn.functional as F
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
 from lightclf.measure.bench import alternating_rounds, check_model_specs, parse_model_spec
+from lightclf.measure.complexity import count_macs
+from lightclf.measure.device import PRECISIONS, DeviceTimer, available_flops, precision_context, resolve_device
 from lightclf.models import create_network
 
 __all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "bench_optimizer", "main"]
@@ -49,36 +49,43 @@ class TrainRow:
     images_per_s_min: float
     images_per_s_max: float
     rounds: int
+    device: str = "cpu"
+    peak_memory_mb: float | None = None  # CUDA only
+    mfu: float | None = None  # model FLOPs utilisation, where Lightning knows the device's peak
 
 
 @dataclass
 class TrainCase:
-    """One network in one memory format and precision, with a fixed random batch."""
+    """One network in one memory format and precision on one device, with a fixed random batch."""
 
     spec: str
     resolution: int
     memory_format: str
     precision: str
     batch_size: int
+    device: str = "cpu"
     rates: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.precision == "bf16":  # the earlier name of bf16-mixed
+            self.precision = "bf16-mixed"
         name, kwargs = parse_model_spec(self.spec)
         net = create_network(name, num_classes=10, **kwargs)
         if hasattr(net, "check_input_size"):
             net.check_input_size(self.resolution)
+        self.timer = DeviceTimer(resolve_device(self.device))
+        self.macs = count_macs(net, self.resolution)
         fmt = torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
-        self.net = net.train().to(memory_format=fmt)
+        self.net = net.train().to(device=self.timer.device, memory_format=fmt)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
-        self.x = torch.randn(self.batch_size, 3, self.resolution, self.resolution, generator=gen)
-        self.x = self.x.contiguous(memory_format=fmt)
-        self.y = torch.randint(0, 10, (self.batch_size,), generator=gen)
+        x = torch.randn(self.batch_size, 3, self.resolution, self.resolution, generator=gen)
+        self.x = x.to(self.timer.device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 10, (self.batch_size,), generator=gen).to(self.timer.device)
+        self.peak_memory_mb: float | None = None
 
     def step(self) -> None:
-        bf16 = self.precision == "bf16"
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with autocast:
+        with precision_context(self.timer.device, self.precision):
             out = self.net(self.x)
             logits = out.logits if hasattr(out, "logits") else out
             loss = F.cross_entropy(logits.float(), self.y)
@@ -87,22 +94,31 @@ class TrainCase:
         self.optimizer.step()
 
     def time(self, steps: int) -> None:
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        self.rates.append(self.batch_size * steps / (time.perf_counter() - start))
+        self.timer.reset_peak_memory()
+        seconds = self.timer.seconds(self.step, steps)
+        self.rates.append(self.batch_size / seconds)
+        self.peak_memory_mb = self.timer.peak_memory_mb()
+
+    @property
+    def mfu(self) -> float | None:
+        """Training FLOPs (3 x forward: forward + backward) per second over the device's peak."""
+        peak = available_flops(self.timer.device, self.precision)
+        if not peak or not self.rates:
+            return None
+        return round(3 * 2 * self.macs * statistics.median(self.rates) / peak, 4)
 
 
 def run_train_bench(
     specs: list[str],
     resolutions: list[int],
     memory_formats: list[str] = ("contiguous", "channels_last"),
-    precisions: list[str] = ("fp32",),
+    precisions: list[str] = ("32",),
     batch_size: int = 128,
     rounds: int = 7,
     steps: int = 5,
     warmup: int = 2,
     log=print,
+    device: str = "cpu",
 ) -> list[TrainCase]:
     check_model_specs(specs)
     cases = []
@@ -111,12 +127,13 @@ def run_train_bench(
             for memory_format in memory_formats:
                 for precision in precisions:
                     try:
-                        case = TrainCase(spec, resolution, memory_format, precision, batch_size)
+                        case = TrainCase(spec, resolution, memory_format, precision, batch_size, device)
                     except ConfigError as err:
                         log(f"skip {spec} @ {resolution}px: {err}")
                         continue
                     for _ in range(warmup):
                         case.step()
+                    case.timer.sync()
                     cases.append(case)
     if not cases:
         raise ConfigError("bench-train: no model could be built at the given resolutions (see the skip lines above)")
@@ -137,6 +154,9 @@ def rows_of(cases: list[TrainCase]) -> list[TrainRow]:
             images_per_s_min=round(min(c.rates), 1),
             images_per_s_max=round(max(c.rates), 1),
             rounds=len(c.rates),
+            device=str(c.timer.device),
+            peak_memory_mb=c.peak_memory_mb,
+            mfu=c.mfu,
         )
         for c in cases
     ]
@@ -214,7 +234,8 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
     parser.add_argument(
         "--formats", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"]
     )
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["32"], choices=[*PRECISIONS, "fp32", "bf16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5, help="training steps timed per case and round")
@@ -226,9 +247,12 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
     if args.threads:
         torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    precisions = [{"fp32": "32", "bf16": "bf16-mixed"}.get(p, p) for p in args.precisions]
+    resolve_device(args.device)  # one line before anything is built when the device is missing
     cases = run_train_bench(
-        args.models, args.resolutions, args.formats, args.precisions, args.batch_size, args.rounds, args.steps, log=log
-    )
+        args.models, args.resolutions, args.formats, precisions, args.batch_size, args.rounds, args.steps, log=log,
+        device=args.device,
+    )  # fmt: skip
     out = Path(args.out)
     rows = [asdict(r) for r in rows_of(cases)]
     _write(rows, out)
@@ -250,7 +274,7 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
                 f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
             )
     if getattr(args, "fit_overhead", False):
-        overhead = fit_overhead(log=log)
+        overhead = fit_overhead(log=log, device=args.device, precision=precisions[0])
         _write([overhead], out.with_name(out.stem + "_fit_overhead.csv"))
         print(
             f"\nlightclf fit vs bare loop ({overhead['network']}, {overhead['resolution']} px): "

@@ -130,8 +130,11 @@ def _spec(row: dict[str, Any]) -> str:
     return f"{row['network']}:{body}" if body else row["network"]
 
 
-def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_size: int = 32) -> Path | None:
-    """Inference img/s of every configuration of a study, interleaved, into reports/<study>/bench.csv."""
+def bench_study(
+    study, out_dir: str | Path = "reports", repeats: int = 3, batch_size: int = 32, device: str = "cpu"
+) -> Path | None:
+    """Inference img/s of every configuration of a study on ``device``, interleaved, into
+    reports/<study>/bench.csv (each row names its device)."""
     from lightclf.measure.bench import run_bench, write_csv
 
     runs = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
@@ -150,6 +153,7 @@ def bench_study(study, out_dir: str | Path = "reports", repeats: int = 3, batch_
             repeats,
             warmup=2,
             iters=5,
+            device=device,
             log=lambda m: print(m, file=sys.stderr),
         )
     return write_csv(rows, Path(out_dir) / study.name / "bench.csv")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from lightclf.data import FashionMNIST
 from lightclf.measure.bench import parse_model_spec
 from lightclf.measure.bench_train import bench_optimizer
+from lightclf.measure.device import DeviceTimer, precision_context, resolve_device
 from lightclf.training.callbacks import TrainThroughput
 from lightclf.training.module import ImageClassifier
 
@@ -27,20 +28,27 @@ def fit_overhead(
     steps: int = 30,
     warmup: int = 5,
     log=print,
+    device: str = "cpu",
+    precision: str = "32",
 ) -> dict[str, Any]:
-    """img/s of ``Trainer.fit`` on ImageClassifier vs a bare loop, same net, data and optimizer.
+    """img/s of ``Trainer.fit`` on ImageClassifier vs a bare loop, same net, data, device,
+    precision and optimizer.
 
-    Both train on the same real Fashion-MNIST batches (augmentation on, channels_last as ``fit``
-    picks it, AdamW); the fit has lightclf's module (metrics, logging calls) and its throughput
-    callback but no logger. Each round times ``steps`` steps after ``warmup`` untimed ones.
+    Both train on the same real Fashion-MNIST batches, resident on ``device`` (augmentation on,
+    the memory format ``fit`` picks for the device, AdamW); the fit has lightclf's module (metrics,
+    logging calls) and its throughput callback but no logger. Each round times ``steps`` steps
+    after ``warmup`` untimed ones, the device synchronised at both ends.
     """
     name, kwargs = parse_model_spec(spec)
+    timer = DeviceTimer(resolve_device(device))
     data = FashionMNIST(resolution=resolution, batch_size=batch_size, augment=True, train_subset=batch_size * 64)
     data.setup("fit")
+    data.train_set = data.train_set.to(timer.device)  # as a fit on this device holds it
 
     def new_module() -> ImageClassifier:
         module = ImageClassifier(name, kwargs, num_classes=10, img_size=resolution, optimizer=bench_optimizer)
-        module.setup("fit")
+        module.to(timer.device)
+        module.setup("fit")  # picks the memory format for the device
         return module
 
     class _Timer(L.Callback):
@@ -49,25 +57,31 @@ def fit_overhead(
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if batch_idx == warmup:
+                timer.sync()
                 self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.end = time.perf_counter()
+            if batch_idx == warmup + steps - 1:
+                timer.sync()
+                self.end = time.perf_counter()
 
     def lightning_round() -> float:
-        timer = _Timer()
+        clock = _Timer()
         trainer = L.Trainer(
             max_epochs=1,
             limit_train_batches=warmup + steps,
             limit_val_batches=0,
+            accelerator=timer.device.type,
+            devices=[timer.device.index] if timer.device.type == "cuda" else 1,
+            precision=precision,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[timer, TrainThroughput(window_size=10)],
+            callbacks=[clock, TrainThroughput(window_size=10)],
         )
         trainer.fit(new_module(), datamodule=data)
-        return batch_size * steps / (timer.end - timer.start)
+        return batch_size * steps / (clock.end - clock.start)
 
     def bare_round() -> float:
         module = new_module()
@@ -75,15 +89,19 @@ def fit_overhead(
         start = 0.0
         for idx, batch in enumerate(data.train_dataloader()):
             if idx == warmup:
+                timer.sync()
                 start = time.perf_counter()
             if idx == warmup + steps:
                 break
             x, y = data.augment_batch(data.normalize(batch[0]), idx), batch[1]
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(module.network(x), y)
+            if module.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with precision_context(timer.device, precision):
+                loss = F.cross_entropy(module.network(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        timer.sync()
         return batch_size * steps / (time.perf_counter() - start)
 
     fit_rates, bare_rates = [], []
@@ -95,6 +113,8 @@ def fit_overhead(
     ratios = [f / b for f, b in zip(fit_rates, bare_rates)]
     return {
         "network": spec,
+        "device": str(timer.device),
+        "precision": precision,
         "resolution": resolution,
         "batch_size": batch_size,
         "fit_images_per_s": round(statistics.median(fit_rates), 1),
