@@ -149,3 +149,36 @@ def test_registered_in_timm_with_default_cfg():
         assert timm.is_model(name)
         model = timm.create_model(name)
         assert isinstance(model, DDSNet) and model.pretrained_cfg["input_size"] == (3, 224, 224)
+
+
+def test_named_dilation_schedules_and_their_geometry():
+    import timm
+
+    from lightclf.geometry import block_geometry, taps_inside
+
+    late = timm.create_model("ddsnet", num_classes=10, width_multiplier=0.25, small_input=True)
+    early = timm.create_model(
+        "ddsnet", num_classes=10, width_multiplier=0.25, small_input=True, dilation_schedule="early"
+    )
+    every = timm.create_model(
+        "ddsnet", num_classes=10, width_multiplier=0.25, small_input=True, dilation_schedule="all"
+    )
+    assert late.dilations == (1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 1, 2) and late.dilation_schedule == "late"
+    assert early.dilations == (2, 2, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1) and early.dilation_schedule == "early"
+    assert every.dilation_schedule == "all" and every.dilations[3] == every.dilations[5] == every.dilations[11] == 1
+    # At 28 px the early blocks work on 28x28 and 14x14 maps, the late ones on 7x7 and 4x4.
+    sizes = early.feature_sizes(28)
+    assert {sizes[i] for i, d in enumerate(early.dilations) if d > 1} == {28, 14}
+    assert {sizes[i] for i, d in enumerate(late.dilations) if d > 1} == {7, 4}
+    # Same parameters whatever the schedule; the receptive field grows with the rate.
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(late) == count(early) == count(every)
+    assert late.receptive_field() == 139 and early.receptive_field() == 93
+    assert timm.create_model("ddsnet_nodilation", num_classes=10, small_input=True).dilation_schedule == "none"
+    # Taps inside the map: rate 2 on a 4x4 map reads padding for 5 of 9 taps on average.
+    assert taps_inside(4, 2) == pytest.approx((8 / 12) ** 2) and taps_inside(28, 1) == pytest.approx((82 / 84) ** 2)
+    (block12,) = [g for g in block_geometry(28, True, "late") if g.block == 12]
+    assert (block12.map_size, block12.dilation, block12.receptive_field) == (4, 2, 139)
+    assert block_geometry(28, True, "late")[11].taps_inside is None  # stride 2: not dilated
+    with pytest.raises(ConfigError, match="dilation_schedule must be one of"):
+        timm.create_model("ddsnet", num_classes=10, dilation_schedule="middle")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from timm.layers import get_act_layer, make_divisible
@@ -26,6 +25,18 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from lightclf.errors import ConfigError
+from lightclf.geometry import (
+    BLOCK_SPECS,
+    DEFAULT_DILATED_BLOCKS,
+    DILATION_SCHEDULES,
+    STEM_CHS,
+    BlockSpec,
+    block_strides,
+    feature_sizes,
+    receptive_field,
+    resolve_dilation_schedule,
+    schedule_name,
+)
 from lightclf.models.dilated_dw import DilatedDepthwiseConv2d
 
 __all__ = [
@@ -38,33 +49,6 @@ __all__ = [
     "resolve_dilation_schedule",
     "schedule_name",
 ]
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    out_chs: int
-    stride: int
-
-
-# MobileNet v1 body, channels before the width multiplier.
-BLOCK_SPECS: tuple[BlockSpec, ...] = (
-    BlockSpec(64, 1),
-    BlockSpec(128, 2),
-    BlockSpec(128, 1),
-    BlockSpec(256, 2),
-    BlockSpec(256, 1),
-    BlockSpec(512, 2),
-    *(BlockSpec(512, 1) for _ in range(5)),
-    BlockSpec(1024, 2),
-    BlockSpec(1024, 1),
-)
-STEM_CHS = 32
-# Stride-1 blocks of the last stages (the 512 x5 stack and the final 1024 block): their
-# feature maps are coarse, so a wider receptive field there is what dilation buys.
-DEFAULT_DILATED_BLOCKS: tuple[int, ...] = (6, 7, 8, 9, 10, 12)
-# Blocks whose stride ``small_input`` drops to 1 (besides the stem): keeps the last stage
-# at 4x4 for 32 px inputs so a dilated 3x3 still sees more than its centre tap.
-SMALL_INPUT_UNSTRIDED_BLOCKS: tuple[int, ...] = (1,)
 
 
 class ConvBnAct(nn.Sequential):
@@ -128,59 +112,6 @@ class PlainBlock(nn.Sequential):
         self.conv = ConvBnAct(in_chs, out_chs, 3, stride, dilation, act_layer=act_layer)
 
 
-# Named dilation schedules: which stride-1 depthwise convs take the rate ``dilation``.
-#   late:  the 512 x5 stack and the final 1024 block (DEFAULT_DILATED_BLOCKS): coarse maps (7x7 and
-#          4x4 at 28 px with the small-input stem), the paper's reading and the default.
-#   early: the stride-1 blocks of the first three stages (64, 128, 256 channels; blocks 0-4): the
-#          high-resolution maps (28x28 and 14x14 at 28 px with the small-input stem), where a wider
-#          view can change what a unit sees (Dilated-MobileNet's choice).
-#   all:   every stride-1 block.
-DILATION_SCHEDULES: tuple[str, ...] = ("late", "early", "all")
-EARLY_BLOCKS: tuple[int, ...] = (0, 1, 2, 3, 4)
-
-
-def resolve_dilation_schedule(
-    dilation: int,
-    dilation_schedule: str | Sequence[int] | None,
-    strides: Sequence[int] | None = None,
-    num_blocks: int = len(BLOCK_SPECS),
-) -> tuple[int, ...]:
-    """One dilation rate per block: an explicit list, or ``dilation`` on the blocks a named schedule
-    picks (``late`` by default; ``early`` and ``all`` take only the stride-1 blocks of ``strides``)."""
-    strides = tuple(strides) if strides is not None else tuple(spec.stride for spec in BLOCK_SPECS)
-    if dilation_schedule is None or isinstance(dilation_schedule, str):
-        name = dilation_schedule or "late"
-        if name not in DILATION_SCHEDULES:
-            raise ConfigError(
-                f"dilation_schedule must be one of {DILATION_SCHEDULES} or one rate per block, got {name!r}"
-            )
-        if dilation < 1:
-            raise ConfigError(f"dilation must be >= 1 (1 = undilated), got {dilation}")
-        chosen = {
-            "late": set(DEFAULT_DILATED_BLOCKS),
-            "early": {i for i in EARLY_BLOCKS if strides[i] == 1},
-            "all": {i for i in range(num_blocks) if strides[i] == 1},
-        }[name]
-        return tuple(dilation if i in chosen else 1 for i in range(num_blocks))
-    schedule = tuple(int(d) for d in dilation_schedule)
-    if len(schedule) != num_blocks:
-        raise ConfigError(f"dilation_schedule needs {num_blocks} rates (one per block), got {len(schedule)}")
-    if any(d < 1 for d in schedule):
-        raise ConfigError(f"dilation_schedule must be >= 1 (1 = undilated), got {list(dilation_schedule)}")
-    return schedule
-
-
-def schedule_name(dilations: Sequence[int], strides: Sequence[int]) -> str | None:
-    """The named schedule a per-block list of rates is (``none`` when undilated), else None."""
-    rate = max(dilations)
-    if rate == 1:
-        return "none"
-    for name in DILATION_SCHEDULES:
-        if tuple(dilations) == resolve_dilation_schedule(rate, name, strides, len(dilations)):
-            return name
-    return None
-
-
 class DDSNet(nn.Module):
     """Dilated depthwise-separable classifier (MobileNet-v1 body with dilated depthwise convs)."""
 
@@ -218,10 +149,7 @@ class DDSNet(nn.Module):
         self.small_input = small_input
         self.drop_rate = drop_rate
         self.stem_stride = 1 if small_input else 2
-        self.strides = tuple(
-            1 if small_input and i in SMALL_INPUT_UNSTRIDED_BLOCKS else spec.stride
-            for i, spec in enumerate(BLOCK_SPECS)
-        )
+        self.strides = block_strides(small_input)
         self.dilations = resolve_dilation_schedule(dilation, dilation_schedule, self.strides)
 
         def chs(c: int) -> int:
@@ -266,13 +194,7 @@ class DDSNet(nn.Module):
 
     def feature_sizes(self, img_size: int) -> list[int]:
         """Spatial size entering each block (after the stem and earlier blocks) for a square input."""
-        size = (img_size - 1) // self.stem_stride + 1
-        sizes = []
-        for stride in self.strides:
-            sizes.append(size)
-            size = (size - 1) // stride + 1
-        sizes.append(size)
-        return sizes
+        return feature_sizes(img_size, self.stem_stride, self.strides)
 
     def check_input_size(self, img_size: int) -> None:
         """Raise ConfigError if ``img_size`` leaves a dilated conv with no tap inside its input."""
@@ -295,16 +217,7 @@ class DDSNet(nn.Module):
 
     def receptive_field(self) -> int:
         """Theoretical receptive field (pixels) of one output unit of the last conv."""
-        rf, jump = 1, 1
-        layers = [(3, self.stem_stride, 1)]
-        for stride, dil in zip(self.strides, self.dilations):
-            layers.append((3, stride, dil))
-            if self.separable:
-                layers.append((1, 1, 1))
-        for kernel, stride, dil in layers:
-            rf += (kernel - 1) * dil * jump
-            jump *= stride
-        return rf
+        return receptive_field(self.stem_stride, self.strides, self.dilations, self.separable)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
