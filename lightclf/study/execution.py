@@ -205,7 +205,7 @@ _children: set[subprocess.Popen] = set()
 
 def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file:
+    with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
         log_file.write(f"\n$ {shlex.join(command)}\n")
         log_file.flush()
         proc = subprocess.Popen(command, env=slot.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

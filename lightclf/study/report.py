@@ -685,7 +685,12 @@ def main(argv: list[str] | None = None) -> None:
         bench_study(study, args.out)
     notes = Path(args.notes).read_text() if args.notes else ""
     out = Path(args.out) / study.name
-    path = write_report(study.name, runs, out, notes, study.protocol)
+    if study.questions:  # a study that asks its questions: verdicts, geometry and ERF (lightclf.study.questions)
+        from lightclf.study.questions import write_question_report
+
+        path = write_question_report(study, args.out, notes)
+    else:
+        path = write_report(study.name, runs, out, notes, study.protocol)
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:
         from lightclf.training.wandb_env import configure_wandb

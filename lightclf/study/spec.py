@@ -101,9 +101,11 @@ class Study:
     project: str = "lightclf-study"
     bench: dict[str, Any] = field(default_factory=dict)
     order: str = "configurations"  # or "seeds": see specs()
-    # Verdicts: an effect whose 95% interval lies inside +-equivalence_margin (test top-1 points) is
-    # "equivalent"; see lightclf.study.stats.
-    equivalence_margin: float = 0.3
+    # Verdicts: an effect shown (TOST) to lie inside +-equivalence_margin is "equivalent"; see
+    # lightclf.study.stats.judge.
+    equivalence_margin: float = 0.003  # test top-1 as a fraction (0.003 = 0.3 points)
+    # Questions the report answers with verdicts (lightclf.study.questions): name, a, b, where.
+    questions: list[dict[str, Any]] = field(default_factory=list)
 
     def specs(self) -> list[RunSpec]:
         """The grid's cartesian product, then the extra runs, in order.
@@ -178,6 +180,11 @@ def load_study(path: str | Path) -> Study:
         bad = set(run) - set(RUN_KEYS) - {"seeds"}
         if bad:
             raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
+    if raw.get("questions"):
+        from lightclf.study.questions import Question
+
+        for question in raw["questions"]:
+            Question.parse(question)  # unknown factors or a missing arm: one line now, not at report time
     if raw.get("order", "configurations") not in ("configurations", "seeds"):
         raise ConfigError(f"study config {path}: order must be 'configurations' or 'seeds', got {raw['order']!r}")
     bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]

@@ -1,0 +1,102 @@
+"""A run's factors as one typed, torch-free record with one label format.
+
+Built from what a study wrote for the run (``study.json``: network, the network kwargs the study
+set, resolution and overrides), so two runs are the same configuration exactly when their
+``Factors`` are equal up to the seed. Everything a study can vary is here: the network and its
+kwargs (width, dilation rate and schedule, separability, small-input stem, any other), the
+resolution, the training budget (images x epochs) and any other recipe override (e.g. the peak LR).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+__all__ = ["Factors", "PROPOSED_FAMILY"]
+
+PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
+_KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
+_BUDGET_KEYS = ("data.init_args.train_subset", "trainer.max_epochs")
+
+
+@dataclass(frozen=True)
+class Factors:
+    network: str
+    width_multiplier: float | None = None
+    resolution: int | None = None
+    dilation: int | None = None
+    dilation_schedule: str | None = None  # none, late, early, all (as resolved for the DDSNet family)
+    separable: bool | None = None
+    small_input: bool | None = None
+    budget: str = "full"  # "20k img x 2 ep", or "full" (the base config's)
+    other: str = ""  # other network kwargs and recipe overrides, as a sorted JSON object ("" when none)
+    seed: int | None = None
+
+    @classmethod
+    def from_study(cls, factors: dict[str, Any]) -> Factors:
+        """From a run's ``study.json`` factors (the study's spec for it)."""
+        kwargs = dict(factors.get("network_kwargs") or {})
+        for key in _KWARGS:
+            if factors.get(key) is not None:
+                kwargs.setdefault(key, factors[key])
+        network = factors["network"]
+        overrides = dict(factors.get("overrides") or {})
+        budget = [
+            f"{overrides.pop(key) // 1000}k img" if key.endswith("train_subset") else f"{overrides.pop(key)} ep"
+            for key in _BUDGET_KEYS
+            if overrides.get(key)
+        ]
+        proposed = network in PROPOSED_FAMILY
+        dilation = kwargs.pop("dilation", None)
+        if proposed:
+            dilation = dilation if dilation is not None else (1 if "nodilation" in network else 2)
+        schedule = kwargs.pop("dilation_schedule", None)
+        if proposed:
+            schedule = "none" if dilation == 1 else (schedule or "late")
+        other = {**{k: v for k, v in kwargs.items() if k not in ("width_multiplier", "small_input")}, **overrides}
+        return cls(
+            network=network,
+            width_multiplier=kwargs.get("width_multiplier") if proposed else None,
+            resolution=factors.get("resolution"),
+            dilation=dilation,
+            dilation_schedule=schedule,
+            separable=("plainconv" not in network) if proposed else None,
+            small_input=kwargs.get("small_input") if proposed else None,
+            budget=" x ".join(budget) if budget else "full",
+            other=json.dumps(other, sort_keys=True) if other else "",
+            seed=factors.get("seed"),
+        )
+
+    @property
+    def proposed(self) -> bool:
+        return self.network in PROPOSED_FAMILY
+
+    @property
+    def configuration(self) -> Factors:
+        """The same factors without the seed: what seeds of one configuration share."""
+        return replace(self, seed=None)
+
+    @property
+    def label(self) -> str:
+        """One label format everywhere: ``ddsnet w0.25 28px d2 early`` (+ budget and other settings)."""
+        parts = [self.network]
+        if self.width_multiplier is not None:
+            parts.append(f"w{self.width_multiplier:g}")
+        if self.resolution is not None:
+            parts.append(f"{self.resolution}px")
+        if self.proposed:
+            parts.append("d1" if self.dilation == 1 else f"d{self.dilation} {self.dilation_schedule}")
+        if self.budget != "full":
+            parts.append(f"({self.budget})")
+        if self.other:
+            parts.append(", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in json.loads(self.other).items()))
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def differs_only_in(self, other: Factors, *names: str) -> bool:
+        """True when the two agree on every factor but ``names`` (the seed included, unless named)."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return all(mine[k] == theirs[k] for k in mine if k not in names)

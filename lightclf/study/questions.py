@@ -1,0 +1,312 @@
+"""A study's questions and their verdicts, and the report built around them.
+
+A study YAML may ask questions: each compares the runs matching ``b`` with those matching ``a``
+(Factors fields), among the runs matching ``where``. Runs that agree on every other factor and the
+seed are paired; when none pair, the groups are compared unpaired (Welch). Each answer is an
+effect on test top-1 with its 95% interval, the minimum effect its n could detect (80% power), the
+Holm-adjusted p over the study's questions and a verdict against the study's equivalence margin
+(``lightclf.study.stats.judge``).
+
+``write_question_report`` writes ``report.md`` (protocol, verdicts, receptive fields per block and
+per schedule, measured effective receptive fields with heat maps, every configuration),
+``runs.csv`` and ``verdicts.csv``. Torch-free, like the rest of the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightclf.errors import ConfigError
+from lightclf.geometry import block_geometry
+from lightclf.study.factors import Factors
+from lightclf.study.spec import Study
+from lightclf.study.stats import (
+    Effect,
+    Verdict,
+    judge,
+    paired_effect,
+    paired_tests,
+    summarize,
+    unpaired_effect,
+    unpaired_tests,
+)
+
+__all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "write_question_report"]
+
+
+# Factors that move together: a schedule sets the rate (none = 1), a network its separability.
+LINKED = {"dilation_schedule": ("dilation",), "dilation": ("dilation_schedule",), "network": ("separable",),
+          "separable": ("network",)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Question:
+    name: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    where: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Question:
+        known = set(Factors.__dataclass_fields__)
+        for part in ("a", "b", "where"):
+            bad = set(raw.get(part) or {}) - known
+            if bad:
+                raise ConfigError(f"study questions: {raw.get('name')!r} {part} names unknown factors {sorted(bad)}")
+        if not raw.get("name") or not raw.get("a") or not raw.get("b"):
+            raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
+        return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the report needs of one finished run."""
+
+    factors: Factors
+    run_id: str
+    top1: float
+    top5: float | None = None
+    val_top1: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    receptive_field: int | None = None
+    erf_r50: float | None = None
+    erf_r95: float | None = None
+    heatmap: list[list[float]] | None = None
+    fit_seconds: float | None = None
+
+    def matches(self, wanted: dict[str, Any]) -> bool:
+        return all(getattr(self.factors, k) == v for k, v in wanted.items())
+
+
+def collect_results(study: Study) -> list[RunResult]:
+    """Every finished run of the study (its folder here, else its archived record)."""
+    out = []
+    for spec in study.specs():
+        record = study.record(spec)
+        if not record.finished or "test/acc1" not in record.test_metrics:
+            continue
+        factors = Factors.from_study({**spec.factors})
+        out.append(
+            RunResult(
+                factors=factors,
+                run_id=spec.run_id,
+                top1=record.test_metrics["test/acc1"],
+                top5=record.test_metrics.get("test/acc5"),
+                val_top1=record.fit_metrics.get("val/acc1"),
+                params=record.complexity.get("params"),
+                macs=record.complexity.get("macs"),
+                receptive_field=record.complexity.get("receptive_field"),
+                erf_r50=record.erf.get("r50"),
+                erf_r95=record.erf.get("r95"),
+                heatmap=record.erf.get("heatmap"),
+                fit_seconds=record.fit_seconds,
+            )
+        )
+    return out
+
+
+def answer(question: Question, runs: list[RunResult], margin: float) -> tuple[Effect, tuple]:
+    """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
+    pool = [r for r in runs if r.matches(question.where)]
+    group_a = [r for r in pool if r.matches(question.a)]
+    group_b = [r for r in pool if r.matches(question.b)]
+    varied = set(question.a) | set(question.b)
+    varied |= {linked for name in varied for linked in LINKED.get(name, ())}
+    pairs = []
+    for b in group_b:
+        partners = [a for a in group_a if a.factors.differs_only_in(b.factors, *varied)]
+        if len(partners) == 1:
+            pairs.append((partners[0].top1, b.top1))
+    if pairs:
+        return paired_effect(pairs), paired_tests(pairs, margin)
+    a, b = [r.top1 for r in group_a], [r.top1 for r in group_b]
+    return unpaired_effect(a, b), unpaired_tests(a, b, margin)
+
+
+def answer_all(study: Study, runs: list[RunResult]) -> list[Verdict]:
+    questions = [Question.parse(q) for q in study.questions]
+    named = [(q.name, *answer(q, runs, study.equivalence_margin)) for q in questions]
+    return judge(named, study.equivalence_margin)
+
+
+# -- the report ------------------------------------------------------------------------------------
+def _pts(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _verdict_table(verdicts: list[Verdict]) -> str:
+    head = "| question | effect (points) | n | 95% CI | min. detectable (80% power) | p | Holm p | verdict |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        e = v.effect
+        kind = "pairs" if e.paired else "per group, Welch"
+        ci = f"[{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}]" if e.ci_low is not None else "-"
+        p, holm = _p(v.p_value), _p(v.p_holm)
+        word = v.word if e.n >= 2 else f"one run each: no test (n = {e.n})"
+        lines.append(
+            f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{word}** |"
+        )
+    return "\n".join(lines)
+
+
+def _geometry_table(resolution: int, small_input: bool, schedules: list[str]) -> str:
+    tables = {s: block_geometry(resolution, small_input, None if s == "none" else s, 1 if s == "none" else 2)
+              for s in schedules}  # fmt: skip
+    head = ["block", "channels (x width)", "stride", "map in"]
+    for s in schedules:
+        head += [f"{s}: rate", f"{s}: RF px", f"{s}: taps on map"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, first in enumerate(tables[schedules[0]]):
+        cells = [str(i), str(first.channels), str(first.stride), f"{first.map_size}x{first.map_size}"]
+        for s in schedules:
+            g = tables[s][i]
+            taps = f"{100 * g.taps_inside:.0f}%" if g.taps_inside is not None else "-"
+            cells += [str(g.dilation), str(g.receptive_field), taps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _by_configuration(runs: list[RunResult]) -> dict[Factors, list[RunResult]]:
+    groups: dict[Factors, list[RunResult]] = defaultdict(list)
+    for run in runs:
+        groups[run.factors.configuration].append(run)
+    return groups
+
+
+def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f}"
+    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def _configuration_table(groups: dict[Factors, list[RunResult]]) -> str:
+    head = "| configuration | n | top-1 % (mean ± std) | 95% CI | val top-1 % | params | MACs | RF px | ERF r50 / r95 px | seeds |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for config, members in groups.items():
+        s = summarize([m.top1 for m in members])
+        ci = f"{_pts(s.ci_low)}-{_pts(s.ci_high)}" if s.ci_low is not None else "-"
+        first = members[0]
+        erf = (
+            f"{_mean_std([m.erf_r50 for m in members], digits=1)} / {_mean_std([m.erf_r95 for m in members], digits=1)}"
+        )
+        lines.append(
+            f"| {config.label} | {s.n} | {_mean_std([m.top1 for m in members], 100)} | {ci} | "
+            f"{_mean_std([m.val_top1 for m in members], 100)} | {(first.params or 0) / 1e6:.3f}M | "
+            f"{(first.macs or 0) / 1e6:.1f}M | {first.receptive_field or '-'} | {erf} | "
+            f"{', '.join(str(m.factors.seed) for m in sorted(members, key=lambda m: m.factors.seed or 0))} |"
+        )
+    return "\n".join(lines)
+
+
+def _heatmaps(groups: dict[Factors, list[RunResult]], out_dir: Path) -> str | None:
+    """One figure: the mean effective-receptive-field heat map of each DDSNet configuration."""
+    panels = [(c, [m.heatmap for m in ms if m.heatmap]) for c, ms in groups.items() if c.proposed]
+    panels = [(c, maps) for c, maps in panels if maps and c.budget == "full"]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (config, maps) in zip(axes[0], panels):
+        mean = np.mean(np.asarray(maps, dtype=float), axis=0)
+        ax.imshow(mean / mean.max(), cmap="magma")
+        ax.set_title(f"{config.label}\n(n = {len(maps)})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Effective receptive field: |d centre unit / d input|, mean over test images and seeds", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "erf_heatmaps.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def write_question_report(study: Study, out_root: str | Path = "reports", notes: str = "") -> Path:
+    out_dir = Path(out_root) / study.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = collect_results(study)
+    verdicts = answer_all(study, runs)
+    groups = _by_configuration(runs)
+    planned = len(study.specs())
+    proposed = [c for c in groups if c.proposed and c.resolution]
+    resolution = proposed[0].resolution if proposed else 28
+    small_input = bool(proposed[0].small_input) if proposed else True
+    schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
+    parts = [f"# Study `{study.name}`", ""]
+    if notes:
+        parts += [notes.strip(), ""]
+    parts += [
+        f"**{len(runs)} of {planned} planned runs finished**"
+        + (
+            ""
+            if len(runs) == planned
+            else " (the study resumes: `lightclf study --config ...`; this report is partial)."
+        ),
+        "",
+        "## Protocol",
+        "",
+        study.protocol.strip(),
+        "",
+        f"## Verdicts (equivalence margin ±{100 * study.equivalence_margin:g} points, Holm over {len(verdicts)} questions)",
+        "",
+        "Effect = test top-1 of the second arm minus the first, in points; paired by seed and every other",
+        "factor where the runs pair, else Welch. 'Min. detectable' is the true effect the n could detect",
+        "with 80% power (two-sided 5%) at the observed spread; a verdict of 'inconclusive' with a large",
+        "minimum detectable effect means the seeds could not have told.",
+        "",
+        _verdict_table(verdicts),
+        "",
+        f"## Where dilation reaches ({resolution} px, {'small-input stem' if small_input else 'standard stem'})",
+        "",
+        "Per block: the map it works on, and for each schedule the rate, the theoretical receptive field",
+        "after the block and the share of its depthwise taps that read the map rather than zero padding.",
+        "",
+        _geometry_table(resolution, small_input, schedules or ["none", "late", "early"]),
+        "",
+    ]
+    heatmap = _heatmaps(groups, out_dir)
+    if heatmap:
+        parts += ["## Effective receptive fields (measured)", "", f"![ERF heat maps]({heatmap})", ""]
+    parts += ["## Every configuration", "", _configuration_table(groups), ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts))
+    _write_rows(out_dir / "runs.csv", [{**r.factors.as_dict(), "label": r.factors.label, **{k: v for k, v in asdict(r).items() if k not in ("factors", "heatmap")}} for r in runs])  # fmt: skip
+    _write_rows(
+        out_dir / "verdicts.csv",
+        [
+            {"question": v.name, "effect": v.effect.mean, "n": v.effect.n, "paired": v.effect.paired,
+             "ci_low": v.effect.ci_low, "ci_high": v.effect.ci_high, "mde": v.mde, "p": v.p_value,
+             "p_holm": v.p_holm, "tost_p": v.tost_p, "verdict": v.word}
+            for v in verdicts
+        ],
+    )  # fmt: skip
+    return path
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,104 @@
+"""A study's questions: one Factors record per run, pairing by seed, verdicts and the report parts,
+on constructed run records whose true effects are known."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lightclf.runs import RunRecord, write_json
+from lightclf.study.factors import Factors
+from lightclf.study.questions import Question, answer, collect_results, write_question_report
+from lightclf.study.spec import Study
+
+ARMS = {"none": 0.0, "late": 0.0001, "early": 0.01}  # true effects on top-1: none, ~nothing, +1 point
+
+
+def _study(tmp_path, seeds=range(8)) -> Study:
+    rng = np.random.default_rng(0)
+    base = {"network": "ddsnet", "small_input": True, "width_multiplier": 0.25, "resolution": 28}
+    runs = [
+        {**base, "dilation": 1},
+        {**base, "dilation": 2, "dilation_schedule": "late"},
+        {**base, "dilation": 2, "dilation_schedule": "early"},
+        {"network": "googlenet", "resolution": 56, "seeds": [0, 1, 2]},
+        {"network": "googlenet", "resolution": 56, "network_kwargs": {"aux_logits": False}, "seeds": [0, 1, 2]},
+    ]
+    study = Study(
+        name="q", base_config="unused.yaml", grid={"network": []}, runs=runs, seeds=list(seeds), order="seeds",
+        records=str(tmp_path / "records"), save_dir=str(tmp_path / "runs"), protocol="Constructed runs.",
+        questions=[
+            {"name": "late vs none", "a": {"dilation_schedule": "none"}, "b": {"dilation_schedule": "late"}},
+            {"name": "early vs none", "a": {"dilation_schedule": "none"}, "b": {"dilation_schedule": "early"}},
+            {"name": "no aux vs aux", "a": {"other": ""}, "b": {"other": '{"aux_logits": false}'},
+             "where": {"network": "googlenet"}},
+        ],
+    )  # fmt: skip
+    seed_effect = {s: rng.normal(0, 0.004) for s in range(8)}  # shared by the arms of one seed: pairing removes it
+    for spec in study.specs():
+        f = Factors.from_study(spec.factors)
+        arm = f.dilation_schedule or ("noaux" if f.other else "aux")
+        top1 = 0.91 + ARMS.get(arm, 0.0) + seed_effect[f.seed] + rng.normal(0, 0.0007)
+        folder = tmp_path / "records" / spec.run_id
+        record = RunRecord(folder=folder)
+        record.update(status="finished", test_metrics={"test/acc1": top1}, fit_metrics={"val/acc1": top1 + 0.002})
+        record.write(RunRecord.COMPLEXITY, {"params": 215642, "macs": 9599296, "receptive_field": 139})
+        record.write(RunRecord.STUDY, {"study": "q", **spec.factors})
+        heat = np.zeros((28, 28))
+        heat[10:18, 10:18] = 1.0
+        write_json(folder / RunRecord.ERF, {"r50": 3.0, "r95": 6.0, "heatmap": (heat / heat.sum()).tolist()})
+    return study
+
+
+def test_factors_name_a_configuration_once():
+    late = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "dilation": 2,
+                               "small_input": True, "seed": 3})  # fmt: skip
+    named = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "dilation": 2,
+                                "dilation_schedule": "late", "small_input": True, "seed": 4})  # fmt: skip
+    assert late.configuration == named.configuration  # the default schedule is "late"
+    assert late.label == "ddsnet w0.25 28px d2 late"
+    plain = Factors.from_study({"network": "ddsnet_plainconv", "width_multiplier": 0.25, "seed": 0,
+                                "overrides": {"trainer.max_epochs": 4}})  # fmt: skip
+    assert plain.separable is False and plain.budget == "4 ep" and plain.dilation_schedule == "late"
+    lr = Factors.from_study({"network": "googlenet", "resolution": 56, "seed": 0,
+                             "overrides": {"data.init_args.train_subset": 20000, "trainer.max_epochs": 2,
+                                           "model.optimizer.init_args.lr": 0.1}})  # fmt: skip
+    assert lr.budget == "20k img x 2 ep" and lr.other == '{"model.optimizer.init_args.lr": 0.1}'
+    assert lr.label == "googlenet 56px (20k img x 2 ep) lr=0.1" and lr.width_multiplier is None
+
+
+def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
+    study = _study(tmp_path)
+    runs = collect_results(study)
+    assert len(runs) == 8 * 3 + 6
+    early, _ = answer(Question.parse(study.questions[1]), runs, 0.003)
+    assert early.paired and early.n == 8 and early.mean == pytest.approx(0.01, abs=0.0015)
+    aux, _ = answer(Question.parse(study.questions[2]), runs, 0.003)
+    assert aux.paired and aux.n == 3  # googlenet with and without aux heads pair by seed
+
+    path = write_question_report(study, tmp_path / "reports")
+    text = path.read_text()
+    rows = {r["question"]: r for r in csv.DictReader((path.parent / "verdicts.csv").open())}
+    assert rows["early vs none"]["verdict"] == "better"
+    assert rows["late vs none"]["verdict"] == "equivalent within ±0.3 points"  # shown, not just "not significant"
+    assert float(rows["late vs none"]["mde"]) < 0.003  # 8 pairs detect less than the margin
+    assert rows["no aux vs aux"]["n"] == "3" and float(rows["no aux vs aux"]["mde"]) > 0
+    assert "30 of 30 planned runs finished" in text and "Holm over 3 questions" in text
+    assert "| 12 | 1024 | 1 | 4x4 | 1 | 83 | 69% | 2 | 139 | 44% |" in text  # block 12: late rate 2 on 4x4
+    assert (path.parent / "erf_heatmaps.png").stat().st_size > 1000
+    assert "googlenet 56px aux_logits=False" in text
+
+
+def test_a_partial_study_says_so_and_bad_questions_are_one_line(tmp_path):
+    from lightclf.errors import ConfigError
+
+    study = _study(tmp_path, seeds=range(2))
+    (tmp_path / "records" / study.specs()[0].run_id / "results.json").unlink()
+    text = write_question_report(study, tmp_path / "reports").read_text()
+    assert "11 of 12 planned runs finished" in text and "partial" in text
+    with pytest.raises(ConfigError, match="unknown factors"):
+        Question.parse({"name": "x", "a": {"dilations": 1}, "b": {"dilation": 2}})
+    json.dumps(study.questions)  # plain data, as the YAML holds it
