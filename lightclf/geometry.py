@@ -64,7 +64,8 @@ SMALL_INPUT_UNSTRIDED_BLOCKS: tuple[int, ...] = (1,)
 #          high-resolution maps (28x28 and 14x14 at 28 px with the small-input stem), where a wider
 #          view can change what a unit sees (Dilated-MobileNet's choice).
 #   all:   every stride-1 block.
-DILATION_SCHEDULES: tuple[str, ...] = ("late", "early", "all")
+#   none:  no block (= dilation 1).
+DILATION_SCHEDULES: tuple[str, ...] = ("late", "early", "all", "none")
 EARLY_BLOCKS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 
@@ -89,6 +90,7 @@ def resolve_dilation_schedule(
             "late": set(DEFAULT_DILATED_BLOCKS),
             "early": {i for i in EARLY_BLOCKS if strides[i] == 1},
             "all": {i for i in range(num_blocks) if strides[i] == 1},
+            "none": set(),
         }[name]
         return tuple(dilation if i in chosen else 1 for i in range(num_blocks))
     schedule = tuple(int(d) for d in dilation_schedule)
@@ -104,7 +106,7 @@ def schedule_name(dilations: Sequence[int], strides: Sequence[int]) -> str | Non
     rate = max(dilations)
     if rate == 1:
         return "none"
-    for name in DILATION_SCHEDULES:
+    for name in DILATION_SCHEDULES[:-1]:
         if tuple(dilations) == resolve_dilation_schedule(rate, name, strides, len(dilations)):
             return name
     return None

@@ -112,3 +112,16 @@ def test_benchmarks_refuse_a_missing_gpu_in_one_line(capsys):
         assert exit_info.value.code == 2 and err == [
             f"lightclf: error: --device {command[2]}: no CUDA GPU is visible here (torch.cuda.is_available() is False)"
         ]
+
+
+def test_compile_is_a_config_key_that_keeps_checkpoint_names():
+    from lightclf.training.module import ImageClassifier
+
+    kwargs = {"width_multiplier": 0.25, "small_input": True}
+    plain = ImageClassifier("ddsnet", kwargs, img_size=28)
+    compiled = ImageClassifier("ddsnet", kwargs, img_size=28, compile=True, compile_mode="reduce-overhead")
+    for module in (plain, compiled):
+        module.setup("fit")
+    assert plain.network._compiled_call_impl is None and compiled.network._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # no _orig_mod. prefixes in checkpoints
+    assert compiled.hparams.compile_mode == "reduce-overhead"

@@ -175,6 +175,7 @@ def test_named_dilation_schedules_and_their_geometry():
     assert count(late) == count(early) == count(every)
     assert late.receptive_field() == 139 and early.receptive_field() == 93
     assert timm.create_model("ddsnet_nodilation", num_classes=10, small_input=True).dilation_schedule == "none"
+    assert set(timm.create_model("ddsnet", num_classes=10, dilation_schedule="none").dilations) == {1}
     # Taps inside the map: rate 2 on a 4x4 map reads padding for 5 of 9 taps on average.
     assert taps_inside(4, 2) == pytest.approx((8 / 12) ** 2) and taps_inside(28, 1) == pytest.approx((82 / 84) ** 2)
     (block12,) = [g for g in block_geometry(28, True, "late") if g.block == 12]

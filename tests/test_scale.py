@@ -3,6 +3,7 @@ sweep agents, and the bad-input errors of `lightclf study`."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -183,3 +184,27 @@ def test_slurm_without_submitit_is_one_line(tmp_path, capsys, monkeypatch):
         and err[-1] == "lightclf: error: study --launcher slurm needs submitit: pip install submitit"
     )
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_time_limit_starts_no_run_that_cannot_finish(tmp_path):
+    path, study = _tiny_study(tmp_path)
+    result = run_lightclf("study", "--config", str(path), "--jobs", "2", "--time-limit", "0.00001", "--no-bench")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time limit: 4 run(s) left for a later call (the study resumes)" in result.stderr
+    assert not any(study.run_dir(spec).exists() for spec in study.specs())
+
+
+def test_gpu_study_smoke_runs_the_prepared_path_on_the_cpu(tmp_path):
+    """The GPU box's one command, on the CPU: two short fits, the img/s table, the report."""
+    result = run_lightclf("gpu-study", "--smoke", "--out", str(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "fmnist_gpu"
+    report = (out / "report.md").read_text()
+    assert "2 of 74 planned runs finished" in report and "DDSNet w1.0 d2 vs GoogLeNet at 56 px" in report
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert sorted(r["label"] for r in runs) == ["ddsnet w1 28px d1", "ddsnet w1 28px d2 late"]
+    bench = list(csv.DictReader((out / "gpu_train_bench.csv").open()))
+    assert {(r["precision"], r["memory_format"]) for r in bench} == {
+        (p, f) for p in ("32", "bf16-mixed") for f in ("contiguous", "channels_last")
+    }
+    assert len(list((out / "records").iterdir())) == 2  # archived records, as the GPU run will commit them

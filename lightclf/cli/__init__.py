@@ -40,6 +40,12 @@ def study(argv: list[str]) -> None:
     study_main(argv)
 
 
+def gpu_study(argv: list[str]) -> None:
+    from lightclf.study.gpu import main as gpu_main
+
+    gpu_main(argv)
+
+
 def report(argv: list[str]) -> None:
     from lightclf.study.report import main as report_main
 
@@ -90,6 +96,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "bench-compare": bench_compare,
     "bench-train": bench_train,
     "study": study,
+    "gpu-study": gpu_study,
     "report": report,
     "export": export,
     "erf": erf,

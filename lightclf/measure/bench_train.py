@@ -30,7 +30,16 @@ from lightclf.measure.complexity import count_macs
 from lightclf.measure.device import PRECISIONS, DeviceTimer, available_flops, precision_context, resolve_device
 from lightclf.models import create_network
 
-__all__ = ["TrainCase", "run_train_bench", "dilation_ratios", "bench_optimizer", "main"]
+__all__ = [
+    "TrainCase",
+    "TrainRow",
+    "run_train_bench",
+    "rows_of",
+    "write_rows",
+    "dilation_ratios",
+    "bench_optimizer",
+    "main",
+]
 
 DEFAULT_SPECS = [
     f"{net}:width_multiplier={w},small_input=true" for w in (0.25, 0.5) for net in ("ddsnet", "ddsnet_nodilation")
@@ -215,6 +224,12 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
 
 def bench_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-3)
+
+
+def write_rows(rows: list[TrainRow], path: Path) -> Path:
+    """The img/s table as CSV (one row per network, resolution, format, precision and device)."""
+    _write([asdict(r) for r in rows], path)
+    return path
 
 
 def _write(rows: list[dict[str, Any]], path: Path) -> None:

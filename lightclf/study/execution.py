@@ -197,6 +197,8 @@ def run_one(
             command += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
         code = _fit(command, slot, folder / "fit.log", echo)
+    if code in (130, 143):  # stopped (Ctrl-C, SIGTERM, a time limit): resumes from interrupted.ckpt next time
+        return "interrupted"
     return "ok" if code == 0 else f"failed (exit {code}; log: {folder / 'fit.log'})"
 
 

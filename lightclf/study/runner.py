@@ -20,6 +20,7 @@ running a run twice. ``--launcher slurm`` submits the runs as a SLURM job array 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import signal
 import sys
@@ -76,9 +77,15 @@ def run_study(
     specs: list[RunSpec] | None = None,
     jobs: int = 1,
     slots: list[Slot] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, str]:
     """Run every spec not yet finished, ``jobs`` at a time (each in its own process, on its slot), in
-    order; resume interrupted ones from their last checkpoint; skip runs another runner holds."""
+    order; resume interrupted ones from their last checkpoint; skip runs another runner holds.
+
+    ``deadline`` (a ``time.time()``): no run starts that would not finish by then, judged by the
+    durations of the runs of its configuration (else of all runs) finished so far; at the deadline
+    the running fits are stopped (SIGTERM: they save ``interrupted.ckpt`` and resume next time).
+    With ``order: seeds`` a study cut this way keeps complete seed sets of its first points."""
     specs = study.specs() if specs is None else specs
     slots = slots or plan_slots(jobs, None)
     extra = list(extra_args or [])
@@ -106,10 +113,24 @@ def run_study(
     queue_lock = threading.Lock()
     log(progress.line() + f" ({len(slots)} at a time)")
 
+    durations: dict[str, list[float]] = {}
+
+    def fits_in_time(spec: RunSpec) -> bool:
+        if deadline is None:
+            return True
+        same = durations.get(_configuration(spec), [])
+        every = [d for ds in durations.values() for d in ds]
+        expected = max(same) if same else (max(every) if every else 0.0)
+        return time.time() + expected <= deadline
+
     def worker(slot: Slot) -> None:
         while True:
             with queue_lock:
                 if not queue:
+                    return
+                if not fits_in_time(queue[-1][1]):
+                    log(f"time limit: {len(queue)} run(s) left for a later call (the study resumes)")
+                    queue.clear()
                     return
                 index, spec = queue.pop()
             label = f"[{index}/{len(specs)}]"
@@ -140,12 +161,14 @@ def run_study(
                 progress.done += 1
                 if result == "ok":
                     progress.durations.append(time.time() - started)
+                    durations.setdefault(_configuration(spec), []).append(time.time() - started)
                 record = RunRecord.read(study.run_dir(spec))
                 top1 = record.test_metrics.get("test/acc1")
                 score = f", test top-1 {100 * top1:.2f}%" if top1 is not None else ""
                 log(f"{label} {spec.name}: {result} in {minutes:.1f} min{score}")
                 log(progress.line())
 
+    stopped: list[bool] = []
     threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
     for thread in threads:
         thread.start()
@@ -153,6 +176,12 @@ def run_study(
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)
+                if deadline is not None and time.time() > deadline and not stopped:
+                    log("time limit reached: stopping the running fits (they resume from interrupted.ckpt)")
+                    with queue_lock:
+                        queue.clear()
+                    stopped.append(True)
+                    stop_fits()
     except BaseException:
         # Ctrl-C / SIGTERM: every fit writes interrupted.ckpt and its record; claims go with the threads.
         stop_fits()
@@ -219,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         "--devices", help="GPUs to spread the jobs over, round-robin (e.g. 0,1; default: every visible GPU; 'cpu')"
     )
     parser.add_argument("--threads", type=int, help="CPU threads per fit (default: the cores split between jobs)")
+    parser.add_argument(
+        "--time-limit", type=float, metavar="MINUTES", help="start no run that would not end by then; stop at it"
+    )
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the fits run")
     parser.add_argument("--slurm-partition", help="SLURM partition")
     parser.add_argument("--slurm-time", type=int, default=240, help="minutes per run (default 240)")
@@ -264,12 +296,22 @@ def main(argv: list[str] | None = None) -> None:
     slots = None if args.dry_run else plan_slots(args.jobs, visible_gpus(args.devices), args.threads)
     print(f"study {study.name}: {len(specs)} runs into {study.save_dir}/{study.project}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SLURM's preemption signal: stop the fits cleanly
-    outcome = run_study(study, extra, dry_run=args.dry_run, log=log, specs=specs, jobs=args.jobs, slots=slots)
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise ConfigError(f"study --time-limit must be > 0 minutes, got {args.time_limit}")
+    deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+    outcome = run_study(
+        study, extra, dry_run=args.dry_run, log=log, specs=specs, jobs=args.jobs, slots=slots, deadline=deadline
+    )
     if not args.dry_run and not args.no_bench and not args.point:
         from lightclf.study.report import bench_study
 
         bench_study(study, device=args.bench_device)
     _fail_on(outcome)
+
+
+def _configuration(spec: RunSpec) -> str:
+    """The spec's factors without the seed, as a key."""
+    return json.dumps({k: v for k, v in spec.factors.items() if k != "seed"}, sort_keys=True, default=str)
 
 
 def _raise_interrupt(signum, frame) -> None:

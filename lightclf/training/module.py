@@ -45,7 +45,12 @@ class ImageClassifier(L.LightningModule):
             ``lightclf.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
         tta_flip: test on the mean of the logits of each image and its horizontal mirror.
         channels_last: memory format for training; ``None`` = the one measured faster on this
-            device type (channels_last on CPU, see ``reports/bench``).
+            device type: channels_last on CPU (``reports/bench``); contiguous on CUDA until measured
+            there (``bench-train --device cuda --formats contiguous channels_last``).
+        compile: compile the network with ``torch.compile`` (in place: parameter names and
+            checkpoints unchanged); ``compile_mode`` is torch.compile's mode, e.g.
+            ``reduce-overhead`` (CUDA graphs, for small nets whose steps are launch-bound) or
+            ``max-autotune``. Off by default: compiling takes minutes and pays on GPUs.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class ImageClassifier(L.LightningModule):
         ema_decay: float | None = None,
         tta_flip: bool = False,
         channels_last: bool | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         ignore = ["optimizer", "scheduler", "lr_schedule"] + ([] if isinstance(network, str) else ["network"])
@@ -167,6 +174,8 @@ class ImageClassifier(L.LightningModule):
             self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and stage == "fit":
+            self.network.compile(mode=self.hparams.get("compile_mode"))  # in place: state_dict keys unchanged
 
     def _format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
