@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "run_one",
     "run_status",
     "stop_fits",
+    "stopping",
     "sweep_folder",
     "visible_gpus",
 ]
@@ -190,19 +192,24 @@ def run_one(
     RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors})
     command = [sys.executable, "-m", "lightclf", *args]
     code = _fit(command, slot, folder / "fit.log", echo)
-    if code not in (0, 2, 130, 143):
+    if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
         # One retry after a pause for transient failures; config errors (2) and interrupts are final.
         time.sleep(10)
         if last.exists() and "--ckpt_path" not in command:
             command += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
         code = _fit(command, slot, folder / "fit.log", echo)
-    if code in (130, 143):  # stopped (Ctrl-C, SIGTERM, a time limit): resumes from interrupted.ckpt next time
+    if code in INTERRUPTED or stopping.is_set():  # stopped (Ctrl-C, SIGTERM, a time limit): resumes next time
         return "interrupted"
     return "ok" if code == 0 else f"failed (exit {code}; log: {folder / 'fit.log'})"
 
 
 _children: set[subprocess.Popen] = set()
+# Set once this process stops its fits (Ctrl-C, SIGTERM, a time limit): no new run, no retry.
+stopping = threading.Event()
+# Exit codes of a fit that was stopped rather than failed: Ctrl-C / SIGTERM handled (130, 143), or
+# killed by SIGINT / SIGTERM before its handler was installed (-2, -15).
+INTERRUPTED = (130, 143, -2, -15)
 
 
 def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
@@ -249,8 +256,10 @@ def sweep_folder(study: Study, spec: RunSpec) -> Path | None:
 
 
 def stop_fits() -> None:
-    """SIGTERM every fit this process started: each writes interrupted.ckpt and its record."""
+    """SIGTERM every fit this process started (each writes interrupted.ckpt and its record) and start
+    no other."""
     import signal
 
+    stopping.set()
     for proc in list(_children):
         proc.send_signal(signal.SIGTERM)

@@ -42,6 +42,7 @@ from lightclf.study.execution import (
     run_one,
     run_status,
     stop_fits,
+    stopping,
     sweep_folder,
     visible_gpus,
 )
@@ -126,7 +127,7 @@ def run_study(
     def worker(slot: Slot) -> None:
         while True:
             with queue_lock:
-                if not queue:
+                if not queue or stopping.is_set():
                     return
                 if not fits_in_time(queue[-1][1]):
                     log(f"time limit: {len(queue)} run(s) left for a later call (the study resumes)")
