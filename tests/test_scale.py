@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import run_lightclf, smoke_config
+from lightclf.runs import RunRecord
 from lightclf.study.execution import Claim, plan_slots
 from lightclf.study.runner import load_study
 
@@ -208,3 +209,29 @@ def test_gpu_study_smoke_runs_the_prepared_path_on_the_cpu(tmp_path):
         (p, f) for p in ("32", "bf16-mixed") for f in ("contiguous", "channels_last")
     }
     assert len(list((out / "records").iterdir())) == 2  # archived records, as the GPU run will commit them
+
+
+def test_sigterm_to_the_runner_stops_its_fits_and_starts_no_other(tmp_path):
+    import signal
+    import time
+
+    from conftest import PYTHONPATH, REPO
+
+    path, study = _tiny_study(tmp_path, seeds=(0, 1))
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "lightclf", "study", "--config", str(path), "--jobs", "2", "--no-bench"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = [study.run_dir(spec) / RunRecord.COMPLEXITY for spec in study.specs()[:2]]
+    deadline = time.time() + 300
+    while not all(p.exists() for p in first):  # both fits are training
+        assert runner.poll() is None and time.time() < deadline, runner.stderr.read()[-3000:]
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    runner.wait(timeout=180)
+    err = runner.stderr.read()
+    assert "retrying" not in err and "[3/4]" not in err and "[4/4]" not in err, err[-3000:]
+    for spec in study.specs()[:2]:
+        assert json.loads((study.run_dir(spec) / "results.json").read_text())["status"] in ("interrupted", "finished")
+    assert not any(study.run_dir(spec).exists() for spec in study.specs()[2:])
