@@ -1,5 +1,4 @@
-"""The house: library below tools below the CLI, no import cycles, cheap tools stay cheap, old
-class paths keep working."""
+"""The house: library below tools below the CLI, no import cycles, cheap tools stay cheap."""
 
 from __future__ import annotations
 
@@ -21,8 +20,6 @@ LAYERS = {
     "lightclf.training": 4,
     "lightclf.study": 5, "lightclf.deploy": 5,
     "lightclf.cli": 6, "lightclf.__main__": 6, "lightclf": 6,
-    # old class paths kept for configs and checkpoints: thin re-exports
-    "lightclf.callbacks": 6, "lightclf.module": 6, "lightclf.schedules": 6,
 }  # fmt: skip
 
 
@@ -102,30 +99,3 @@ def test_study_dry_run_and_errors_do_not_load_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no torch" in result.stdout and result.stderr.count("python -m lightclf fit") == 4
-
-
-def test_old_class_paths_still_resolve(tmp_path):
-    import lightclf.callbacks as old_callbacks
-    import lightclf.module as old_module
-    import lightclf.schedules as old_schedules
-    from lightclf.training import callbacks, module, schedules
-
-    assert (
-        old_callbacks.RunRecorder is callbacks.RunRecorder and old_callbacks.LastCheckpoint is callbacks.LastCheckpoint
-    )
-    assert old_module.ImageClassifier is module.ImageClassifier and old_schedules.OneCycle is schedules.OneCycle
-    from conftest import run_lightclf, smoke_config
-
-    config = smoke_config(
-        tmp_path,
-        **{
-            "trainer.callbacks": [
-                {"class_path": "lightclf.callbacks.RunRecorder"},
-                {"class_path": "lightclf.callbacks.LastCheckpoint"},
-            ],
-            "model.lr_schedule": {"class_path": "lightclf.schedules.OneCycle"},
-        },
-    )
-    result = run_lightclf("fit", "--config", str(config), "--print_config")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "RunRecorder" in result.stdout and "OneCycle" in result.stdout

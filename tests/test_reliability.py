@@ -38,7 +38,7 @@ RECIPES = {
         "model.ema_decay": 0.9,
         "model.tta_flip": True,
         "model.optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003, "weight_decay": 0.05}},
-        "model.lr_schedule": {"class_path": "lightclf.schedules.OneCycle", "init_args": {"pct_start": 0.3}},
+        "model.lr_schedule": {"class_path": "lightclf.training.schedules.OneCycle", "init_args": {"pct_start": 0.3}},
     },
 }
 

@@ -10,10 +10,12 @@ resolution, the training budget (images x epochs) and any other recipe override 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["Factors", "PROPOSED_FAMILY"]
+from lightclf.errors import ConfigError
+
+__all__ = ["Factors", "Question", "PROPOSED_FAMILY"]
 
 PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
 _KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
@@ -100,3 +102,22 @@ class Factors:
         """True when the two agree on every factor but ``names`` (the seed included, unless named)."""
         mine, theirs = self.as_dict(), other.as_dict()
         return all(mine[k] == theirs[k] for k in mine if k not in names)
+
+
+@dataclass(frozen=True)
+class Question:
+    name: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    where: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Question:
+        known = set(Factors.__dataclass_fields__)
+        for part in ("a", "b", "where"):
+            bad = set(raw.get(part) or {}) - known
+            if bad:
+                raise ConfigError(f"study questions: {raw.get('name')!r} {part} names unknown factors {sorted(bad)}")
+        if not raw.get("name") or not raw.get("a") or not raw.get("b"):
+            raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
+        return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))

@@ -17,13 +17,12 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lightclf.errors import ConfigError
 from lightclf.geometry import block_geometry
-from lightclf.study.factors import Factors
+from lightclf.study.factors import Factors, Question
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
     Effect,
@@ -42,25 +41,6 @@ __all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "
 # Factors that move together: a schedule sets the rate (none = 1), a network its separability.
 LINKED = {"dilation_schedule": ("dilation",), "dilation": ("dilation_schedule",), "network": ("separable",),
           "separable": ("network",)}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Question:
-    name: str
-    a: dict[str, Any]
-    b: dict[str, Any]
-    where: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Question:
-        known = set(Factors.__dataclass_fields__)
-        for part in ("a", "b", "where"):
-            bad = set(raw.get(part) or {}) - known
-            if bad:
-                raise ConfigError(f"study questions: {raw.get('name')!r} {part} names unknown factors {sorted(bad)}")
-        if not raw.get("name") or not raw.get("a") or not raw.get("b"):
-            raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
-        return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))
 
 
 @dataclass(frozen=True)

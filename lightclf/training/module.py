@@ -36,13 +36,13 @@ class ImageClassifier(L.LightningModule):
         optimizer: LightningCLI callable; default is the paper's Adam (any torch optimizer: AdamW, SGD
             with ``nesterov: true``, ...).
         scheduler: a torch LR scheduler stepped once per epoch (``StepLR``, ``CosineAnnealingLR``, ...).
-        lr_schedule: a per-step schedule that knows the run length (``lightclf.schedules.OneCycle``,
+        lr_schedule: a per-step schedule that knows the run length (``lightclf.training.schedules.OneCycle``,
             ``WarmupCosine``); exclusive with ``scheduler``.
         label_smoothing: cross-entropy label smoothing (also applied to mixup/cutmix targets).
         aux_loss_weight: weight of auxiliary logits (GoogLeNet) in the training loss.
         mixup_alpha / cutmix_alpha: > 0 turns on timm's Mixup / CutMix (one of them per batch).
         ema_decay: keep an EMA of the weights (Lightning's EMAWeightAveraging, via
-            ``lightclf.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
+            ``lightclf.training.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
         tta_flip: test on the mean of the logits of each image and its horizontal mirror.
         channels_last: memory format for training; ``None`` = the one measured faster on this
             device type: channels_last on CPU (``reports/bench``); contiguous on CUDA until measured

@@ -8,7 +8,7 @@ take the shape of the schedule from the config and the step counts from the Trai
 ```yaml
 model:
   lr_schedule:
-    class_path: lightclf.schedules.OneCycle
+    class_path: lightclf.training.schedules.OneCycle
     init_args: {pct_start: 0.25}
 ```
 """
