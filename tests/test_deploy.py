@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import run_lightclf
@@ -54,8 +55,19 @@ def test_onnx_runs_in_onnxruntime_on_its_own(trained_checkpoint, tmp_path):
     session = ort.InferenceSession(
         str(tmp_path / f"{trained_checkpoint.stem}.onnx"), providers=["CPUExecutionProvider"]
     )
-    logits = session.run(None, {"images": np.zeros((3, 3, 32, 32), np.float32)})[0]
-    assert logits.shape == (3, 10)  # dynamic batch axis
+    # Real test images through the checkpoint's own preprocessing: onnxruntime alone gives PyTorch's logits.
+    from lightclf.training.checkpoints import datamodule_from_run, load_run
+
+    run = load_run(trained_checkpoint)
+    data = datamodule_from_run(run, batch_size=3)
+    data.setup("test")
+    images, _ = data.on_after_batch_transfer(next(iter(data.test_dataloader())), 0)
+    logits = session.run(None, {"images": images.numpy()})[0]
+    assert logits.shape == (3, 10)  # dynamic batch axis (exported with another batch size)
+    with torch.no_grad():
+        expected = run.module.network.eval()(images).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert (logits.argmax(1) == expected.argmax(1)).all()
 
 
 def test_predict_photos_and_folder(trained_checkpoint, photos):
@@ -73,6 +85,16 @@ def test_predict_photos_and_folder(trained_checkpoint, photos):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
     assert rows[0] == rows[1]  # deterministic
     assert "skipping unreadable image" in result.stderr and "broken.jpg" in result.stderr
+    # The predictions are the network's on each photo preprocessed as its test set was.
+    from lightclf.training.checkpoints import load_run
+
+    run = load_run(trained_checkpoint)
+    for row in rows[1:]:
+        with Image.open(row["path"]) as image, torch.no_grad():
+            probs = run.module(run.preprocessing(image)[None]).softmax(-1)[0]
+        values, indices = probs.topk(3)
+        assert [name for name, _ in row["top"]] == [run.class_names[i] for i in indices.tolist()]
+        assert [p for _, p in row["top"]] == pytest.approx(values.tolist(), abs=1e-4)
 
 
 def test_predict_bad_inputs(trained_checkpoint, tmp_path):

@@ -60,8 +60,12 @@ def test_ddsnet_fast_path_trains_like_plain_convs():
 def test_fast_path_off_in_eval_and_export_paths():
     conv = DilatedDepthwiseConv2d(8, 2)
     x = torch.randn(2, 8, 7, 7)
+    assert conv._fast_path_applies(x)  # training on the CPU in float32: the fast backward
     with torch.no_grad():
-        assert conv(x).grad_fn is None
+        assert not conv._fast_path_applies(x)  # eval / export: nn.Conv2d as is
+    with torch.inference_mode():
+        assert not conv._fast_path_applies(x)
+    assert type(conv(x).grad_fn).__name__ == "_DilatedDepthwise3x3Backward"  # the path taken, not just "a graph"
     assert not conv._fast_path_applies(x.bfloat16())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not conv._fast_path_applies(x)
@@ -119,9 +123,12 @@ def test_mixup_targets_and_numpy_state_restored():
     module = _module(mixup_alpha=0.4, label_smoothing=0.1)
     state = np.random.get_state()[1].copy()
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    original = x.clone()
     mixed, soft = module._mix(x, y)
     assert soft.shape == (8, 10) and torch.allclose(soft.sum(1), torch.ones(8))
-    assert not torch.equal(mixed, x) and torch.equal(x, x.clone())  # the batch itself is not mixed in place
+    assert not torch.equal(mixed, original) and torch.equal(x, original)  # the batch itself is not mixed in place
+    again, _ = module._mix(x, y)
+    assert torch.equal(again, mixed)  # seeded by the step: a resumed run mixes the same way
     assert np.array_equal(np.random.get_state()[1], state)
     loss, _ = module._loss(module.network(mixed), soft)
     assert torch.isfinite(loss)
