@@ -167,6 +167,8 @@ class ImageDataModule(L.LightningDataModule):
         resolution: square input size the network sees (the paper's resolution knob).
         channels: 3 repeats grey images to RGB (needed by most baselines); 1 keeps grey.
         batch_size: per-step batch for every split.
+        num_workers: decoding processes of per-sample sets (ImageFolder; default: the cores less one,
+            at most 8). In-memory sets batch on the training device and use none.
         val_fraction: share of the training set held out for validation (seeded split).
         train_subset / test_subset: cap the number of images (0 = all), for quick studies.
         augment: per-sample random crop (pad, then crop back) and horizontal flip on training batches.
