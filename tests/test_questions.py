@@ -68,6 +68,10 @@ def test_factors_name_a_configuration_once():
                                            "model.optimizer.init_args.lr": 0.1}})  # fmt: skip
     assert lr.budget == "20k img x 2 ep" and lr.other == '{"model.optimizer.init_args.lr": 0.1}'
     assert lr.label == "googlenet 56px (20k img x 2 ep) lr=0.1" and lr.width_multiplier is None
+    small = Factors.from_study({"network": "ddsnet", "seed": 0, "overrides": {"data.init_args.train_subset": 1500}})
+    assert small.budget == "1.5k img" and small.other == ""
+    listed = Factors.from_study({"network": "ddsnet", "dilation_schedule": [2] * 13, "seed": 0})
+    assert listed.dilation_schedule == "/".join(["2"] * 13) and hash(listed)
 
 
 def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
@@ -78,6 +82,12 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
     assert early.paired and early.n == 8 and early.mean == pytest.approx(0.01, abs=0.0015)
     aux, _ = answer(Question.parse(study.questions[2]), runs, 0.003)
     assert aux.paired and aux.n == 3  # googlenet with and without aux heads pair by seed
+    either = Question.parse({"name": "any dilation", "a": {"dilation": 1}, "b": {"dilation": 2}})
+    assert answer(either, runs, 0.003)[0].n == 8  # one-to-one: a d1 run is never in two pairs
+    across = Question.parse({"name": "vs googlenet", "a": {"network": "googlenet", "resolution": 56, "other": ""},
+                             "b": {"network": "ddsnet", "dilation_schedule": "late"}})  # fmt: skip
+    effect = answer(across, runs, 0.003)[0]
+    assert effect.paired and effect.n == 3  # networks pair by seed too (the factors only DDSNet has move along)
 
     path = write_question_report(study, tmp_path / "reports")
     text = path.read_text()

@@ -186,3 +186,28 @@ def test_test_every_epoch_records_the_test_curve(tmp_path):
     # that epoch is the same number, so the curve measures what the run reports.
     best_epoch = int(re.search(r"epoch=(\d+)", record["best_ckpt"]).group(1))
     assert curve[best_epoch]["test_epoch/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
+
+
+def test_ema_update_equals_averaged_models_and_reads_no_device_count():
+    from types import SimpleNamespace
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from lightclf.training.callbacks import EMA, _ema_with_warmup
+
+    module = _module()
+    reference = AveragedModel(module, multi_avg_fn=_ema_with_warmup(0.9), use_buffers=True)
+    ema = EMA(decay=0.9)
+    ema.setup(SimpleNamespace(), module, "fit")
+    assert ema._average_model.n_averaged.device.type == "cpu"
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        module.network.train()(torch.randn(4, 3, 32, 32, generator=gen))  # BatchNorm statistics move too
+        reference.update_parameters(module)
+        ema.on_train_batch_end(SimpleNamespace(global_step=step), module, None, None, step - 1)
+    for mine, theirs in zip(ema._average_model.module.state_dict().values(), reference.module.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    assert int(ema._average_model.n_averaged) == int(reference.n_averaged) == 5

@@ -140,7 +140,7 @@ class BatchIndexSampler(EpochSeededSampler):
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs) -> None:
         super().__init__(dataset, seed, shuffle=shuffle, **kwargs)
         self.batch_size = batch_size
-        self.drop_last_batch = shuffle and len(dataset) > batch_size
+        self.drop_last_batch = shuffle and self.num_samples > batch_size  # this rank's share, not the split
 
     def __iter__(self):
         batches = self.indices().split(self.batch_size)  # lazily, as above
@@ -614,14 +614,15 @@ class ImageFolder(ImageDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
         workers = default_workers() if self.num_workers is None else self.num_workers
+        sampler = EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle),
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",  # uint8 batches, pinned: a quarter of float32's bytes, async copies
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            drop_last=shuffle and sampler.num_samples > self.batch_size,  # this rank's share
         )
 
     def setup(self, stage: str | None = None) -> None:

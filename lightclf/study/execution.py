@@ -6,6 +6,7 @@ Shared by the local runner (``lightclf study``, one or many jobs at once) and th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -32,6 +33,8 @@ __all__ = [
     "run_one",
     "run_status",
     "stop_fits",
+    "kill_fits",
+    "wait_for_fits",
     "stopping",
     "sweep_folder",
     "visible_gpus",
@@ -61,7 +64,8 @@ class Claim:
     any number of runners, on one machine or several sharing the folder, never run a run twice.
 
     A claim whose holder is a dead process of this host, or an earlier try of this SLURM task
-    (a requeue), is stale and taken over; a live or foreign claim is respected."""
+    (a requeue: a lower ``SLURM_RESTART_COUNT``), is stale and taken over, under a lock so that of
+    several runners seeing it one takes it; a live or foreign claim is respected."""
 
     path: Path
 
@@ -70,7 +74,9 @@ class Claim:
         task = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID"))
         if task and "SLURM_ARRAY_TASK_ID" in os.environ:
             task += f"_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_task": task, "since": time.time()}
+        restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_task": task, "slurm_restart": restart,
+                "since": time.time()}  # fmt: skip
 
     def read(self) -> dict[str, Any]:
         try:
@@ -81,7 +87,8 @@ class Claim:
     def stale(self, claim: dict[str, Any]) -> bool:
         me = self.holder()
         if claim.get("slurm_task") and claim.get("slurm_task") == me["slurm_task"]:
-            return True  # this SLURM task's earlier try, requeued (on this node or another)
+            if int(claim.get("slurm_restart", 0)) < me["slurm_restart"]:
+                return True  # this SLURM task's earlier try, requeued (on this node or another)
         if claim.get("host") != me["host"]:
             return False  # another machine's: its liveness cannot be checked from here
         try:
@@ -99,13 +106,15 @@ class Claim:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                claim = self.read()
-                if not self.stale(claim):
-                    return claim or {"pid": "?", "host": "?"}
-                try:  # take over: of several runners that saw the same stale claim, one rename wins
-                    os.rename(self.path, self.path.with_name(f"claim.stale-{os.getpid()}-{time.time_ns()}"))
-                except FileNotFoundError:
-                    pass
+                with open(self.path.with_name("claim.lock"), "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # read, judge and move the stale claim as one step
+                    claim = self.read()
+                    if claim and not self.stale(claim):
+                        return claim
+                    try:
+                        os.rename(self.path, self.path.with_name(f"claim.stale-{os.getpid()}-{time.time_ns()}"))
+                    except FileNotFoundError:
+                        pass
                 continue
             with os.fdopen(fd, "w") as fh:
                 json.dump(self.holder(), fh)
@@ -180,8 +189,9 @@ def visible_gpus(requested: str | None) -> list[str] | None:
 def run_one(
     study: Study, spec: RunSpec, folder: Path, slot: Slot, extra_args: list[str], log, label: str, echo: bool = False
 ) -> str:
-    """Fit one run in its own process (resuming from ``last.ckpt`` if there is one); its output goes to
-    ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok / failed (exit N)."""
+    """Fit one run in its own process (resuming from ``last.ckpt``, the last finished epoch, if there is
+    one); its output goes to ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok,
+    interrupted or failed (exit N)."""
     args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args)
     last = RunRecord(folder=folder).last_ckpt
     if last.exists():
@@ -194,17 +204,21 @@ def run_one(
     code = _fit(command, slot, folder / "fit.log", echo)
     if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
         # One retry after a pause for transient failures; config errors (2) and interrupts are final.
-        time.sleep(10)
+        if stopping.wait(10):
+            return "interrupted"
         if last.exists() and "--ckpt_path" not in command:
             command += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
         code = _fit(command, slot, folder / "fit.log", echo)
+    if code == 0:
+        return "ok"
     if code in INTERRUPTED or stopping.is_set():  # stopped (Ctrl-C, SIGTERM, a time limit): resumes next time
         return "interrupted"
-    return "ok" if code == 0 else f"failed (exit {code}; log: {folder / 'fit.log'})"
+    return f"failed (exit {code}; log: {folder / 'fit.log'})"
 
 
 _children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
 # Set once this process stops its fits (Ctrl-C, SIGTERM, a time limit): no new run, no retry.
 stopping = threading.Event()
 # Exit codes of a fit that was stopped rather than failed: Ctrl-C / SIGTERM handled (130, 143), or
@@ -217,8 +231,20 @@ def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
     with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
         log_file.write(f"\n$ {shlex.join(command)}\n")
         log_file.flush()
-        proc = subprocess.Popen(command, env=slot.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _children.add(proc)
+        with _children_lock:  # a stop either sees this fit or keeps it from starting
+            if stopping.is_set():
+                return -15
+            proc = subprocess.Popen(
+                command,
+                env=slot.env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                # SLURM's warning signal (submitit: SIGUSR2 to every process of the step) is the
+                # runner's to handle; it stops the fit with SIGTERM, which the fit handles.
+                preexec_fn=_ignore_sigusr2,
+            )
+            _children.add(proc)
         try:
             for line in proc.stdout:
                 log_file.write(line)
@@ -256,10 +282,33 @@ def sweep_folder(study: Study, spec: RunSpec) -> Path | None:
 
 
 def stop_fits() -> None:
-    """SIGTERM every fit this process started (each writes interrupted.ckpt and its record) and start
-    no other."""
+    """SIGTERM every fit this process started (each records itself as interrupted; the next call resumes
+    it from its last finished epoch) and start no other."""
     import signal
 
-    stopping.set()
+    with _children_lock:
+        stopping.set()
+        for proc in list(_children):
+            proc.send_signal(signal.SIGTERM)
+
+
+def kill_fits() -> None:
+    """SIGKILL the fits still running after a stop was given time (never leave an orphan training)."""
     for proc in list(_children):
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def wait_for_fits(timeout: float) -> None:
+    deadline = time.time() + timeout
+    for proc in list(_children):
+        try:
+            proc.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _ignore_sigusr2() -> None:
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)

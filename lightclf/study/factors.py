@@ -44,16 +44,15 @@ class Factors:
                 kwargs.setdefault(key, factors[key])
         network = factors["network"]
         overrides = dict(factors.get("overrides") or {})
-        budget = [
-            f"{overrides.pop(key) // 1000}k img" if key.endswith("train_subset") else f"{overrides.pop(key)} ep"
-            for key in _BUDGET_KEYS
-            if overrides.get(key)
-        ]
+        images, epochs = (overrides.pop(key, None) for key in _BUDGET_KEYS)
+        budget = ([f"{images / 1000:g}k img"] if images else []) + ([f"{epochs} ep"] if epochs else [])
         proposed = network in PROPOSED_FAMILY
         dilation = kwargs.pop("dilation", None)
         if proposed:
             dilation = dilation if dilation is not None else (1 if "nodilation" in network else 2)
         schedule = kwargs.pop("dilation_schedule", None)
+        if schedule is not None and not isinstance(schedule, str):  # one rate per block: a hashable label
+            schedule = "/".join(str(int(d)) for d in schedule)
         if proposed:
             schedule = "none" if dilation == 1 else (schedule or "late")
         other = {**{k: v for k, v in kwargs.items() if k not in ("width_multiplier", "small_input")}, **overrides}

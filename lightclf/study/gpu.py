@@ -2,7 +2,7 @@
 
 Runs a study with several fits per GPU at once (``--jobs-per-gpu``), stops cleanly at
 ``--minutes`` (no run starts that would not finish in time; runs still going at the limit save
-``interrupted.ckpt`` and resume next call; with ``order: seeds`` the first blocks keep complete
+``interrupted.ckpt`` and the next call resumes them from their last finished epoch; with ``order: seeds`` the first blocks keep complete
 seed sets), then measures training img/s of the study's networks on the GPU (bf16-mixed and fp32,
 channels_last and contiguous: ``bench-train --device cuda``), and writes the report, the per-run
 CSV, the verdicts and the img/s table under ``reports/<study>/``.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
-from lightclf.study.execution import plan_slots, visible_gpus
+from lightclf.study.execution import cpu_cores, plan_slots, visible_gpus
 from lightclf.study.factors import Factors
 from lightclf.study.runner import run_study
 from lightclf.study.spec import load_study
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         if not gpus:
             raise ConfigError("gpu-study: no CUDA GPU is visible here (use --smoke to check the path on a CPU)")
         specs, device = study.specs(), "cuda"
-        slots = plan_slots(args.jobs_per_gpu * len(gpus), gpus)
+        jobs = args.jobs_per_gpu * len(gpus)
+        slots = plan_slots(jobs, gpus, threads=max(1, cpu_cores() // jobs))  # no oversubscribed CPU threads
         log(f"gpu-study {study.name}: {len(specs)} runs, {len(slots)} at a time on GPU(s) {','.join(gpus)}")
     deadline = started + 60 * args.minutes - REPORT_MARGIN_S
     outcome = run_study(study, extra, log=log, specs=specs, slots=slots, deadline=deadline)
@@ -98,7 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         f"stopped at the limit, {sum(v.startswith('failed') for v in outcome.values())} failed")  # fmt: skip
     out_dir = Path(args.out) / study.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not args.no_bench:
+    if args.no_bench:
+        pass
+    elif time.time() > deadline + REPORT_MARGIN_S / 2:
+        log("gpu-study: no time left for the img/s table (run `lightclf bench-train --device cuda` later)")
+    else:
         _bench(study, specs, device, out_dir, smoke=args.smoke, log=log)
     from lightclf.study.questions import write_question_report
 

@@ -39,8 +39,13 @@ __all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "
 
 
 # Factors that move together: a schedule sets the rate (none = 1), a network its separability.
-LINKED = {"dilation_schedule": ("dilation",), "dilation": ("dilation_schedule",), "network": ("separable",),
-          "separable": ("network",)}  # fmt: skip
+# A network sets the factors only the DDSNet family has (None for baselines), so they move with it.
+LINKED = {
+    "dilation_schedule": ("dilation",),
+    "dilation": ("dilation_schedule",),
+    "network": ("separable", "small_input", "dilation", "dilation_schedule", "width_multiplier"),
+    "separable": ("network",),
+}
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,11 @@ def answer(question: Question, runs: list[RunResult], margin: float) -> tuple[Ef
     group_b = [r for r in pool if r.matches(question.b)]
     varied = set(question.a) | set(question.b)
     varied |= {linked for name in varied for linked in LINKED.get(name, ())}
-    pairs = []
-    for b in group_b:
-        partners = [a for a in group_a if a.factors.differs_only_in(b.factors, *varied)]
+    pairs, used = [], set()
+    for b in group_b:  # one-to-one: a run of arm a is never counted in two pairs
+        partners = [a for a in group_a if a.run_id not in used and a.factors.differs_only_in(b.factors, *varied)]
         if len(partners) == 1:
+            used.add(partners[0].run_id)
             pairs.append((partners[0].top1, b.top1))
     if pairs:
         return paired_effect(pairs), paired_tests(pairs, margin)

@@ -38,6 +38,7 @@ from lightclf.study.execution import (
     Claim,
     Slot,
     archive_run,
+    kill_fits,
     plan_slots,
     run_one,
     run_status,
@@ -45,6 +46,7 @@ from lightclf.study.execution import (
     stopping,
     sweep_folder,
     visible_gpus,
+    wait_for_fits,
 )
 from lightclf.study.spec import FACTORS, RunSpec, Study, load_study
 
@@ -85,7 +87,8 @@ def run_study(
 
     ``deadline`` (a ``time.time()``): no run starts that would not finish by then, judged by the
     durations of the runs of its configuration (else of all runs) finished so far; at the deadline
-    the running fits are stopped (SIGTERM: they save ``interrupted.ckpt`` and resume next time).
+    the running fits are stopped (SIGTERM: they record themselves as interrupted and the next call
+    resumes them from their last finished epoch).
     With ``order: seeds`` a study cut this way keeps complete seed sets of its first points."""
     specs = study.specs() if specs is None else specs
     slots = slots or plan_slots(jobs, None)
@@ -119,8 +122,9 @@ def run_study(
     def fits_in_time(spec: RunSpec) -> bool:
         if deadline is None:
             return True
-        same = durations.get(_configuration(spec), [])
-        every = [d for ds in durations.values() for d in ds]
+        with progress.lock:
+            same = list(durations.get(_configuration(spec), []))
+            every = [d for ds in durations.values() for d in ds]
         expected = max(same) if same else (max(every) if every else 0.0)
         return time.time() + expected <= deadline
 
@@ -134,40 +138,48 @@ def run_study(
                     queue.clear()
                     return
                 index, spec = queue.pop()
-            label = f"[{index}/{len(specs)}]"
-            folder = sweep_folder(study, spec) or study.run_dir(spec)
-            claim = Claim(folder / "claim.json")
-            holder = claim.acquire()
-            if holder is not None:
-                outcome[spec.run_id] = "held elsewhere"
-                with progress.lock:
-                    progress.total -= 1
-                log(f"{label} {spec.name}: run by pid {holder.get('pid')} on {holder.get('host')}, skipped")
-                continue
-            with progress.lock:
-                progress.running += 1
-            started = time.time()
             try:
-                if run_status(study, spec) == "finished":  # finished by another runner since the scan
-                    result = "skipped"
-                else:
-                    result = run_one(study, spec, folder, slot, extra, log, label, echo=len(slots) == 1)
-                    archive_run(study, spec)
-            finally:
-                claim.release()
+                take(slot, index, spec)
+            except Exception as err:  # one run's I/O error (disk full, permissions) must not silence a slot
+                outcome[spec.run_id] = f"failed ({type(err).__name__}: {err})"
+                log(f"[{index}/{len(specs)}] {spec.name}: {outcome[spec.run_id]}")
+
+    def take(slot: Slot, index: int, spec: RunSpec) -> None:
+        label = f"[{index}/{len(specs)}]"
+        folder = sweep_folder(study, spec) or study.run_dir(spec)
+        claim = Claim(folder / "claim.json")
+        holder = claim.acquire()
+        if holder is not None:
+            outcome[spec.run_id] = "held elsewhere"
+            with progress.lock:
+                progress.total -= 1
+            log(f"{label} {spec.name}: run by pid {holder.get('pid')} on {holder.get('host')}, skipped")
+            return
+        with progress.lock:
+            progress.running += 1
+        started = time.time()
+        result = "failed (no result)"
+        try:
+            if run_status(study, spec) == "finished":  # finished by another runner since the scan
+                result = "skipped"
+            else:
+                result = run_one(study, spec, folder, slot, extra, log, label, echo=len(slots) == 1)
+                archive_run(study, spec)
+        finally:
+            claim.release()
             outcome[spec.run_id] = result
-            minutes = (time.time() - started) / 60
             with progress.lock:
                 progress.running -= 1
                 progress.done += 1
                 if result == "ok":
                     progress.durations.append(time.time() - started)
                     durations.setdefault(_configuration(spec), []).append(time.time() - started)
-                record = RunRecord.read(study.run_dir(spec))
-                top1 = record.test_metrics.get("test/acc1")
-                score = f", test top-1 {100 * top1:.2f}%" if top1 is not None else ""
-                log(f"{label} {spec.name}: {result} in {minutes:.1f} min{score}")
-                log(progress.line())
+        record = RunRecord.read(study.run_dir(spec))
+        top1 = record.test_metrics.get("test/acc1")
+        score = f", test top-1 {100 * top1:.2f}%" if top1 is not None else ""
+        with progress.lock:
+            log(f"{label} {spec.name}: {result} in {(time.time() - started) / 60:.1f} min{score}")
+            log(progress.line())
 
     stopped: list[bool] = []
     threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in slots]
@@ -178,16 +190,20 @@ def run_study(
             while thread.is_alive():
                 thread.join(0.5)
                 if deadline is not None and time.time() > deadline and not stopped:
-                    log("time limit reached: stopping the running fits (they resume from interrupted.ckpt)")
+                    log("time limit reached: stopping the running fits (the next call resumes them)")
                     with queue_lock:
                         queue.clear()
                     stopped.append(True)
                     stop_fits()
+                    wait_for_fits(120)
+                    kill_fits()
     except BaseException:
-        # Ctrl-C / SIGTERM: every fit writes interrupted.ckpt and its record; claims go with the threads.
+        # Ctrl-C / SIGTERM: every fit records itself as interrupted; claims go with the threads.
         stop_fits()
+        wait_for_fits(120)
+        kill_fits()  # never leave an orphan fit training in a folder the next runner will take
         for thread in threads:
-            thread.join(120)
+            thread.join(10)
         raise
     return outcome
 

@@ -2,9 +2,11 @@
 
 Each array task runs one run exactly as the local runner does (claim file, ``fit.log``, resume
 from ``last.ckpt``, records archived), in a process of its own. Preemption and time-outs are
-handled by **submitit's checkpointing**: the task is a ``submitit.helpers.Checkpointable``, so
-on SLURM's warning signal submitit requeues it with the same arguments; the requeued task finds
-the run's ``last.ckpt`` and resumes (its claim, held by the same array task, is taken over).
+handled by **submitit's checkpointing**: the task is a ``submitit.helpers.Checkpointable``; on
+SLURM's warning signal (SIGUSR2, which the fit ignores) its ``checkpoint`` stops the fit with
+SIGTERM (the fit records itself as interrupted) and requeues the task with the same arguments;
+the requeued task (a higher ``SLURM_RESTART_COUNT``) takes over its claim and resumes the run
+from its ``last.ckpt``.
 Lightning's own SLURM requeue is kept out of the way: the fit runs without the ``SLURM_*``
 variables, so the runner alone decides what is requeued. Logs go to ``<save_dir>/slurm/<study>/``
 (on the shared file system the study's run folders are on).
@@ -18,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightclf.errors import ConfigError
-from lightclf.study.execution import Claim, Slot, archive_run, run_one, run_status
+from lightclf.study.execution import (
+    Claim,
+    Slot,
+    archive_run,
+    kill_fits,
+    run_one,
+    run_status,
+    stop_fits,
+    wait_for_fits,
+)
 from lightclf.study.spec import RunSpec, Study, load_study
 
 try:  # optional: only `--launcher slurm` needs it, and says so in one line when it is missing
@@ -68,6 +79,14 @@ class StudyTask(Checkpointable):
             return result
         finally:
             claim.release()
+
+    def checkpoint(self, *args, **kwargs):
+        """SLURM's warning signal (time-out or preemption): stop the fit (it records itself as
+        interrupted), then requeue this task with the same arguments; the rerun resumes the run."""
+        stop_fits()
+        wait_for_fits(60)
+        kill_fits()
+        return super().checkpoint(*args, **kwargs)
 
 
 def submit_study(

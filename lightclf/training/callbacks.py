@@ -34,6 +34,7 @@ __all__ = [
     "EMA",
     "TestEveryEpoch",
     "GracefulStop",
+    "AgreedStop",
     "ReceptiveFieldProbe",
     "probe_images",
     "run_dir",
@@ -176,19 +177,23 @@ class RunRecorder(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
         # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact. Saving is a
-        # collective under DDP (rank 0 writes, then a barrier): every rank saves after a SIGTERM, which
-        # GracefulStop raises on all ranks at the same step; a Ctrl-C reaches ranks at arbitrary points,
-        # so there a multi-process fit keeps its last.ckpt only.
-        lockstep = isinstance(exception, SIGTERMException) or trainer.world_size == 1
+        # collective under DDP (rank 0 writes, then a barrier): every rank saves after an AgreedStop, which
+        # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
+        # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
+        lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
         if interrupted and lockstep:
             path = record_writer(trainer).checkpoints / "interrupted.ckpt"
             try:
                 trainer.save_checkpoint(path)
-            except OSError:
-                pass
+            except OSError:  # rank 0 could not write: still meet the other ranks at the barrier
+                trainer.strategy.barrier("interrupted.ckpt")
         if trainer.is_global_zero:
             error = f"{type(exception).__name__}: {exception}"[:500]
             self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
+
+
+class AgreedStop(SIGTERMException):
+    """A SIGTERM stop every rank agreed on at the same step (raised by GracefulStop)."""
 
 
 class GracefulStop(L.Callback):
@@ -223,7 +228,7 @@ class GracefulStop(L.Callback):
             flag = torch.tensor(float(self.received), device=pl_module.device)
             stop = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
         if stop:
-            raise SIGTERMException()
+            raise AgreedStop()
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -266,8 +271,11 @@ class TrainThroughput(ThroughputMonitor):
         super().__init__(batch_size_fn=self._images_since_sample, window_size=window_size, **kwargs)
         self.every_n_batches = every_n_batches
         self._pending_images = 0
+        self._sampling_train = False
 
     def _images_since_sample(self, batch: Any) -> int:
+        if not self._sampling_train:  # validation and test batches count alone
+            return _batch_size(batch)
         images, self._pending_images = self._pending_images + _batch_size(batch), 0
         return images
 
@@ -282,8 +290,13 @@ class TrainThroughput(ThroughputMonitor):
             self._pending_images += _batch_size(batch)
             return
         # Lightning reads the FLOPs since the last sample from ``flops_per_batch``: ``every`` batches' worth.
+        # (Its batches_per_sec counts samples, not batches, when sampling; samples_per_sec is exact.)
         module = _FlopsOfBatches(pl_module, every) if every > 1 else pl_module
-        super().on_train_batch_end(trainer, module, outputs, batch, *args)
+        self._sampling_train = True
+        try:
+            super().on_train_batch_end(trainer, module, outputs, batch, *args)
+        finally:
+            self._sampling_train = False
 
 
 class _FlopsOfBatches:
@@ -342,6 +355,7 @@ class EMA(EMAWeightAveraging):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)
+        self.decay, self.warmup = decay, warmup
         if warmup:
             self._kwargs.pop("avg_fn", None)
             self._kwargs["multi_avg_fn"] = _ema_with_warmup(decay)
@@ -349,9 +363,34 @@ class EMA(EMAWeightAveraging):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # deep-copies the module (see ImageClassifier.__deepcopy__)
         if self._average_model is not None:
-            # AveragedModel tests its update count on the host twice per update (``n_averaged == 0``,
-            # ``> 0``): kept on the CPU, that costs nothing; on a GPU it would sync every step.
+            # The update count lives on the CPU: reading it (every update) costs no device sync.
             self._average_model.n_averaged = self._average_model.n_averaged.cpu()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Lightning's schedule of updates, with the update below in place of AveragedModel's, which
+        # reads its count on the host and moves it to the device every step (two syncs on a GPU).
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._update_average(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    @torch.no_grad()
+    def _update_average(self, pl_module: L.LightningModule) -> None:
+        """AveragedModel.update_parameters (buffers averaged too) with this EMA's decay: the count is a
+        CPU tensor and the weight a Python float, so nothing waits for the device."""
+        average = self._average_model
+        averaged = [t.detach() for t in (*average.module.parameters(), *average.module.buffers())]
+        current = [t.detach() for t in (*pl_module.parameters(), *pl_module.buffers())]
+        n = int(average.n_averaged)
+        if n == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            floats = [i for i, t in enumerate(averaged) if t.is_floating_point()]
+            others = [i for i, t in enumerate(averaged) if not t.is_floating_point()]
+            decay = min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+            torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], 1.0 - decay)
+            if others:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
+                torch._foreach_copy_([averaged[i] for i in others], [current[i] for i in others])
+        average.n_averaged += 1
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
@@ -404,6 +443,9 @@ class TestEveryEpoch(L.Callback):
             correct1 += int((top5[:, 0] == y).sum())
             correct5 += int((top5 == y[:, None]).any(dim=-1).sum())
             total += len(y)
+        if trainer.world_size > 1:  # each rank scored its share of the test set: add them up
+            counts = torch.tensor([correct1, correct5, total], dtype=torch.float64, device=pl_module.device)
+            correct1, correct5, total = (int(v) for v in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
         metrics = {"test_epoch/acc1": correct1 / total, "test_epoch/acc5": correct5 / total}
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         for logger in trainer.loggers:

@@ -244,6 +244,17 @@ class ImageClassifier(L.LightningModule):
                 "lower the learning rate; the last checkpoint is kept"
             )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint written between two host reads of the finite-loss flag (every N steps, a
+        # mid-epoch validation) must not keep damaged weights: read the flag first.
+        if self._nonfinite is not None:
+            nonfinite, self._nonfinite = bool(self._nonfinite), None
+            if nonfinite:
+                raise FloatingPointError(
+                    f"training loss became NaN/inf before step {self.global_step}: lower the learning rate; "
+                    "the last checkpoint is kept"
+                )
+
     def eval_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's."""
         logits = self(x)
