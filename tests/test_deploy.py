@@ -186,3 +186,15 @@ def test_image_folder_eval_split_uses_the_shared_preprocessing(photos, tmp_path)
     assert decoded.dtype == torch.uint8 and torch.equal(module.normalize(decoded), expected)
     images, labels = module.on_after_batch_transfer(next(iter(module.val_dataloader())), 0)
     assert images.dtype == torch.float32 and torch.equal(images[0], expected)
+
+
+def test_erf_command_measures_a_checkpoint(trained_checkpoint):
+    result = run_lightclf("erf", "--ckpt", str(trained_checkpoint), "--images", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    field = json.loads(result.stdout)
+    assert 0 < field["r50"] < field["r95"] and field["images"] == 64 and "heatmap" not in field
+    assert field["feature_map"] == [4, 4] and field["unit"] == [2, 2]  # 32 px, total stride 8
+    stored = json.loads((trained_checkpoint.parent.parent / "erf.json").read_text())
+    assert stored["r50"] == field["r50"] and len(stored["heatmap"]) == 32  # written into the run's record
+    bad = run_lightclf("erf", "--ckpt", str(trained_checkpoint), "--images", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "lightclf: error: --images must be >= 1, got 0"
