@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import NoReturn
+
+from lightclf.errors import exit_with_error
 
 __all__ = ["ToolArgumentParser"]
 
@@ -13,5 +14,4 @@ class ToolArgumentParser(argparse.ArgumentParser):
     """argparse whose mistakes end in one ``lightclf: error:`` line (exit 2), like ``lightclf fit``'s."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"lightclf: error: {message} (options: {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(f"{message} (options: {self.prog} --help)")

@@ -6,7 +6,10 @@ Kept free of torch and every other heavy import, so tools that only read YAML or
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "USER_ERRORS"]
+import sys
+from typing import NoReturn
+
+__all__ = ["ConfigError", "DataError", "USER_ERRORS", "report_error", "exit_with_error"]
 
 
 class ConfigError(ValueError):
@@ -19,3 +22,14 @@ class DataError(RuntimeError):
 
 # What the CLI turns into one line instead of a traceback.
 USER_ERRORS = (ConfigError, DataError, FloatingPointError, FileNotFoundError)
+
+
+def report_error(message: str) -> None:
+    """Print the one line every lightclf user error ends in (the only place it is formatted)."""
+    print(f"lightclf: error: {message}", file=sys.stderr, flush=True)
+
+
+def exit_with_error(message: str, code: int = 2) -> NoReturn:
+    """``report_error`` then exit (2: bad input; 1: runs that failed)."""
+    report_error(message)
+    sys.exit(code)

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from lightclf.errors import USER_ERRORS
+from lightclf.errors import USER_ERRORS, exit_with_error
 
 __all__ = ["COMMANDS", "main"]
 
@@ -104,8 +104,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 
 
 def _fail(message: str) -> None:
-    print(f"lightclf: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(message)
 
 
 def _interrupted(name: str, code: int) -> None:

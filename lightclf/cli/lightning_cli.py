@@ -13,7 +13,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightclf.data import ImageDataModule
-from lightclf.errors import ConfigError
+from lightclf.errors import ConfigError, exit_with_error
 from lightclf.training.callbacks import (
     GracefulStop,
     LastCheckpoint,
@@ -69,8 +69,7 @@ class OneLineErrorParser(LightningArgumentParser):
             super().error(message, ex)  # raises: a parent parser reports it, or the user debugs
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        print(f"lightclf: error: {one_line_error(message)} (options: {prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(f"{one_line_error(message)} (options: {prog} --help)")
 
 
 class LightclfCLI(LightningCLI):

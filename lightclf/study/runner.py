@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from lightclf.cli_args import ToolArgumentParser
-from lightclf.errors import ConfigError
+from lightclf.errors import ConfigError, exit_with_error
 from lightclf.runs import RunRecord
 from lightclf.study.execution import (
     Claim,
@@ -338,8 +338,4 @@ def _raise_interrupt(signum, frame) -> None:
 def _fail_on(outcome: dict[str, str]) -> None:
     failed = [k for k, v in outcome.items() if v.startswith("failed")]
     if failed:
-        print(
-            f"lightclf: error: {len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+        exit_with_error(f"{len(failed)} run(s) failed: {', '.join(failed)}; re-run the study to retry", code=1)
