@@ -96,7 +96,7 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
     assert rows["late vs none"]["verdict"] == "equivalent within ±0.3 points"  # shown, not just "not significant"
     assert float(rows["late vs none"]["mde"]) < 0.003  # 8 pairs detect less than the margin
     assert rows["no aux vs aux"]["n"] == "3" and float(rows["no aux vs aux"]["mde"]) > 0
-    assert "30 of 30 planned runs finished" in text and "Holm over 3 questions" in text
+    assert "30 of 30 planned runs finished" in text and "Holm over the questions tested" in text
     assert "| 12 | 1024 | 1 | 4x4 | 1 | 83 | 69% | 2 | 139 | 44% |" in text  # block 12: late rate 2 on 4x4
     assert (path.parent / "erf_heatmaps.png").stat().st_size > 1000
     assert "googlenet 56px aux_logits=False" in text

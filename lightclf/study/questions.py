@@ -140,7 +140,10 @@ def _verdict_table(verdicts: list[Verdict]) -> str:
         kind = "pairs" if e.paired else "per group, Welch"
         ci = f"[{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}]" if e.ci_low is not None else "-"
         p, holm = _p(v.p_value), _p(v.p_holm)
-        word = v.word if e.n >= 2 else f"one run each: no test (n = {e.n})"
+        if e.n == 0:
+            lines.append(f"| {v.name} | - | 0 | - | - | - | - | not run yet |")
+            continue
+        word = v.word if e.n >= 2 else "one run per arm: no test"
         lines.append(
             f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{word}** |"
         )
@@ -252,7 +255,7 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "",
         study.protocol.strip(),
         "",
-        f"## Verdicts (equivalence margin ±{100 * study.equivalence_margin:g} points, Holm over {len(verdicts)} questions)",
+        f"## Verdicts (equivalence margin ±{100 * study.equivalence_margin:g} points, Holm over the questions tested)",
         "",
         "Effect = test top-1 of the second arm minus the first, in points; paired by seed and every other",
         "factor where the runs pair, else Welch. 'Min. detectable' is the true effect the n could detect",
