@@ -125,3 +125,12 @@ def test_compile_is_a_config_key_that_keeps_checkpoint_names():
     assert plain.network._compiled_call_impl is None and compiled.network._compiled_call_impl is not None
     assert list(compiled.state_dict()) == list(plain.state_dict())  # no _orig_mod. prefixes in checkpoints
     assert compiled.hparams.compile_mode == "reduce-overhead"
+
+
+def test_fit_overhead_times_fit_and_bare_loop_on_one_device():
+    from lightclf.training.overhead import fit_overhead
+
+    row = fit_overhead(batch_size=16, rounds=1, steps=2, warmup=1, log=lambda m: None, device="cpu", precision="32")
+    assert row["device"] == "cpu" and row["precision"] == "32" and row["rounds"] == 1
+    assert row["fit_images_per_s"] > 0 and row["bare_images_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["fit_images_per_s"] / row["bare_images_per_s"], rel=1e-2)
