@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -211,3 +212,39 @@ def test_ema_update_equals_averaged_models_and_reads_no_device_count():
     for mine, theirs in zip(ema._average_model.module.state_dict().values(), reference.module.state_dict().values()):
         assert torch.equal(mine, theirs)
     assert int(ema._average_model.n_averaged) == int(reference.n_averaged) == 5
+
+
+def test_cutmix_pastes_a_box_of_the_mirrored_batch():
+    module = _module(cutmix_alpha=1.0)
+    x = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 32, 32).clone()
+    mixed, soft = module._mix(x, torch.arange(8))
+    # timm mixes each image with the batch's mirror (image i with 7 - i): a box of pixels is replaced.
+    assert ((mixed[0] == 0) | (mixed[0] == 7)).all() and (mixed[0] == 7).any() and (mixed[0] == 0).any()
+    share = float((mixed[0] == 7).float().mean())
+    assert soft[0, 7] == pytest.approx(share, abs=0.02)  # the label share is the box's area
+
+
+def test_per_epoch_scheduler_steps_once_an_epoch():
+    module = _module(
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1), scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.5)
+    )
+    lrs = _lrs_of_fit(module, epochs=3, batches=4)
+    assert lrs[:4] == [0.1] * 4 and lrs[4:8] == [pytest.approx(0.05)] * 4 and lrs[8:] == [pytest.approx(0.025)] * 4
+
+
+def test_fast_dilated_path_can_be_turned_off():
+    import subprocess
+    import sys
+
+    from conftest import PYTHONPATH, REPO
+
+    code = "from lightclf.models.dilated_dw import fast_dilated_available as f; print(f())"
+    for value, expected in (("0", "False"), ("1", "True")):
+        env = {
+            "PYTHONPATH": PYTHONPATH,
+            "PATH": "/usr/bin:/bin",
+            "LIGHTCLF_FAST_DILATED": value,
+            "HOME": str(Path.home()),
+        }
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+        assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-1000:]
