@@ -19,3 +19,14 @@ class PauseAtStep(Callback):
         if trainer.global_step == self.step and not self.marker.exists():
             self.marker.write_text(str(self.step))
             time.sleep(self.pause_s)  # W&B flushes its log every second meanwhile
+
+
+class PoisonAtStep(Callback):
+    """Before batch ``step``, fill the classifier's weights with NaN: the loss goes NaN there."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        if trainer.global_step == self.step:
+            pl_module.network.get_classifier().weight.data.fill_(float("nan"))

@@ -287,3 +287,45 @@ def test_fit_with_key_but_unreachable_server_goes_offline(tmp_path):
     assert "W&B server unreachable" in result.stderr
     assert list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
     assert time.time() - start < 120
+
+
+def test_nan_loss_after_an_epoch_keeps_that_epochs_checkpoints(tmp_path):
+    poison = {"class_path": "kill_points.PoisonAtStep", "init_args": {"step": 14}}
+    config = smoke_config(tmp_path, **{"trainer.max_epochs": 3, "trainer.limit_train_batches": 6,
+                                       "trainer.callbacks": [*SMOKE_CALLBACKS, poison]})  # fmt: skip
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 2 and "lightclf: error: training loss is nan at step 14" in result.stderr
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 12  # epoch 1's, written before the NaN, and intact:
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
+    assert _final(folder)["status"] == "failed"
+
+
+def test_study_cli_emits_sweeps_and_runs_points(tmp_path, capsys):
+    import yaml
+
+    from lightclf.cli import main
+    from lightclf.study.spec import load_study
+
+    base = smoke_config(tmp_path)
+    study_yaml = tmp_path / "s.yaml"
+    study_yaml.write_text(yaml.safe_dump({
+        "name": "pts", "base_config": str(base), "save_dir": str(tmp_path / "runs"), "seeds": [0, 1],
+        "grid": {"network": ["ddsnet"], "small_input": [True], "width_multiplier": [0.25], "resolution": [32],
+                 "dilation": [1, 2]},
+    }))  # fmt: skip
+    study = load_study(study_yaml)
+    main(["study", "--config", str(study_yaml), "--emit-sweep", str(tmp_path / "sweep.yaml")])
+    sweep = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert sweep["parameters"]["run"]["values"] == [s.run_id for s in study.specs()]
+    capsys.readouterr()
+    main(["study", "--config", str(study_yaml), "--point", "dilation=2", "--dry-run"])
+    err = capsys.readouterr().err
+    assert err.count("python -m lightclf fit") == 2 and "d2-s0" in err and "d1-s" not in err
+    args = study.specs()[3].cli_args(study.base_config, study.save_dir, study.project)
+    assert args[args.index("--trainer.logger.init_args.group") + 1] == "pts"
+    assert args[args.index("--trainer.logger.init_args.id") + 1] == study.specs()[3].run_id
+    assert json.loads(args[args.index("--trainer.logger.init_args.tags") + 1]) == [
+        "pts", "ddsnet", "width_multiplier=0.25", "resolution=32", "dilation=2"
+    ]  # fmt: skip
