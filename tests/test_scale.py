@@ -82,12 +82,15 @@ def test_claims_are_atomic_and_stale_ones_of_dead_local_processes_are_taken_over
     claim.release()
     claim.path.write_text(json.dumps({"pid": 1, "host": "another-node"}))
     assert claim.acquire() == {"pid": 1, "host": "another-node"}  # another machine's claim is respected
-    claim.path.write_text(json.dumps({"pid": 1, "host": "another-node", "slurm_task": "77_3"}))
-    os.environ.update(SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3")
+    claim.path.write_text(json.dumps({"pid": 1, "host": "another-node", "slurm_task": "77_3", "slurm_restart": 0}))
+    os.environ.update(SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3", SLURM_RESTART_COUNT="0")
     try:
+        assert claim.acquire() is not None  # a sibling runner of the same try: respected
+        os.environ["SLURM_RESTART_COUNT"] = "1"
         assert claim.acquire() is None  # the same SLURM array task, requeued elsewhere: its own claim
     finally:
-        del os.environ["SLURM_ARRAY_JOB_ID"], os.environ["SLURM_ARRAY_TASK_ID"]
+        for key in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+            del os.environ[key]
 
 
 def test_a_second_runner_skips_runs_the_first_holds(tmp_path):
