@@ -59,14 +59,15 @@ class Progress:
     def __init__(self, total: int, jobs: int, log) -> None:
         self.total, self.jobs, self.log = total, jobs, log
         self.done = self.running = 0
-        self.durations: list[float] = []
+        self.durations: dict[str, list[float]] = {}  # seconds of each finished run, by configuration
         self.lock = threading.Lock()
 
     def line(self) -> str:
         left = self.total - self.done - self.running
         eta = ""
-        if self.durations:
-            mean = sum(self.durations) / len(self.durations)
+        every = [d for ds in self.durations.values() for d in ds]
+        if every:
+            mean = sum(every) / len(every)
             seconds = mean * (left + self.running / 2) / max(1, self.jobs)
             eta = f", ETA {int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
         return f"study: {self.done} done, {self.running} running, {left} left{eta}"
@@ -117,14 +118,12 @@ def run_study(
     queue_lock = threading.Lock()
     log(progress.line() + f" ({len(slots)} at a time)")
 
-    durations: dict[str, list[float]] = {}
-
     def fits_in_time(spec: RunSpec) -> bool:
         if deadline is None:
             return True
         with progress.lock:
-            same = list(durations.get(_configuration(spec), []))
-            every = [d for ds in durations.values() for d in ds]
+            same = list(progress.durations.get(_configuration(spec), []))
+            every = [d for ds in progress.durations.values() for d in ds]
         expected = max(same) if same else (max(every) if every else 0.0)
         return time.time() + expected <= deadline
 
@@ -172,8 +171,7 @@ def run_study(
                 progress.running -= 1
                 progress.done += 1
                 if result == "ok":
-                    progress.durations.append(time.time() - started)
-                    durations.setdefault(_configuration(spec), []).append(time.time() - started)
+                    progress.durations.setdefault(_configuration(spec), []).append(time.time() - started)
         record = RunRecord.read(study.run_dir(spec))
         top1 = record.test_metrics.get("test/acc1")
         score = f", test top-1 {100 * top1:.2f}%" if top1 is not None else ""
