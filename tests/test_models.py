@@ -183,3 +183,25 @@ def test_named_dilation_schedules_and_their_geometry():
     assert block_geometry(28, True, "late")[11].taps_inside is None  # stride 2: not dilated
     with pytest.raises(ConfigError, match="dilation_schedule must be one of"):
         timm.create_model("ddsnet", num_classes=10, dilation_schedule="middle")
+
+
+def test_narrow_batchnorm_detour_matches_torch_and_keeps_channels_last():
+    """The NCHW detour for narrow channels_last BN (a CPU speed fix) changes nothing but rounding:
+    same outputs, input gradients, running statistics and state_dict keys, channels_last out."""
+    from lightclf.models.ddsnet import BatchNorm2d
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 8, 12, 12).to(memory_format=torch.channels_last)
+    ours, theirs = BatchNorm2d(8), torch.nn.BatchNorm2d(8)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    assert ya.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ya, yb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(ours.running_var, theirs.running_var)
+    net = create_network("ddsnet", 10, width_multiplier=0.25, small_input=True)
+    assert isinstance(net.conv_stem[1], BatchNorm2d) and net.conv_stem[1].num_features < BatchNorm2d.NARROW_CHANNELS

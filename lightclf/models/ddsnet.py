@@ -51,6 +51,30 @@ __all__ = [
 ]
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that normalises narrow channels_last CPU tensors in NCHW.
+
+    PyTorch's channels_last CPU batch-norm kernels vectorise over channels; with fewer channels
+    than one AVX-512 vector (16 floats) they fall far behind the NCHW kernels (measured: 8
+    channels at 28x28, batch 128, forward + backward 6-8 ms vs 1.3-1.6 ms). At width 0.25 the
+    stem and block 0 have 8 channels: the detour (two copies) trains the whole net ~6% faster.
+    Same parameters, buffers and maths; only the summation order differs (float rounding).
+    """
+
+    NARROW_CHANNELS = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.num_features < self.NARROW_CHANNELS
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 class ConvBnAct(nn.Sequential):
     """Conv2d (no bias) + BatchNorm + activation; padding keeps 'same' size for odd kernels."""
 
@@ -72,7 +96,7 @@ class ConvBnAct(nn.Sequential):
             conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups, bias=False)
         super().__init__(
             conv,
-            nn.BatchNorm2d(out_chs),
+            BatchNorm2d(out_chs),
             act_layer(inplace=True),
         )
 
