@@ -116,25 +116,61 @@ def _cases(config: Path, ckpt: Path, f: dict[str, Path]) -> list[tuple[str, list
     ]
 
 
-def test_cli_fuzz_one_line_errors(tmp_path, trained_checkpoint, bad_files):
+# One case per command family also runs as its own process: the in-process cases prove the
+# message, these prove what a shell sees (exit status 2, one stderr line, no traceback).
+SUBPROCESS_CASES = ("broken yaml", "unknown network", "export text ckpt", "predict corrupt image", "study broken yaml")
+
+
+def _one_error_line(code: int | None, stderr: str) -> bool:
+    lines = stderr.strip().splitlines()
+    return (
+        code == 2
+        and "Traceback" not in stderr
+        and bool(lines)
+        and lines[-1].startswith("lightclf: error:")
+        and sum(line.startswith("lightclf: error:") for line in lines) == 1
+    )
+
+
+def _run_in_process(args: list[str], capfd) -> tuple[int | None, str]:
+    """`lightclf.cli.main(args)` in this process: its exit status and what it wrote to stderr."""
+    from lightclf.cli import main
+
+    capfd.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception as err:  # noqa: BLE001 - a traceback is the failure this test looks for
+        return None, f"Traceback: {type(err).__name__}: {err}"
+    return code, capfd.readouterr().err
+
+
+def test_cli_fuzz_one_line_errors(tmp_path, trained_checkpoint, bad_files, capfd, monkeypatch):
     config = smoke_config(tmp_path)
     earlier_run = trained_checkpoint.parent.parent
     before = _fingerprint(earlier_run)
     cases = _cases(config, trained_checkpoint, bad_files)
     assert len(cases) >= 30
-    failures = []
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the cases name repo configs by relative path
+    failures, messages = [], {}
     for name, args in cases:
-        result = run_lightclf(*args, timeout=300)
-        lines = result.stderr.strip().splitlines()
-        ok = (
-            result.returncode == 2
-            and "Traceback" not in result.stderr
-            and lines
-            and lines[-1].startswith("lightclf: error:")
-            and sum(line.startswith("lightclf: error:") for line in lines) == 1
-        )
-        if not ok:
-            failures.append(f"{name}: exit {result.returncode}: {result.stderr.strip()[-400:]}")
+        code, stderr = _run_in_process(args, capfd)
+        if not _one_error_line(code, stderr):
+            failures.append(f"{name}: exit {code}: {stderr.strip()[-400:]}")
+        else:
+            messages[name] = stderr.strip().splitlines()[-1]
+    for name, args in cases:
+        if name in SUBPROCESS_CASES:
+            result = run_lightclf(*args, timeout=300)
+            if not _one_error_line(result.returncode, result.stderr):
+                failures.append(f"{name} (subprocess): exit {result.returncode}: {result.stderr.strip()[-400:]}")
+            elif result.stderr.strip().splitlines()[-1] != messages.get(name):
+                failures.append(f"{name}: the subprocess says {result.stderr.strip().splitlines()[-1]!r}")
     assert not failures, "\n".join(failures)
+    # Each case names its own problem: a catch-all message would repeat. (A few cases share one
+    # problem on purpose, e.g. a missing --ckpt for export and for predict.)
+    assert len(set(messages.values())) >= len(cases) - 5, sorted(messages.values())
     assert _fingerprint(earlier_run) == before  # nothing already trained was touched
     assert not list(tmp_path.glob("runs/**/*.ckpt"))  # and nothing was trained by any of them
