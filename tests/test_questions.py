@@ -11,7 +11,7 @@ import pytest
 
 from lightclf.runs import RunRecord, write_json
 from lightclf.study.factors import Factors, Question
-from lightclf.study.questions import answer, collect_results, write_question_report
+from lightclf.study.report.questions import answer, collect_results, write_question_report
 from lightclf.study.spec import Study
 
 ARMS = {"none": 0.0, "late": 0.0001, "early": 0.01}  # true effects on top-1: none, ~nothing, +1 point

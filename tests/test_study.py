@@ -99,7 +99,7 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
     assert (out / "tiny" / "accuracy_vs_macs.png").exists()
 
 
-def test_study_validation_and_sweep(tiny_study, tmp_path):
+def test_study_validation_and_sweep(tiny_study, tmp_path, run_here):
     study = load_study(tiny_study)
     assert len(study.specs()) == 5
     assert len({s.run_id for s in study.specs()}) == 5
@@ -108,10 +108,10 @@ def test_study_validation_and_sweep(tiny_study, tmp_path):
     assert sweep["parameters"]["run"]["values"] == [s.run_id for s in study.specs()]  # the extra run too
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "x", "base_config": "nope.yaml", "grid": {"network": ["ddsnet"]}}))
-    result = run_lightclf("study", "--config", str(bad))
+    result = run_here("study", "--config", str(bad))
     assert result.returncode == 2 and "base_config nope.yaml not found" in result.stderr
     bad.write_text(yaml.safe_dump({"name": "x", "base_config": str(tiny_study), "grid": {"depth": [1]}}))
-    result = run_lightclf("study", "--config", str(bad))
+    result = run_here("study", "--config", str(bad))
     assert result.returncode == 2 and "grid factors ['depth'] unknown" in result.stderr
 
 
@@ -211,7 +211,7 @@ def test_wandb_report_spec_offline(tiny_study, tmp_path):
     out = tmp_path / "reports"
     result = run_lightclf("report", "--study", str(tiny_study), "--out", str(out), "--wandb-report", "me/tiny-study")
     assert result.returncode == 2 and "no finished runs" in result.stderr  # nothing ran yet: one line, no spec
-    from lightclf.study.wandb_report import publish
+    from lightclf.study.report.wandb_report import publish
 
     spec = json.loads(Path(publish(load_study(tiny_study), "me/tiny-study", tmp_path, online=False)).read_text())
     assert spec["project"] == {"name": "tiny-study", "entityName": "me"}

@@ -23,6 +23,7 @@ from lightclf.errors import ConfigError
 from lightclf.measure.complexity import count_macs, count_params, inference_copy
 from lightclf.measure.device import PRECISIONS, DeviceTimer, precision_context, resolve_device
 from lightclf.models import create_network
+from lightclf.tables import write_csv as write_rows
 
 __all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
 
@@ -287,15 +288,7 @@ def run_bench(
 
 
 def write_csv(rows: list[BenchRow], path: str | Path, append: bool = False) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not (append and path.exists())
-    with path.open("a" if append else "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    return path
+    return write_rows(path, (asdict(r) for r in rows), CSV_FIELDS, append=append)
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -455,12 +448,7 @@ def compare_main(argv: list[str] | None = None) -> None:
         device=args.device,
         precision=args.precision,
     )
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    path = write_rows(args.out, rows)
     print(
         "| comparison | px | format | candidate img/s | reference img/s | speed ratio (min-max) |\n|---|---|---|---|---|---|"
     )

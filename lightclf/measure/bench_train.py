@@ -12,7 +12,6 @@ timings drift 2-3x over minutes, so only ratios taken within a round are compare
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from lightclf.measure.bench import alternating_rounds, check_model_specs, parse_
 from lightclf.measure.complexity import count_macs
 from lightclf.measure.device import PRECISIONS, DeviceTimer, available_flops, precision_context, resolve_device
 from lightclf.models import create_network
+from lightclf.tables import write_csv
 
 __all__ = [
     "TrainCase",
@@ -228,16 +228,8 @@ def bench_optimizer(params):
 
 def write_rows(rows: list[TrainRow], path: Path) -> Path:
     """The img/s table as CSV (one row per network, resolution, format, precision and device)."""
-    _write([asdict(r) for r in rows], path)
+    write_csv(path, [asdict(r) for r in rows])
     return path
-
-
-def _write(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, Any]] | None = None) -> None:
@@ -270,7 +262,7 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
     )  # fmt: skip
     out = Path(args.out)
     rows = [asdict(r) for r in rows_of(cases)]
-    _write(rows, out)
+    write_csv(out, rows)
     print("| network | px | format | precision | img/s (min-max) |\n|---|---|---|---|---|")
     for r in rows:
         print(
@@ -279,7 +271,7 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
         )
     ratios = dilation_ratios(cases)
     if ratios:
-        _write(ratios, out.with_name(out.stem + "_dilation_ratio.csv"))
+        write_csv(out.with_name(out.stem + "_dilation_ratio.csv"), ratios)
         print(
             "\n| dilated net | px | precision | format | dilated / undilated img/s (min-max) |\n|---|---|---|---|---|"
         )
@@ -290,7 +282,7 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
             )
     if getattr(args, "fit_overhead", False):
         overhead = fit_overhead(log=log, device=args.device, precision=precisions[0])
-        _write([overhead], out.with_name(out.stem + "_fit_overhead.csv"))
+        write_csv(out.with_name(out.stem + "_fit_overhead.csv"), [overhead])
         print(
             f"\nlightclf fit vs bare loop ({overhead['network']}, {overhead['resolution']} px): "
             f"{overhead['fit_images_per_s']:.0f} / {overhead['bare_images_per_s']:.0f} img/s = "

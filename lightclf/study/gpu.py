@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         log("gpu-study: no time left for the img/s table (run `lightclf bench-train --device cuda` later)")
     else:
         _bench(study, specs, device, out_dir, smoke=args.smoke, log=log)
-    from lightclf.study.questions import write_question_report
+    from lightclf.study.report.questions import write_question_report
 
     path = write_question_report(study, args.out)
     log(f"wrote {path} in {(time.time() - started) / 60:.1f} min")

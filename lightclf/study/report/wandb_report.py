@@ -10,12 +10,12 @@ Panels read what every lightclf fit logs: summary ``test/acc1``, ``params``, ``m
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from lightclf.errors import ConfigError
+from lightclf.library_hooks import offline_report_spec
 
 __all__ = ["build_report", "report_spec", "publish"]
 
@@ -89,25 +89,9 @@ def build_report(study, entity_project: str, protocol_md: str = ""):
     )
 
 
-@contextlib.contextmanager
-def _offline_project_lookup():
-    """wandb-workspaces looks each runset's project up over GraphQL while serialising; offline,
-    answer with an empty internal id (W&B assigns the real one when the report is published)."""
-    from wandb_workspaces.reports.v2 import interface
-
-    saved = interface._get_api, interface.execute_graphql
-    interface._get_api = lambda: None
-    interface.execute_graphql = lambda api, query, variables: {"project": {"internalId": ""}}
-    try:
-        yield
-    finally:
-        interface._get_api, interface.execute_graphql = saved
-
-
 def report_spec(report) -> dict[str, Any]:
     """The report as JSON (what W&B stores), without contacting W&B."""
-    with _offline_project_lookup():
-        return report._to_model().model_dump(by_alias=True, exclude_none=True, mode="json")
+    return offline_report_spec(report)
 
 
 def publish(study, entity_project: str, out_dir: Path, online: bool, protocol_md: str = "") -> str:

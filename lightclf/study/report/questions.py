@@ -14,7 +14,6 @@ per schedule, measured effective receptive fields with heat maps, every configur
 
 from __future__ import annotations
 
-import csv
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from lightclf.study.stats import (
     unpaired_effect,
     unpaired_tests,
 )
+from lightclf.tables import write_csv
 
 __all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "write_question_report"]
 
@@ -278,8 +278,8 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     parts += ["## Every configuration", "", _configuration_table(groups), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
-    _write_rows(out_dir / "runs.csv", [{**r.factors.as_dict(), "label": r.factors.label, **{k: v for k, v in asdict(r).items() if k not in ("factors", "heatmap")}} for r in runs])  # fmt: skip
-    _write_rows(
+    write_csv(out_dir / "runs.csv", [{**r.factors.as_dict(), "label": r.factors.label, **{k: v for k, v in asdict(r).items() if k not in ("factors", "heatmap")}} for r in runs])  # fmt: skip
+    write_csv(
         out_dir / "verdicts.csv",
         [
             {"question": v.name, "effect": v.effect.mean, "n": v.effect.n, "paired": v.effect.paired,
@@ -289,13 +289,3 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         ],
     )  # fmt: skip
     return path
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -1,0 +1,83 @@
+"""The configuration report's plots: accuracy against parameters, MACs and throughput, one panel per
+training budget, with the Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightclf.study.report.collect import label, role
+
+__all__ = ["pareto_front", "plot_accuracy_vs_cost"]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when maximising both coordinates, sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best_y = [], float("-inf")
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool) -> None:
+    """Accuracy against one cost on one axis: error bars (± 1 std over seeds), labels, Pareto front."""
+    for kind, marker, color in (("proposed", "o", "C0"), ("ablation", "s", "C1"), ("baseline", "^", "C2")):
+        sel = [r for r in pts if role(r).startswith(kind)]
+        if not sel:
+            continue
+        ax.errorbar(
+            [r[key] for r in sel],
+            [100 * r["top1"] for r in sel],
+            yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],
+            fmt=marker,
+            color=color,  # one colour per role in every panel
+            capsize=3,
+            markersize=6,
+            label=kind,
+        )
+        for r in sel:
+            ax.annotate(label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
+    # Pareto front: fewer params/MACs is better, more img/s is better.
+    sign = 1 if key == "images_per_s" else -1
+    front = [pts[i] for i in pareto_front([(sign * r[key], r["top1"]) for r in pts])]
+    front.sort(key=lambda r: r[key])
+    ax.plot([r[key] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_accuracy_vs_cost(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key, xlabel, log in (("params", "parameters", True), ("macs", "forward MACs / image", True),
+                             ("images_per_s", "inference images/s (CPU)", True)):  # fmt: skip
+        pts = [r for r in rows if r.get(key) and r.get("top1") is not None]
+        if not pts:
+            continue
+        # One panel per training budget: runs on different budgets are not comparable, so they
+        # never share axes or a Pareto front.
+        budgets = sorted({r.get("budget") or "full" for r in pts}, key=lambda b: (b != "full", b))
+        fig, axes = plt.subplots(1, len(budgets), figsize=(7 if len(budgets) == 1 else 5.5 * len(budgets), 4.5),
+                                 squeeze=False)  # fmt: skip
+        for ax, budget in zip(axes[0], budgets):
+            panel = [r for r in pts if (r.get("budget") or "full") == budget]
+            _plot_panel(ax, panel, key, xlabel, log)
+            if len(budgets) > 1:
+                ax.set_title(f"training budget: {budget}", fontsize=9)
+        fig.tight_layout()
+        name = f"accuracy_vs_{key}.png"
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+    return written
