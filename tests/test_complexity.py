@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lightclf.measure.bench import CSV_FIELDS, parse_model_spec, read_csv, run_bench, write_csv
 from lightclf.measure.complexity import count_macs, ddsnet_macs, measure_complexity
@@ -116,3 +117,12 @@ def test_bench_skips_impossible_configs():
     assert [r.network for r in rows] == ["ddsnet_nodilation"] and "dilation 2" in messages[0]
     with pytest.raises(ConfigError, match="no model could be built"):
         run_bench(["ddsnet"], [32], ["contiguous"], batch_size=2, repeats=1, warmup=1, iters=1, log=messages.append)
+
+
+def test_count_correct_is_top_k_with_k_capped_at_the_classes():
+    from lightclf.measure.accuracy import count_correct
+
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    targets = torch.tensor([1, 2, 0])
+    # row 0: top-1 hit; row 1: target ranked 2nd; row 2: target ranked last (3rd)
+    assert count_correct(logits, targets, (1, 2, 5)) == [1, 2, 3]

@@ -4,7 +4,6 @@ complete run folders (the callbacks that write them are added here, whatever the
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightclf.data import ImageDataModule
 from lightclf.errors import ConfigError, exit_with_error
+from lightclf.library_hooks import JSONARGPARSE_KEY_LINE
 from lightclf.training.callbacks import (
     GracefulStop,
     LastCheckpoint,
@@ -44,7 +44,7 @@ def one_line_error(message: str) -> str:
     lines = [line.replace('in "<unicode string>", ', "") for line in lines if line]
     if not lines:
         return message
-    match = re.match(r'Parser key "([^"]+)":\s*(.*)$', lines[0])
+    match = JSONARGPARSE_KEY_LINE.match(lines[0])
     if not match and not lines[0].startswith(_GENERIC_ERROR_LINES):
         return " ".join(lines)
     details: list[str] = []
@@ -97,15 +97,15 @@ class LightclfCLI(LightningCLI):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning replaces the model config by the checkpoint's hyperparameters; check first
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Next Lightning replaces the model config by the checkpoint's hyperparameters; check first
         # that the checkpoint is readable and of the network the config asks for.
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand, {}) if subcommand else {}
         ckpt_path = config.get("ckpt_path") if config else None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             _check_checkpoint(config, ckpt_path, resume=subcommand == "fit")
-        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config

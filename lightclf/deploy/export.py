@@ -21,6 +21,7 @@ from torch import nn
 
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError, DataError
+from lightclf.measure.accuracy import count_correct
 from lightclf.measure.bench import alternating_rounds, export_onnx_model, onnx_session, ort_session, time_batches
 from lightclf.measure.complexity import inference_copy, state_dict_bytes
 from lightclf.runs import RunRecord
@@ -100,7 +101,7 @@ def _accuracy(model, loader, datamodule) -> float:
     correct = total = 0
     for batch in loader:
         x, y = datamodule.on_after_batch_transfer(batch, 0)  # normalises tensor batches, passes others
-        correct += int((torch.as_tensor(model(x)).argmax(-1) == y).sum())
+        correct += count_correct(torch.as_tensor(model(x)), y)[0]
         total += len(y)
     return correct / max(total, 1)
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor, WeightAveraging
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightclf.library_hooks import averaged_model, last_update_step, set_last_update_step
+from lightclf.measure.accuracy import count_correct
 from lightclf.measure.complexity import measure_complexity
 from lightclf.measure.receptive_field import effective_receptive_field
 from lightclf.runs import RunRecord, run_path
@@ -316,7 +318,9 @@ class LastCheckpoint(ModelCheckpoint):
 
     Since Lightning 2.6 ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when a
     top-k checkpoint was written in the same step: an epoch that did not improve the monitored
-    metric would be lost to a crash. Resuming from this file loses at most one epoch.
+    metric would be lost to a crash. Resuming from this file loses at most one epoch. Lightning
+    writes it atomically (an fsspec transaction: a temporary file moved into place), so a kill or a
+    full disk mid-write leaves the earlier file whole (tested).
     """
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None) -> None:
@@ -330,90 +334,73 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
 
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        # Lightning writes in place: a kill mid-write would truncate the only resumable file.
-        partial = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, partial)
-        if trainer.is_global_zero:
-            os.replace(partial, filepath)
-        self._last_checkpoint_saved = filepath
 
-
-class EMA(EMAWeightAveraging):
-    """Lightning's EMAWeightAveraging with timm-style decay warmup; validation, checkpoints
-    (``state_dict``) and the test after fit all use the averaged weights, and the raw weights
-    travel in the checkpoint for resuming.
+class EMA(WeightAveraging):
+    """An exponential moving average of the weights (Lightning's WeightAveraging) with timm-style
+    decay warmup; validation, checkpoints (``state_dict``) and the test after fit all use the
+    averaged weights, and the raw weights travel in the checkpoint for resuming.
 
     Warmup: the decay at update n is ``min(decay, (1 + n) / (10 + n))`` (timm's ModelEmaV3
     warmup), so in a short run the average is not dominated by the random initial weights.
-    Lightning's own callback, asked to load a checkpoint for ``trainer.test(ckpt_path=...)`` in
-    the process that fitted, puts the *raw* weights back into the model; outside fitting the
+    Lightning's callback, asked to load a checkpoint for ``trainer.test(ckpt_path=...)`` in the
+    process that fitted, puts the *raw* weights back into the model; outside fitting the
     checkpoint's ``state_dict`` (the average) is what should be evaluated, so this keeps it.
     """
 
     def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, warmup: bool = True, **kwargs: Any):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
-        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)
-        self.decay, self.warmup = decay, warmup
-        if warmup:
-            self._kwargs.pop("avg_fn", None)
-            self._kwargs["multi_avg_fn"] = _ema_with_warmup(decay)
+        if update_every_n_steps < 1:
+            raise ValueError(f"EMA update_every_n_steps must be >= 1, got {update_every_n_steps}")
+        self.decay, self.warmup, self.update_every_n_steps = decay, warmup, update_every_n_steps
+        # AveragedModel's own update (used by WeightAveraging at epoch ends, which this schedule never
+        # asks for) runs the same step as the per-batch update below.
+        super().__init__(multi_avg_fn=self._averaged_model_update, **kwargs)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.update_every_n_steps == 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)  # deep-copies the module (see ImageClassifier.__deepcopy__)
-        if self._average_model is not None:
+        average = averaged_model(self)
+        if average is not None:
             # The update count lives on the CPU: reading it (every update) costs no device sync.
-            self._average_model.n_averaged = self._average_model.n_averaged.cpu()
+            average.n_averaged = average.n_averaged.cpu()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         # Lightning's schedule of updates, with the update below in place of AveragedModel's, which
         # reads its count on the host and moves it to the device every step (two syncs on a GPU).
-        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
-            self._update_average(pl_module)
-            self._latest_update_step = trainer.global_step
+        step = trainer.global_step
+        if step > last_update_step(self) and self.should_update(step_idx=step - 1):
+            average = averaged_model(self)
+            current = [t.detach() for t in (*pl_module.parameters(), *pl_module.buffers())]
+            averaged = [t.detach() for t in (*average.module.parameters(), *average.module.buffers())]
+            self._step(averaged, current, int(average.n_averaged))
+            average.n_averaged += 1
+            set_last_update_step(self, step)
 
     @torch.no_grad()
-    def _update_average(self, pl_module: L.LightningModule) -> None:
-        """AveragedModel.update_parameters (buffers averaged too) with this EMA's decay: the count is a
-        CPU tensor and the weight a Python float, so nothing waits for the device."""
-        average = self._average_model
-        averaged = [t.detach() for t in (*average.module.parameters(), *average.module.buffers())]
-        current = [t.detach() for t in (*pl_module.parameters(), *pl_module.buffers())]
-        n = int(average.n_averaged)
+    def _step(self, averaged: list[torch.Tensor], current: list[torch.Tensor], n: int) -> None:
+        """The EMA update after ``n`` earlier ones: the weight is a Python float, so nothing waits
+        for the device. Integer buffers (BatchNorm's num_batches_tracked) keep the current count."""
         if n == 0:
             torch._foreach_copy_(averaged, current)
-        else:
-            floats = [i for i, t in enumerate(averaged) if t.is_floating_point()]
-            others = [i for i, t in enumerate(averaged) if not t.is_floating_point()]
-            decay = min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+            return
+        decay = min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+        floats = [i for i, t in enumerate(averaged) if t.is_floating_point()]
+        others = [i for i, t in enumerate(averaged) if not t.is_floating_point()]
+        if floats:
             torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], 1.0 - decay)
-            if others:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
-                torch._foreach_copy_([averaged[i] for i in others], [current[i] for i in others])
-        average.n_averaged += 1
+        if others:
+            torch._foreach_copy_([averaged[i] for i in others], [current[i] for i in others])
+
+    def _averaged_model_update(self, averaged: list, current: list, num_averaged: torch.Tensor) -> None:
+        self._step(averaged, current, int(num_averaged))
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
             return
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-
-def _ema_with_warmup(decay: float):
-    """A foreach EMA update for ``AveragedModel(multi_avg_fn=...)`` with timm's decay warmup.
-
-    The decay is computed from ``num_averaged`` on its device (no ``float()`` of it: on a GPU that
-    would be a host sync every step)."""
-
-    def multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if averaged[0].is_floating_point():
-            # float64 where the device has it: the same float32 weight as the Python float it replaced
-            n = num_averaged.to(torch.float32 if num_averaged.device.type == "mps" else torch.float64)
-            weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-            torch._foreach_lerp_(averaged, current, weight.to(averaged[0].dtype))
-        else:  # integer buffers (BatchNorm's num_batches_tracked): keep the current count
-            torch._foreach_copy_(averaged, current)
-
-    return multi_avg_fn
 
 
 class TestEveryEpoch(L.Callback):
@@ -439,10 +426,8 @@ class TestEveryEpoch(L.Callback):
         for batch in data.test_dataloader():
             batch = data.on_after_batch_transfer(pl_module.transfer_batch_to_device(batch, pl_module.device, 0), 0)
             x, y = batch
-            top5 = pl_module.eval_logits(x, "test").topk(min(5, pl_module.hparams.num_classes), dim=-1).indices
-            correct1 += int((top5[:, 0] == y).sum())
-            correct5 += int((top5 == y[:, None]).any(dim=-1).sum())
-            total += len(y)
+            hits1, hits5 = count_correct(pl_module.eval_logits(x, "test"), y, (1, 5))
+            correct1, correct5, total = correct1 + hits1, correct5 + hits5, total + len(y)
         if trainer.world_size > 1:  # each rank scored its share of the test set: add them up
             counts = torch.tensor([correct1, correct5, total], dtype=torch.float64, device=pl_module.device)
             correct1, correct5, total = (int(v) for v in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
