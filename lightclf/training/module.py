@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightclf.data.modules import rank_seed
+from lightclf.data.sampling import rank_seed
 from lightclf.errors import ConfigError
 from lightclf.models import DDSNet, create_network
 from lightclf.training.schedules import LRSchedule

@@ -1,0 +1,130 @@
+"""In-memory splits resident on the training device and the epoch-seeded, per-rank samplers that
+batch them by indexing (no per-sample Python, no collate)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from lightclf.errors import DataError
+
+
+class InMemorySplit(Dataset):
+    """One split as a uint8 N,C,H,W stack and int64 labels on one device, indexed a batch at a time.
+
+    ``split[indices]`` (an int64 tensor of positions) returns that batch in one gather; a
+    DataLoader with ``batch_size=None`` and a :class:`BatchIndexSampler` therefore yields whole
+    batches with no per-sample indexing and no collate, already on the stack's device.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        if isinstance(index, torch.Tensor):
+            index = index.to(self.images.device, non_blocking=True)
+        return self.images[index], self.labels[index]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> InMemorySplit:
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return InMemorySplit(self.images.to(device), self.labels.to(device))
+
+    def select(self, positions: list[int] | torch.Tensor) -> InMemorySplit:
+        """The images at ``positions``, in that order, as a split of their own (one gather at setup)."""
+        positions = torch.as_tensor(positions, dtype=torch.int64, device=self.images.device)
+        return InMemorySplit(self.images[positions], self.labels[positions])
+
+
+class EpochSeededSampler(DistributedSampler):
+    """This rank's indices of a split, one at a time (per-sample loaders: ImageFolder).
+
+    Training (``shuffle=True``): the epoch's order is a permutation drawn from a generator seeded by
+    (seed, epoch), so a run resumed from a checkpoint sees exactly the batches of the uninterrupted
+    run (Lightning calls ``set_epoch`` each epoch). Under DDP each rank takes every
+    ``world_size``-th index of the same permutation, padded as torch's DistributedSampler pads so
+    every rank steps equally often.
+
+    Evaluation (``shuffle=False``): each rank takes a contiguous, unpadded share of the split in
+    order, so validation and test metrics synced over ranks count every image exactly once.
+
+    Being a DistributedSampler, Lightning uses it as it is under DDP instead of replacing it.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if distributed else 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's indices for the current epoch, in order."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return torch.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=gen)
+        order = torch.cat([order, order[: self.total_size - n]])  # every rank gets num_samples indices
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self):
+        # A generator: the order is drawn at the first batch, not when the iterator is made. Lightning
+        # makes the first epoch's iterator before ``set_epoch``; on resume that would be epoch 0's order.
+        yield from self.indices().tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices()) if not self.shuffle else self.num_samples
+
+
+class BatchIndexSampler(EpochSeededSampler):
+    """The same indices as :class:`EpochSeededSampler`, one int64 tensor per batch, for
+    ``DataLoader(batch_size=None)`` over an :class:`InMemorySplit`. In training the last partial
+    batch is dropped when the split holds more than one batch."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs) -> None:
+        super().__init__(dataset, seed, shuffle=shuffle, **kwargs)
+        self.batch_size = batch_size
+        self.drop_last_batch = shuffle and self.num_samples > batch_size  # this rank's share, not the split
+
+    def __iter__(self):
+        batches = self.indices().split(self.batch_size)  # lazily, as above
+        if self.drop_last_batch and len(batches) and len(batches[-1]) < self.batch_size:
+            batches = batches[:-1]
+        yield from batches
+
+    def __len__(self) -> int:
+        count = super().__len__()
+        return count // self.batch_size if self.drop_last_batch else math.ceil(count / self.batch_size)
+
+
+def default_workers() -> int:
+    """Decoding workers for per-sample loaders: the cores this process may use, less one for training, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed per DDP rank that leaves rank 0's (and so a single-process run's) unchanged."""
+    return seed if rank == 0 else (seed * 1_000_033 + rank) % 2**63
