@@ -6,11 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+# One thread per test process, set before torch loads (subprocess fits inherit it): the suite runs
+# two test processes at once (pytest-xdist), and tiny fits gain nothing from a second thread but
+# OpenMP's spin-waiting. Tests that need a thread count set their own (study --threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
@@ -88,6 +93,35 @@ def run_lightclf(
         text=True,
         timeout=timeout,
     )
+
+
+@dataclass
+class InProcessResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_here(capfd, monkeypatch):
+    """``python -m lightclf ARGS`` in this process: for error paths, where a subprocess would spend
+    ~5 s importing torch and Lightning to print one line (tests/test_fuzz.py runs one case of each
+    command family as its own process too). An exception other than SystemExit fails the test."""
+    from lightclf.cli import main
+
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> InProcessResult:
+        capfd.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        captured = capfd.readouterr()
+        return InProcessResult(code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture

@@ -9,16 +9,22 @@ from lightning.pytorch.callbacks import Callback
 
 
 class PauseAtStep(Callback):
-    """Before batch ``step`` (steps 0..step-1 trained and logged), write ``marker`` and sleep; only
-    once, not again on resume."""
+    """Before batch ``step`` (steps 0..step-1 trained and logged), write ``marker`` and wait until
+    the test creates ``release`` (it kills the fit meanwhile, or signals it and then releases it);
+    only once, not again on resume. The wait is for an event, not a time: a slow machine cannot
+    make the fit run past the kill point. (``max_wait_s`` only stops a forgotten fit.)"""
 
-    def __init__(self, step: int, marker: str, pause_s: float = 10.0) -> None:
-        self.step, self.marker, self.pause_s = step, Path(marker), pause_s
+    def __init__(self, step: int, marker: str, release: str | None = None, max_wait_s: float = 600.0) -> None:
+        self.step, self.marker, self.max_wait_s = step, Path(marker), max_wait_s
+        self.release = Path(release) if release else self.marker.with_suffix(".release")
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if trainer.global_step == self.step and not self.marker.exists():
             self.marker.write_text(str(self.step))
-            time.sleep(self.pause_s)  # W&B flushes its log every second meanwhile
+        if trainer.global_step == self.step:
+            deadline = time.monotonic() + self.max_wait_s
+            while not self.release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 class PoisonAtStep(Callback):

@@ -37,6 +37,19 @@ def test_smoke_fit(tmp_path, network):
     assert record["status"] == "finished" and record["network"] == network
     assert 0.0 <= record["test_metrics"]["test/acc1"] <= 1.0
     assert record["test_metrics"]["test/acc1"] <= record["test_metrics"]["test/acc5"]
+    # complexity.json: the deployed network's figures at the data's resolution, counted independently.
+    from lightclf.measure.complexity import count_macs, count_params, receptive_field
+    from lightclf.models import create_network
+
+    complexity = json.loads((run_folder / "complexity.json").read_text())
+    net = create_network(network, 10, **FAMILIES[network])
+    if network == "googlenet":
+        net = create_network(network, 10, **{**FAMILIES[network], "aux_logits": False})  # as deployed
+    assert complexity["resolution"] == 32 and complexity["params"] == count_params(net)
+    assert complexity["macs"] == count_macs(net, 32, 3) and complexity["size_mb"] > complexity["params"] * 4 / 1e6 * 0.9
+    assert complexity["receptive_field"] == receptive_field(net)
+    if network.startswith("ddsnet"):
+        assert complexity["receptive_field"] > 32  # the theoretical field, wider than the image
 
     # The W&B offline run exists and holds the loss history and cost figures.
     wandb_dir = _single((tmp_path / "runs" / "wandb").glob("offline-run-*"))
@@ -88,9 +101,9 @@ def test_second_run_in_same_save_dir_does_not_collide(tmp_path):
         (["--model.network", "googlenet", "--model.network_kwargs", '{"small_input": true}'], "does not accept"),
     ],
 )
-def test_bad_config_fails_before_training_with_one_line(tmp_path, override, expected):
+def test_bad_config_fails_before_training_with_one_line(tmp_path, override, expected, run_here):
     config = smoke_config(tmp_path)
-    result = run_lightclf("fit", "--config", str(config), *override)
+    result = run_here("fit", "--config", str(config), *override)
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("lightclf: error:") and expected in last_line, result.stderr[-2000:]
@@ -109,24 +122,24 @@ def test_bad_config_fails_before_training_with_one_line(tmp_path, override, expe
         (["--model.optimizer", "torch.optim.Adamm"], "has no attribute 'Adamm'"),
     ],
 )
-def test_parser_errors_are_one_line(tmp_path, override, expected):
+def test_parser_errors_are_one_line(tmp_path, override, expected, run_here):
     config = smoke_config(tmp_path)
-    result = run_lightclf("fit", "--config", str(config), *override)
+    result = run_here("fit", "--config", str(config), *override)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line: no usage, no union plumbing
     assert result.stderr.startswith("lightclf: error: ") and expected in result.stderr, result.stderr
     assert "(options: lightclf fit --help)" in result.stderr
 
 
-def test_broken_yaml_and_unknown_key(tmp_path):
+def test_broken_yaml_and_unknown_key(tmp_path, run_here):
     broken = tmp_path / "broken.yaml"
     broken.write_text("model:\n  network: [ddsnet\n")
-    result = run_lightclf("fit", "--config", str(broken))
+    result = run_here("fit", "--config", str(broken))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "Problems parsing config" in result.stderr and "line 3, column 1" in result.stderr
     config = smoke_config(tmp_path)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(config.read_text().replace("network: ddsnet", "netwrk: ddsnet"))
-    result = run_lightclf("fit", "--config", str(unknown))
+    result = run_here("fit", "--config", str(unknown))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "does not accept option 'model.netwrk'" in result.stderr

@@ -96,7 +96,7 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
     assert again["test/acc1"] == pytest.approx(record["test_metrics"]["test/acc1"], abs=1e-6)
 
 
-def test_sigterm_to_every_ddp_rank_stops_all_within_seconds_and_resumes(tmp_path):
+def test_sigterm_to_every_ddp_rank_stops_all_and_resumes(tmp_path):
     """What SLURM does on preemption: SIGTERM to every rank. Every rank stops at the same step, the
     partial epoch is saved once, the record says interrupted, and the fit resumes to the end."""
     import os
@@ -120,23 +120,26 @@ def test_sigterm_to_every_ddp_rank_stops_all_within_seconds_and_resumes(tmp_path
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), "--config", "configs/recipes/fast.yaml"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + 300
+    deadline = time.monotonic() + 600
     while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True)
     ranks = [proc.pid] + [int(line.split()[0]) for line in children.stdout.splitlines() if "lightclf" in line]
     assert len(ranks) == 2, "rank 1 is rank 0's child under Lightning's subprocess launcher"
     for pid in ranks:
         os.kill(pid, signal.SIGTERM)
-    stopped = time.time()
-    proc.wait(timeout=60)  # it once hung here forever
-    assert time.time() - stopped < 30
+    marker.with_suffix(".release").touch()  # both ranks finish the paused batch, then agree to stop
+    try:
+        proc.wait(timeout=300)  # it once hung here forever; the bound only detects a hang
+    except subprocess.TimeoutExpired:
+        pytest.fail("rank 0 hung after SIGTERM")
     err = proc.stderr.read()
     assert proc.returncode == 143, err[-3000:]
-    for pid in ranks[1:]:  # rank 1 ends too, within seconds (gone, or a zombie awaiting its reaper)
+    deadline = time.monotonic() + 300
+    for pid in ranks[1:]:  # rank 1 ends too (gone, or a zombie awaiting its reaper)
         while _alive(pid):
-            assert time.time() - stopped < 30, f"rank process {pid} still running"
+            assert time.monotonic() < deadline, f"rank process {pid} hung after SIGTERM"
             time.sleep(0.2)
 
     (folder,) = (tmp_path / "runs" / "smoke").iterdir()

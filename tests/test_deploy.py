@@ -24,9 +24,9 @@ def photos(tmp_path_factory):
     return folder
 
 
-def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
+def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
     out = tmp_path / "export"
-    result = run_lightclf(
+    result = run_here(
         "export", "--ckpt", str(trained_checkpoint), "--format", "onnx", "torchscript", "int8", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,16 +41,36 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path):
     assert int8["file_mb"] < fp32["file_mb"] / 2  # int8 weights: about 4x smaller, minus metadata
     assert int8["ms_per_image"] > 0 and fp32["eager_ms_per_image"] > 0
     assert int8["speedup_vs_fp32_onnxruntime"] == pytest.approx(fp32["ms_per_image"] / int8["ms_per_image"], rel=0.01)
-    assert fp32["top1"] > 0.5  # the trained net is real
-    assert int8["top1"] > fp32["top1"] - 0.1  # PTQ keeps most of the accuracy
     assert int8["calibration_images"] >= 32
+    # The recorded accuracies, recomputed here from the exported files on the test split.
+    import onnxruntime as ort
+
+    from lightclf.training.checkpoints import datamodule_from_run, load_run
+
+    run = load_run(trained_checkpoint)
+    data = datamodule_from_run(run, batch_size=64)
+    data.setup("test")
+    correct, total = {"fp32": 0, "int8": 0}, 0
+    sessions = {
+        "fp32": ort.InferenceSession(str(out / f"{trained_checkpoint.stem}.onnx"), providers=["CPUExecutionProvider"]),
+        "int8": ort.InferenceSession(str(out / f"{trained_checkpoint.stem}.int8.onnx"), providers=["CPUExecutionProvider"]),
+    }  # fmt: skip
+    for batch in data.test_dataloader():
+        images, labels = data.on_after_batch_transfer(batch, 0)
+        for name, session in sessions.items():
+            logits = session.run(None, {"images": images.numpy()})[0]
+            correct[name] += int((torch.from_numpy(logits).argmax(1) == labels).sum())
+        total += len(labels)
+    assert fp32["top1"] == pytest.approx(correct["fp32"] / total, abs=1e-9) and fp32["top1"] > 0.8  # a real net
+    assert int8["top1"] == pytest.approx(correct["int8"] / total, abs=1e-9)
+    assert int8["top1"] >= fp32["top1"] - 0.02  # per-channel static PTQ loses at most 2 points here
 
 
-def test_onnx_runs_in_onnxruntime_on_its_own(trained_checkpoint, tmp_path):
+def test_onnx_runs_in_onnxruntime_on_its_own(trained_checkpoint, tmp_path, run_here):
     import numpy as np
     import onnxruntime as ort
 
-    result = run_lightclf("export", "--ckpt", str(trained_checkpoint), "--out", str(tmp_path))
+    result = run_here("export", "--ckpt", str(trained_checkpoint), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     session = ort.InferenceSession(
         str(tmp_path / f"{trained_checkpoint.stem}.onnx"), providers=["CPUExecutionProvider"]
@@ -70,8 +90,8 @@ def test_onnx_runs_in_onnxruntime_on_its_own(trained_checkpoint, tmp_path):
     assert (logits.argmax(1) == expected.argmax(1)).all()
 
 
-def test_predict_photos_and_folder(trained_checkpoint, photos):
-    result = run_lightclf(
+def test_predict_photos_and_folder(trained_checkpoint, photos, run_here):
+    result = run_here(
         "predict", "--ckpt", str(trained_checkpoint), "--input", str(photos / "chelsea.jpg"), str(photos), "--topk", "3",
         "--json",
     )  # fmt: skip
@@ -97,10 +117,10 @@ def test_predict_photos_and_folder(trained_checkpoint, photos):
         assert [p for _, p in row["top"]] == pytest.approx(values.tolist(), abs=1e-4)
 
 
-def test_predict_bad_inputs(trained_checkpoint, tmp_path):
-    result = run_lightclf("predict", "--ckpt", str(trained_checkpoint), "--input", str(tmp_path / "nope.jpg"))
+def test_predict_bad_inputs(trained_checkpoint, tmp_path, run_here):
+    result = run_here("predict", "--ckpt", str(trained_checkpoint), "--input", str(tmp_path / "nope.jpg"))
     assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
-    result = run_lightclf("predict", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path))
+    result = run_here("predict", "--ckpt", str(tmp_path / "missing.ckpt"), "--input", str(tmp_path))
     assert result.returncode == 2 and "missing.ckpt does not exist" in result.stderr.strip().splitlines()[-1]
 
 
@@ -188,13 +208,13 @@ def test_image_folder_eval_split_uses_the_shared_preprocessing(photos, tmp_path)
     assert images.dtype == torch.float32 and torch.equal(images[0], expected)
 
 
-def test_erf_command_measures_a_checkpoint(trained_checkpoint):
-    result = run_lightclf("erf", "--ckpt", str(trained_checkpoint), "--images", "64")
+def test_erf_command_measures_a_checkpoint(trained_checkpoint, run_here):
+    result = run_here("erf", "--ckpt", str(trained_checkpoint), "--images", "64")
     assert result.returncode == 0, result.stderr[-2000:]
     field = json.loads(result.stdout)
     assert 0 < field["r50"] < field["r95"] and field["images"] == 64 and "heatmap" not in field
     assert field["feature_map"] == [4, 4] and field["unit"] == [2, 2]  # 32 px, total stride 8
     stored = json.loads((trained_checkpoint.parent.parent / "erf.json").read_text())
     assert stored["r50"] == field["r50"] and len(stored["heatmap"]) == 32  # written into the run's record
-    bad = run_lightclf("erf", "--ckpt", str(trained_checkpoint), "--images", "0")
+    bad = run_here("erf", "--ckpt", str(trained_checkpoint), "--images", "0")
     assert bad.returncode == 2 and bad.stderr.strip() == "lightclf: error: --images must be >= 1, got 0"

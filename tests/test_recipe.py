@@ -194,13 +194,21 @@ def test_ema_update_equals_averaged_models_and_reads_no_device_count():
 
     from torch.optim.swa_utils import AveragedModel
 
-    from lightclf.training.callbacks import EMA, _ema_with_warmup
+    from lightclf.library_hooks import averaged_model
+    from lightclf.training.callbacks import EMA
+
+    def timm_warmup_ema(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """The reference, one tensor at a time: decay min(0.9, (1 + n) / (10 + n)); counts copied."""
+        if not averaged.is_floating_point():
+            return current.clone()
+        decay = min(0.9, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - decay)
 
     module = _module()
-    reference = AveragedModel(module, multi_avg_fn=_ema_with_warmup(0.9), use_buffers=True)
+    reference = AveragedModel(module, avg_fn=timm_warmup_ema, use_buffers=True)
     ema = EMA(decay=0.9)
     ema.setup(SimpleNamespace(), module, "fit")
-    assert ema._average_model.n_averaged.device.type == "cpu"
+    assert averaged_model(ema).n_averaged.device.type == "cpu"
     gen = torch.Generator().manual_seed(0)
     for step in range(1, 6):
         with torch.no_grad():
@@ -209,9 +217,12 @@ def test_ema_update_equals_averaged_models_and_reads_no_device_count():
         module.network.train()(torch.randn(4, 3, 32, 32, generator=gen))  # BatchNorm statistics move too
         reference.update_parameters(module)
         ema.on_train_batch_end(SimpleNamespace(global_step=step), module, None, None, step - 1)
-    for mine, theirs in zip(ema._average_model.module.state_dict().values(), reference.module.state_dict().values()):
-        assert torch.equal(mine, theirs)
-    assert int(ema._average_model.n_averaged) == int(reference.n_averaged) == 5
+    mine, theirs = averaged_model(ema).module.state_dict(), reference.module.state_dict()
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        torch.testing.assert_close(mine[key], theirs[key], rtol=1e-6, atol=1e-6)
+    assert not torch.equal(mine["network.classifier.weight"], module.state_dict()["network.classifier.weight"])
+    assert int(averaged_model(ema).n_averaged) == int(reference.n_averaged) == 5
 
 
 def test_cutmix_pastes_a_box_of_the_mirrored_batch():
@@ -248,3 +259,56 @@ def test_fast_dilated_path_can_be_turned_off():
         }
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
         assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-1000:]
+
+
+def test_channels_last_by_default_on_the_cpu_and_contiguous_elsewhere(monkeypatch):
+    """The documented default: channels_last where measured faster (CPU), contiguous otherwise;
+    an explicit setting wins."""
+    cpu = _module()
+    cpu.setup("fit")
+    assert cpu.channels_last is True
+    assert cpu.network.conv_stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    elsewhere = _module()
+    monkeypatch.setattr(type(elsewhere), "device", property(lambda self: torch.device("cuda", 0)))
+    elsewhere.setup("validate")
+    assert elsewhere.channels_last is False and elsewhere.network.conv_stem[0].weight.is_contiguous()
+    forced = _module(channels_last=False)
+    forced.setup("fit")
+    assert forced.channels_last is False
+
+
+def test_no_compiler_falls_back_to_pytorchs_backward_with_a_warning(monkeypatch):
+    """Without a C++ compiler the kernel build fails: one warning, the plain backward, same numbers."""
+    from lightclf.models import dilated_dw
+
+    monkeypatch.setattr(dilated_dw, "_state", {})
+    monkeypatch.setattr(dilated_dw, "_build", lambda: (_ for _ in ()).throw(RuntimeError("c++: not found")))
+    with pytest.warns(UserWarning, match=r"fast dilated-conv kernel unavailable \(c\+\+: not found\)"):
+        assert dilated_dw.fast_dilated_available() is False
+    conv = DilatedDepthwiseConv2d(8, 2)
+    x = torch.randn(2, 8, 7, 7, requires_grad=True)
+    assert not conv._fast_path_applies(x)
+    out = conv(x)
+    assert type(out.grad_fn).__name__ != "_DilatedDepthwise3x3Backward"
+    reference = torch.nn.functional.conv2d(x, conv.weight, padding=2, dilation=2, groups=8)
+    torch.testing.assert_close(out, reference)
+
+
+def test_bf16_mixed_training_step_on_the_cpu():
+    """precision: bf16-mixed (the GPU configs' setting) trains here too: a finite loss that falls."""
+    L.seed_everything(0)
+    module = _module(optimizer=lambda p: torch.optim.Adam(p, lr=0.003))
+    data = Digits(resolution=32, channels=3, batch_size=32)
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=12, limit_val_batches=0, precision="bf16-mixed",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[])  # fmt: skip
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, *args):
+            losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+    trainer.callbacks.append(Record())
+    trainer.fit(module, datamodule=data)
+    assert len(losses) == 36 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])

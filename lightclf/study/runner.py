@@ -293,7 +293,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
         return
     specs = select_point(study, args.point) if args.point else study.specs()
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log_lock = threading.Lock()
+
+    def log(message: str) -> None:
+        # Whole lines under a lock: print() writes the text and the newline separately, so two
+        # workers' lines could interleave.
+        with log_lock:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
     if args.launcher == "slurm":
         from lightclf.study.slurm import SlurmOptions, submit_study
 
