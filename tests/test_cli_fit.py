@@ -59,7 +59,7 @@ def test_smoke_fit(tmp_path, network):
     assert len(losses) >= 20
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < first, f"loss did not fall: {first:.3f} -> {last:.3f}"
-    expected = ["params", "macs", "size_mb", "test/acc1", "train/device/samples_per_sec"]
+    expected = ["params", "macs", "size_mb", "test/acc1", "train/device/samples_per_sec", "train/device/flops_per_sec"]
     for key in expected + (["receptive_field"] if network.startswith("ddsnet") else []):
         assert key in run["summary"], key
     assert run["config"]["network"] == network

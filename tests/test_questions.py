@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from lightclf.factors import Factors, Question
 from lightclf.runs import RunRecord, write_json
-from lightclf.study.factors import Factors, Question
 from lightclf.study.report.questions import answer, collect_results, write_question_report
 from lightclf.study.spec import Study
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
+from lightclf.factors import Factors
 from lightclf.study.execution import cpu_cores, plan_slots, visible_gpus
-from lightclf.study.factors import Factors
 from lightclf.study.runner import run_study
 from lightclf.study.spec import load_study
 

@@ -181,7 +181,7 @@ def load_study(path: str | Path) -> Study:
         if bad:
             raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
     if raw.get("questions"):
-        from lightclf.study.factors import Question
+        from lightclf.factors import Question
 
         for question in raw["questions"]:
             Question.parse(question)  # unknown factors or a missing arm: one line now, not at report time

@@ -21,6 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightclf.factors import Factors
 from lightclf.library_hooks import averaged_model, last_update_step, set_last_update_step
 from lightclf.measure.accuracy import count_correct
 from lightclf.measure.complexity import measure_complexity
@@ -66,24 +67,18 @@ def record_writer(trainer: L.Trainer) -> RunRecord:
 
 
 def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
-    """The study's factors of a run, named alike for every network (W&B panels group and plot by
-    ``factors.*``): network, width, resolution, dilation, separable, seed and a config label."""
-    hp, net = pl_module.hparams, getattr(pl_module, "network", None)
-    kwargs = dict(hp.get("network_kwargs") or {})
-    dilations = getattr(net, "dilations", None)
-    factors = {
-        "network": getattr(pl_module, "network_name", None),
-        "width_multiplier": getattr(net, "width_multiplier", kwargs.get("width_multiplier")),
-        "resolution": hp.get("img_size"),
-        "dilation": max(dilations) if dilations else kwargs.get("dilation"),
-        "dilation_schedule": getattr(net, "dilation_schedule", kwargs.get("dilation_schedule")),
-        "separable": getattr(net, "separable", None),
-        "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
-    }
-    label = [str(factors["network"])]
-    label += [f"{k[0]}{factors[k]}" for k in ("width_multiplier", "resolution", "dilation") if factors[k] is not None]
-    factors["config"] = " ".join(label)
-    return factors
+    """The run's factors as W&B config ``factors.*`` (panels group and plot by them): the one
+    ``Factors`` record every study, report and sweep uses, plus its label as ``config``."""
+    hp = pl_module.hparams
+    factors = Factors.from_study(
+        {
+            "network": getattr(pl_module, "network_name", None) or hp.get("network"),
+            "network_kwargs": dict(hp.get("network_kwargs") or {}),
+            "resolution": hp.get("img_size"),
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+        }
+    )
+    return {**factors.as_dict(), "config": factors.configuration.label}
 
 
 def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -99,7 +94,7 @@ class RunRecorder(L.Callback):
     """Writes ``complexity.json`` at fit start and ``results.json`` as stages end; logs both to W&B.
 
     Cost figures go to the W&B run's summary and config, so every run carries the same
-    params / MACs / size / receptive field; ``flops_per_batch`` feeds the ThroughputMonitor.
+    params / MACs / size / receptive field.
     """
 
     def __init__(self) -> None:
@@ -114,9 +109,6 @@ class RunRecorder(L.Callback):
         complexity = measure_complexity(pl_module.network, hp.get("img_size", 224), hp.get("in_chans", 3)).as_dict()
         complexity["network"] = getattr(pl_module, "network_name", type(pl_module).__name__)
         self.complexity = complexity
-        batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
-        pl_module.forward_macs = complexity["macs"]  # read by ImageClassifier.flops_per_batch
-        pl_module.batch_size = batch_size
         if trainer.is_global_zero:
             record_writer(trainer).write(RunRecord.COMPLEXITY, complexity)
             self._record(trainer, status="running", network=complexity["network"], started=self.started)
@@ -216,10 +208,19 @@ class GracefulStop(L.Callback):
     def _on_sigterm(self, signum, frame) -> None:
         self.received = True
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.received = False
+    def _install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)  # Lightning restores its handlers at teardown
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # From the start of the fit: a SIGTERM during on_fit_start (cost counting, W&B start) would
+        # otherwise end the process at once, the run still marked "running".
+        if stage == "fit":
+            self.received = False
+            self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()  # again: Lightning registers its own handlers after on_fit_start
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.world_size == 1:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightclf.data.sampling import rank_seed
 from lightclf.errors import ConfigError
+from lightclf.measure.complexity import count_macs, inference_copy
 from lightclf.models import DDSNet, create_network
 from lightclf.training.schedules import LRSchedule
 
@@ -107,6 +108,7 @@ class ImageClassifier(L.LightningModule):
                 num_classes=num_classes,
             )
         self.channels_last = channels_last
+        self._forward_macs: int | None = None  # counted at fit start, for flops_per_batch
         self._nonfinite: torch.Tensor | None = None  # NaN/inf seen since the last host check (accelerators)
         top5 = min(5, num_classes)
         metrics = MetricCollection(
@@ -152,13 +154,21 @@ class ImageClassifier(L.LightningModule):
         finally:
             self.network.train(was_training)
 
+    def on_fit_start(self) -> None:
+        # The deployed network's forward MACs per image (on a copy: BatchNorm statistics untouched).
+        self._forward_macs = count_macs(inference_copy(self.network), self.hparams.img_size, self.hparams.in_chans)
+
     @property
     def flops_per_batch(self) -> int | None:
         """FLOPs of one batch for Lightning's ThroughputMonitor: forward x3 when training."""
-        macs, batch = getattr(self, "forward_macs", None), getattr(self, "batch_size", None)
-        if not macs or not batch:
+        try:
+            data = self.trainer.datamodule
+        except RuntimeError:  # not attached to a trainer
             return None
-        return 2 * macs * batch * (3 if self.training else 1)
+        batch = getattr(data, "batch_size", None)
+        if not self._forward_macs or not batch:
+            return None
+        return 2 * self._forward_macs * batch * (3 if self.training else 1)
 
     def configure_callbacks(self) -> list[L.Callback]:
         if self.hparams.get("ema_decay") is None:

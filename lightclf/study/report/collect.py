@@ -7,24 +7,25 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lightclf.factors import PROPOSED_FAMILY, Factors
 from lightclf.runs import RunRecord
-from lightclf.study.factors import PROPOSED_FAMILY
 from lightclf.study.stats import summarize
 
 __all__ = ["KEY_FACTORS", "collect_runs", "collect_wandb_runs", "aggregate", "is_baseline", "label", "role"]
 
-# "budget" (training images x epochs) is a factor too: runs trained on different budgets are
-# different configurations, never paired, never in one row of a factor table.
-KEY_FACTORS = ("network", "width_multiplier", "resolution", "dilation", "small_input", "budget")
+# The configuration's factors, as in ``Factors`` (the seed aside). "budget" (training images x
+# epochs) and "other" (other kwargs and recipe overrides) are factors too: runs trained on different
+# budgets or recipes are different configurations, never paired, never in one row of a factor table.
+KEY_FACTORS = tuple(f for f in Factors.__dataclass_fields__ if f != "seed")
+
+
+def factors_of(row: dict[str, Any]) -> Factors:
+    """A row's configuration as the one ``Factors`` record (its label is the label everywhere)."""
+    return Factors(**{k: row.get(k) for k in KEY_FACTORS if row.get(k) is not None}).configuration
 
 
 def label(row: dict[str, Any]) -> str:
-    parts = [row["network"]]
-    if row.get("width_multiplier") is not None:
-        parts.append(f"α={row['width_multiplier']}")
-    if row.get("dilation") is not None:
-        parts.append(f"d={row['dilation']}")
-    return " ".join(parts)
+    return factors_of(row).label
 
 
 def role(row: dict[str, Any]) -> str:
@@ -53,10 +54,10 @@ def collect_runs(
         record = next((r for r in map(RunRecord.read, folders) if r.finished), None)
         if record is None or (study is not None and record.factors.get("study") != study):
             continue
+        factors = Factors.from_study(record.factors)
         runs.append(
             {
-                **{k: record.factors.get(k) for k in (*KEY_FACTORS, "seed")},
-                "budget": _budget(record),
+                **{k: getattr(factors, k) for k in (*KEY_FACTORS, "seed")},
                 "run_id": run_id,
                 "top1": record.test_metrics.get("test/acc1"),
                 "top5": record.test_metrics.get("test/acc5"),
@@ -67,17 +68,6 @@ def collect_runs(
             }
         )
     return runs
-
-
-def _budget(record: RunRecord) -> str:
-    """The training budget a run's study overrides set ("full" = the base config's)."""
-    overrides = record.factors.get("overrides") or {}
-    parts = []
-    if overrides.get("data.init_args.train_subset"):
-        parts.append(f"{overrides['data.init_args.train_subset'] // 1000}k img")
-    if overrides.get("trainer.max_epochs"):
-        parts.append(f"{overrides['trainer.max_epochs']} ep")
-    return " x ".join(parts) if parts else "full"
 
 
 def collect_wandb_runs(path: str, study: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import itertools
 from collections import defaultdict
 from typing import Any
 
+from lightclf.factors import MOVES_WITH
 from lightclf.study.report.collect import KEY_FACTORS, is_baseline, role
 from lightclf.study.stats import Effect, paired_effect, unpaired_effect
 
@@ -23,7 +24,8 @@ def factor_effect(rows: list[dict[str, Any]], factor: str, a: Any, b: Any, **mat
     for run in _runs_of(rows):
         if run.get("top1") is None or any(run.get(k) != v for k, v in match.items()):
             continue
-        key = tuple(run.get(k) for k in (*KEY_FACTORS, "seed") if k != factor)
+        free = (factor, *MOVES_WITH.get(factor, ()))  # e.g. the schedule moves with the dilation rate
+        key = tuple(run.get(k) for k in (*KEY_FACTORS, "seed") if k not in free)
         cells[key][run.get(factor)] = run["top1"]
     return paired_effect([(c[a], c[b]) for c in cells.values() if a in c and b in c])
 

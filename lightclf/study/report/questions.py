@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lightclf.factors import MOVES_WITH, Factors, Question
 from lightclf.geometry import block_geometry
-from lightclf.study.factors import Factors, Question
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
     Effect,
@@ -38,13 +38,11 @@ from lightclf.tables import write_csv
 __all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "write_question_report"]
 
 
-# Factors that move together: a schedule sets the rate (none = 1), a network its separability.
-# A network sets the factors only the DDSNet family has (None for baselines), so they move with it.
+# Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
+# the DDSNet family has (None for baselines).
 LINKED = {
-    "dilation_schedule": ("dilation",),
-    "dilation": ("dilation_schedule",),
+    **MOVES_WITH,
     "network": ("separable", "small_input", "dilation", "dilation_schedule", "width_multiplier"),
-    "separable": ("network",),
 }
 
 

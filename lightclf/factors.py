@@ -15,11 +15,21 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 
-__all__ = ["Factors", "Question", "PROPOSED_FAMILY"]
+__all__ = ["Factors", "Question", "PROPOSED_FAMILY", "MOVES_WITH"]
 
 PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
 _KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
 _BUDGET_KEYS = ("data.init_args.train_subset", "trainer.max_epochs")
+
+
+# Factors one cannot change alone within the DDSNet family: a schedule sets the rate (none = 1),
+# the network (plain-conv or separable) its separability. A comparison of one leaves these free.
+MOVES_WITH: dict[str, tuple[str, ...]] = {
+    "dilation_schedule": ("dilation",),
+    "dilation": ("dilation_schedule",),
+    "network": ("separable",),
+    "separable": ("network",),
+}
 
 
 @dataclass(frozen=True)
