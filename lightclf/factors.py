@@ -104,6 +104,17 @@ class Factors:
             parts.append(", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in json.loads(self.other).items()))
         return " ".join(parts)
 
+    @property
+    def model_spec(self) -> str:
+        """The network as a benchmark spec (``lightclf bench --models``), e.g.
+        ``ddsnet:width_multiplier=0.25,dilation=2,small_input=true`` (the default schedule unnamed)."""
+        kwargs = [("width_multiplier", self.width_multiplier), ("dilation", self.dilation)]
+        if self.dilation_schedule not in (None, "late", "none"):
+            kwargs.append(("dilation_schedule", self.dilation_schedule))
+        kwargs.append(("small_input", self.small_input))
+        body = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in kwargs if v is not None)
+        return f"{self.network}:{body}" if body else self.network
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

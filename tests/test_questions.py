@@ -112,3 +112,17 @@ def test_a_partial_study_says_so_and_bad_questions_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown factors"):
         Question.parse({"name": "x", "a": {"dilations": 1}, "b": {"dilation": 2}})
     json.dumps(study.questions)  # plain data, as the YAML holds it
+
+
+def test_model_spec_names_the_network_as_the_benchmarks_do():
+    """One spec string for the study's bench rows, the report's img/s join and gpu-study."""
+    from lightclf.measure.bench import parse_model_spec
+
+    late = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.25, "small_input": True, "resolution": 28})
+    early = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.25, "dilation": 2,
+                                "dilation_schedule": "early", "small_input": True})  # fmt: skip
+    assert late.model_spec == "ddsnet:width_multiplier=0.25,dilation=2,small_input=true"  # as in committed bench.csv
+    assert early.model_spec == "ddsnet:width_multiplier=0.25,dilation=2,dilation_schedule=early,small_input=true"
+    assert Factors.from_study({"network": "googlenet", "resolution": 56}).model_spec == "googlenet"
+    name, kwargs = parse_model_spec(early.model_spec)
+    assert name == "ddsnet" and kwargs["dilation_schedule"] == "early" and kwargs["small_input"] is True

@@ -118,13 +118,7 @@ def _bench(study, specs, device: str, out_dir: Path, smoke: bool, log) -> None:
     nets: dict[tuple[str, int], None] = {}
     for spec in specs:
         f = Factors.from_study(spec.factors)
-        kwargs = {k: v for k, v in (("width_multiplier", f.width_multiplier), ("small_input", f.small_input)) if v}
-        if f.proposed and f.dilation_schedule not in (None, "late"):
-            kwargs["dilation_schedule"] = f.dilation_schedule
-        if f.proposed:
-            kwargs["dilation"] = f.dilation
-        body = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in kwargs.items())
-        nets[(f"{f.network}:{body}" if body else f.network, f.resolution or 28)] = None
+        nets[(f.model_spec, f.resolution or 28)] = None  # the spec the study report's img/s join uses
     rows = []
     for spec, resolution in nets:
         cases = run_train_bench([spec], [resolution], ["contiguous", "channels_last"], ["32", "bf16-mixed"],

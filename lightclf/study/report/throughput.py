@@ -6,15 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightclf.study.report.collect import aggregate, collect_runs
+from lightclf.study.report.collect import aggregate, collect_runs, factors_of
 
 __all__ = ["bench_study", "attach_throughput"]
 
 
 def _spec(row: dict[str, Any]) -> str:
-    kwargs = {k: row[k] for k in ("width_multiplier", "dilation", "small_input") if row.get(k) is not None}
-    body = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in kwargs.items())
-    return f"{row['network']}:{body}" if body else row["network"]
+    return factors_of(row).model_spec
 
 
 def bench_study(
