@@ -368,3 +368,31 @@ def test_baseline_comparisons_use_the_proposed_dilated_net_on_the_same_budget(tm
         ["| DDSNet α=1.0 vs googlenet", "unpaired (Welch), 28 px, budget 20k img x 2 ep"],
         ["| DDSNet α=1.0 vs mobilenetv2_100", "unpaired (Welch), 56 px, budget 20k img x 2 ep"],
     ]
+
+
+def test_report_command_flags_out_notes_and_wandb_summary(tmp_path, run_here):
+    """`lightclf report --out DIR --notes FILE --wandb-summary` from archived records alone (offline)."""
+    from lightclf.runs import RunRecord
+
+    study_yaml = tmp_path / "flags.yaml"
+    study_yaml.write_text(yaml.safe_dump({
+        "name": "flags", "base_config": str(Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"),
+        "save_dir": str(tmp_path / "runs"), "project": "p", "records": str(tmp_path / "records"), "seeds": [0, 1],
+        "grid": {"network": ["ddsnet"], "width_multiplier": [0.25], "resolution": [28], "dilation": [1, 2]},
+    }))  # fmt: skip
+    study = load_study(study_yaml)
+    for i, spec in enumerate(study.specs()):
+        record = RunRecord(folder=tmp_path / "records" / spec.run_id)
+        record.write(RunRecord.STUDY, {"study": "flags", **spec.factors})
+        record.write(RunRecord.COMPLEXITY, {"params": 215642, "macs": 9599296})
+        record.update(status="finished", test_metrics={"test/acc1": 0.90 + 0.01 * i, "test/acc5": 0.99})
+    notes = tmp_path / "notes.md"
+    notes.write_text("**Setup note:** four hand-made records.")
+    out = tmp_path / "elsewhere"
+    result = run_here("report", "--study", str(study_yaml), "--out", str(out), "--notes", str(notes), "--wandb-summary")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"wrote {out / 'flags' / 'report.md'} (4 runs)" in result.stdout
+    assert "W&B summary run:" in result.stdout and "offline" in result.stdout
+    text = (out / "flags" / "report.md").read_text()
+    assert "**Setup note:** four hand-made records." in text and "## Effects" in text
+    assert not (Path("reports") / "flags").exists()  # --out was honoured
