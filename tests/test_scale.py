@@ -14,13 +14,12 @@ import pytest
 import yaml
 
 from conftest import run_lightclf, smoke_config
-from lightclf.runs import RunRecord
 from lightclf.study.execution import Claim, plan_slots
 from lightclf.study.runner import load_study
 
 
-def _tiny_study(tmp_path, name: str = "scale", seeds=(0, 1), **extra) -> tuple:
-    base = smoke_config(tmp_path, **{"trainer.max_epochs": 1, "trainer.limit_train_batches": 4})
+def _tiny_study(tmp_path, name: str = "scale", seeds=(0, 1), epochs: int = 1, **extra) -> tuple:
+    base = smoke_config(tmp_path, **{"trainer.max_epochs": epochs, "trainer.limit_train_batches": 4})
     study = {
         "name": name,
         "base_config": str(base),
@@ -224,21 +223,33 @@ def test_sigterm_to_the_runner_stops_its_fits_and_starts_no_other(tmp_path):
 
     from conftest import PYTHONPATH, REPO
 
-    path, study = _tiny_study(tmp_path, seeds=(0, 1))
+    path, study = _tiny_study(tmp_path, seeds=(0, 1), epochs=3)
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
     runner = subprocess.Popen(
         [sys.executable, "-m", "lightclf", "study", "--config", str(path), "--jobs", "2", "--no-bench"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    first = [study.run_dir(spec) / RunRecord.COMPLEXITY for spec in study.specs()[:2]]
+    first = [study.run_dir(spec) / "checkpoints" / "last.ckpt" for spec in study.specs()[:2]]  # epoch 0 done
     deadline = time.time() + 300
-    while not all(p.exists() for p in first):  # both fits are training
+    while not all(p.exists() for p in first):  # both fits finished an epoch and train on
         assert runner.poll() is None and time.time() < deadline, runner.stderr.read()[-3000:]
         time.sleep(0.1)
     runner.send_signal(signal.SIGTERM)
     runner.wait(timeout=180)
     err = runner.stderr.read()
     assert "retrying" not in err and "[3/4]" not in err and "[4/4]" not in err, err[-3000:]
+    statuses = {}
     for spec in study.specs()[:2]:
-        assert json.loads((study.run_dir(spec) / "results.json").read_text())["status"] in ("interrupted", "finished")
+        statuses[spec.run_id] = json.loads((study.run_dir(spec) / "results.json").read_text())["status"]
+    assert set(statuses.values()) <= {"interrupted", "finished"} and "interrupted" in statuses.values(), statuses
     assert not any(study.run_dir(spec).exists() for spec in study.specs()[2:])
+
+    # The next call resumes what was interrupted (from its checkpoint, in the same run folder) and
+    # runs the rest: a real resume of a stopped run, not of a finished one.
+    again = run_lightclf("study", "--config", str(path), "--jobs", "2", "--no-bench")
+    assert again.returncode == 0, again.stderr[-3000:]
+    interrupted = [run_id for run_id, status in statuses.items() if status == "interrupted"]
+    assert again.stderr.count("resuming from") == len(interrupted) and again.stderr.count("starting (") == 2
+    for spec in study.specs():
+        record = json.loads((study.run_dir(spec) / "results.json").read_text())
+        assert record["status"] == "finished" and record["global_step"] == 12, (spec.run_id, record)
