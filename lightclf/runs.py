@@ -17,11 +17,20 @@ Every ``lightclf fit`` writes one folder, ``<save_dir>/<project>/<run id>`` (:fu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRecord", "run_path", "write_json", "STATUSES"]
+__all__ = [
+    "RunRecord",
+    "ExportFigures",
+    "ExportCheck",
+    "Fp32Figures",
+    "Int8Figures",
+    "run_path",
+    "write_json",
+    "STATUSES",
+]
 
 # The life of a run, in order; "interrupted" and "failed" can follow any of the first three.
 STATUSES = ("new", "running", "fit_done", "finished", "interrupted", "failed")
@@ -51,6 +60,70 @@ def _read_json(path: Path) -> dict[str, Any]:
 OTHER_FILES = {"folder", "complexity", "factors", "export", "erf"}
 
 
+@dataclass(frozen=True)
+class ExportCheck:
+    """An exported file (ONNX or TorchScript) against PyTorch on the same images."""
+
+    path: str
+    size_mb: float
+    max_abs_diff: float
+    same_top1: float
+    ms_per_image: float
+    torch_ms_per_image: float | None = None
+
+
+@dataclass(frozen=True)
+class Fp32Figures:
+    """The fp32 ONNX model in onnxruntime: the baseline int8 must beat."""
+
+    top1: float
+    size_mb: float
+    file_mb: float
+    ms_per_image: float
+    eager_ms_per_image: float
+
+
+@dataclass(frozen=True)
+class Int8Figures:
+    """onnxruntime static int8 post-training quantization of the same model."""
+
+    top1: float
+    file_mb: float
+    ms_per_image: float
+    speedup_vs_fp32_onnxruntime: float
+    calibration_images: int
+    method: str
+
+
+@dataclass(frozen=True)
+class ExportFigures:
+    """``export.json``: what `lightclf export` measured for one checkpoint (typed; the JSON keeps
+    the same keys)."""
+
+    ckpt: str
+    resolution: int | None = None
+    checked_on: str = ""
+    onnx: ExportCheck | None = None
+    torchscript: ExportCheck | None = None
+    fp32: Fp32Figures | None = None
+    int8: Int8Figures | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExportFigures | None:
+        if not data:
+            return None
+        parts = {"onnx": ExportCheck, "torchscript": ExportCheck, "fp32": Fp32Figures, "int8": Int8Figures}
+        return cls(
+            ckpt=data.get("ckpt", ""),
+            resolution=data.get("resolution"),
+            checked_on=data.get("checked_on", ""),
+            **{k: kind(**data[k]) for k, kind in parts.items() if data.get(k)},
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass
 class RunRecord:
     """Everything a run folder holds except checkpoints and config (which have their own readers)."""
@@ -74,6 +147,10 @@ class RunRecord:
     factors: dict[str, Any] = field(default_factory=dict)  # study.json: the study and its factors
     export: dict[str, Any] = field(default_factory=dict)
     erf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def export_figures(self) -> ExportFigures | None:
+        return ExportFigures.from_json(self.export)
 
     RESULTS = "results.json"
     COMPLEXITY = "complexity.json"

@@ -31,6 +31,11 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((trained_checkpoint.parent.parent / "export.json").read_text())  # the run's own record
+    from lightclf.runs import ExportFigures, RunRecord
+
+    figures = RunRecord.read(trained_checkpoint.parent.parent).export_figures  # the typed record report reads
+    assert isinstance(figures, ExportFigures) and figures.as_json() == record
+    assert figures.int8.calibration_images == record["int8"]["calibration_images"] and figures.onnx.same_top1 == 1.0
     assert record["checked_on"] == "test images"  # the int8 step's test split serves the export checks too
     for fmt in ("onnx", "torchscript"):
         assert record[fmt]["max_abs_diff"] < 1e-3 and record[fmt]["same_top1"] == 1.0
@@ -43,22 +48,23 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
     assert int8["speedup_vs_fp32_onnxruntime"] == pytest.approx(fp32["ms_per_image"] / int8["ms_per_image"], rel=0.01)
     assert int8["calibration_images"] >= 32
     # The recorded accuracies, recomputed here from the exported files on the test split.
-    import onnxruntime as ort
 
     from lightclf.training.checkpoints import datamodule_from_run, load_run
 
     run = load_run(trained_checkpoint)
-    data = datamodule_from_run(run, batch_size=64)
+    data = datamodule_from_run(run)  # the export's own batches: onnxruntime's sums depend on the batch size
     data.setup("test")
     correct, total = {"fp32": 0, "int8": 0}, 0
+    from lightclf.measure.bench import ort_session  # the session options the export timed and scored with
+
     sessions = {
-        "fp32": ort.InferenceSession(str(out / f"{trained_checkpoint.stem}.onnx"), providers=["CPUExecutionProvider"]),
-        "int8": ort.InferenceSession(str(out / f"{trained_checkpoint.stem}.int8.onnx"), providers=["CPUExecutionProvider"]),
-    }  # fmt: skip
+        "fp32": ort_session(out / f"{trained_checkpoint.stem}.onnx"),
+        "int8": ort_session(out / f"{trained_checkpoint.stem}.int8.onnx"),
+    }
     for batch in data.test_dataloader():
         images, labels = data.on_after_batch_transfer(batch, 0)
         for name, session in sessions.items():
-            logits = session.run(None, {"images": images.numpy()})[0]
+            logits = torch.as_tensor(session(images)).numpy()
             correct[name] += int((torch.from_numpy(logits).argmax(1) == labels).sum())
         total += len(labels)
     assert fp32["top1"] == pytest.approx(correct["fp32"] / total, abs=1e-9) and fp32["top1"] > 0.8  # a real net

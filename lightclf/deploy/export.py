@@ -24,7 +24,7 @@ from lightclf.errors import ConfigError, DataError
 from lightclf.measure.accuracy import count_correct
 from lightclf.measure.bench import alternating_rounds, export_onnx_model, onnx_session, ort_session, time_batches
 from lightclf.measure.complexity import inference_copy, state_dict_bytes
-from lightclf.runs import RunRecord
+from lightclf.runs import ExportCheck, ExportFigures, Fp32Figures, Int8Figures, RunRecord
 from lightclf.training.checkpoints import LoadedRun, datamodule_from_run, load_run
 
 __all__ = ["export_onnx", "export_torchscript", "quantize_int8", "main"]
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     network = inference_copy(run.module.network)
     stem = Path(args.ckpt).stem
-    record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}
+    record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}  # ExportFigures' fields
     failures = []
     datamodule = None
     if "int8" in args.format:  # int8 needs the data (calibration, accuracy); the export checks share it
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if "torchscript" in args.format:
         record["torchscript"] = export_torchscript(network, example, out / f"{stem}.pt")
     for fmt in ("onnx", "torchscript"):
-        if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:
+        if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:  # still the checker's dict here
             failures.append(f"{fmt} differs from PyTorch by {record[fmt]['max_abs_diff']:.2e} > {args.tolerance:g}")
     if datamodule is not None:
         calibration = []
@@ -172,23 +172,27 @@ def main(argv: list[str] | None = None) -> None:
         fp32_ort, int8_ort = ort_session(fp32_path), ort_session(int8_path)
         loader = datamodule.test_dataloader()
         ms = _interleaved_ms({"eager": network, "fp32": fp32_ort, "int8": int8_ort}, calibration[0])
-        record["fp32"] = {
-            "top1": _accuracy(fp32_ort, loader, datamodule),
-            "size_mb": round(state_dict_bytes(network) / 1e6, 3),
-            "file_mb": round(fp32_path.stat().st_size / 1e6, 3),
-            "ms_per_image": ms["fp32"],  # onnxruntime fp32: the baseline int8 must beat
-            "eager_ms_per_image": ms["eager"],
-        }
-        record["int8"] = {
-            "top1": _accuracy(int8_ort, loader, datamodule),
-            "file_mb": round(int8_path.stat().st_size / 1e6, 3),
-            "ms_per_image": ms["int8"],
-            "speedup_vs_fp32_onnxruntime": round(ms["fp32"] / ms["int8"], 3),
-            "calibration_images": sum(len(c) for c in calibration),
-            "method": "onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
-        }
+        record["fp32"] = Fp32Figures(
+            top1=_accuracy(fp32_ort, loader, datamodule),
+            size_mb=round(state_dict_bytes(network) / 1e6, 3),
+            file_mb=round(fp32_path.stat().st_size / 1e6, 3),
+            ms_per_image=ms["fp32"],  # onnxruntime fp32: the baseline int8 must beat
+            eager_ms_per_image=ms["eager"],
+        )
+        record["int8"] = Int8Figures(
+            top1=_accuracy(int8_ort, loader, datamodule),
+            file_mb=round(int8_path.stat().st_size / 1e6, 3),
+            ms_per_image=ms["int8"],
+            speedup_vs_fp32_onnxruntime=round(ms["fp32"] / ms["int8"], 3),
+            calibration_images=sum(len(c) for c in calibration),
+            method="onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
+        )
+    for fmt in ("onnx", "torchscript"):
+        if fmt in record:
+            record[fmt] = ExportCheck(**record[fmt])
+    figures = ExportFigures(**record).as_json()
     # Into the run's record (which `report` reads); a checkpoint without its run folder gets one beside --out.
-    (run.run or RunRecord(folder=out.parent)).write(RunRecord.EXPORT, record)
-    print(json.dumps(record, indent=2))
+    (run.run or RunRecord(folder=out.parent)).write(RunRecord.EXPORT, figures)
+    print(json.dumps(figures, indent=2))
     if failures:
         raise ConfigError("export check failed: " + "; ".join(failures))

@@ -64,7 +64,7 @@ def collect_runs(
                 **{k: record.complexity.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
                 "fit_seconds": record.fit_seconds,
                 "epochs": (record.epoch or 0) + 1,
-                "export": record.export or None,
+                "export": record.export_figures,
             }
         )
     return runs

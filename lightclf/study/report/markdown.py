@@ -185,17 +185,17 @@ def _deployment_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
         for run in sorted(row.get("runs") or [row], key=lambda r: r.get("seed") or 0):
-            export = run.get("export") or {}
-            fp32, int8, onnx = export.get("fp32"), export.get("int8"), export.get("onnx")
+            export = run.get("export")
+            fp32, int8, onnx = (export.fp32, export.int8, export.onnx) if export else (None, None, None)
             if not (fp32 and int8):
                 continue
-            onnx_diff = f"{onnx['max_abs_diff']:.1e}" if onnx else "-"
-            loss, speedup = 100 * (fp32["top1"] - int8["top1"]), fp32["ms_per_image"] / int8["ms_per_image"]
+            onnx_diff = f"{onnx.max_abs_diff:.1e}" if onnx else "-"
+            loss, speedup = 100 * (fp32.top1 - int8.top1), fp32.ms_per_image / int8.ms_per_image
             target = "met" if speedup >= INT8_TARGET[0] and loss <= INT8_TARGET[1] else "not met"
             lines.append(
-                f"| {label(row)} | {row['resolution']} | {run.get('seed')} | {_pct(fp32['top1'])} | "
-                f"{_pct(int8['top1'])} | {-loss:+.2f} | {fp32['file_mb']:.3f} | {int8['file_mb']:.3f} | "
-                f"{fp32['file_mb'] / int8['file_mb']:.2f}x | {fp32['ms_per_image']:.3f} | {int8['ms_per_image']:.3f} | "
+                f"| {label(row)} | {row['resolution']} | {run.get('seed')} | {_pct(fp32.top1)} | "
+                f"{_pct(int8.top1)} | {-loss:+.2f} | {fp32.file_mb:.3f} | {int8.file_mb:.3f} | "
+                f"{fp32.file_mb / int8.file_mb:.2f}x | {fp32.ms_per_image:.3f} | {int8.ms_per_image:.3f} | "
                 f"{speedup:.2f}x | {target} | {onnx_diff} |"
             )
     if not lines:
