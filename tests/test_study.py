@@ -167,10 +167,14 @@ def test_report_statistics_from_seeded_runs(tmp_path):
         runs.append({**base, "resolution": 20, "dilation": 2, "seed": seed, "top1": top1 + gain + (-1) ** seed * 0.004,
                      "top5": 0.99, "run_id": f"c{seed}"})  # fmt: skip
     runs.append({**base, "dilation": 2, "resolution": 20, "seed": 9, "top1": 0.9, "top5": 0.99, "run_id": "odd"})
-    runs[1]["export"] = {  # seed 0 of the dilated 28 px net was exported: int8 1.6x faster, 0.3 points lost
-        "fp32": {"top1": 0.91, "file_mb": 0.9, "ms_per_image": 0.32},
-        "int8": {"top1": 0.907, "file_mb": 0.3, "ms_per_image": 0.2},
-    }
+    from lightclf.runs import ExportFigures
+
+    runs[1]["export"] = ExportFigures.from_json({  # seed 0 of the dilated 28 px net was exported: int8 1.6x faster, 0.3 points lost
+        "ckpt": "b0.ckpt",
+        "fp32": {"top1": 0.91, "size_mb": 0.86, "file_mb": 0.9, "ms_per_image": 0.32, "eager_ms_per_image": 0.4},
+        "int8": {"top1": 0.907, "file_mb": 0.3, "ms_per_image": 0.2, "speedup_vs_fp32_onnxruntime": 1.6,
+                 "calibration_images": 256, "method": "onnxruntime static QDQ"},
+    })  # fmt: skip
     path = write_report("stats", runs, tmp_path, protocol="Three epochs on digits.")
     text = path.read_text()
     assert text.index("## Protocol") < text.index("## Verdicts") < text.index("## Every configuration")
