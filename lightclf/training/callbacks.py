@@ -24,7 +24,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightclf.factors import Factors
 from lightclf.library_hooks import averaged_model, last_update_step, set_last_update_step
 from lightclf.measure.accuracy import count_correct
-from lightclf.measure.complexity import measure_complexity
 from lightclf.measure.receptive_field import effective_receptive_field
 from lightclf.runs import RunRecord, run_path
 
@@ -105,8 +104,7 @@ class RunRecorder(L.Callback):
         record_writer(trainer).update(**updates)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        hp = pl_module.hparams
-        complexity = measure_complexity(pl_module.network, hp.get("img_size", 224), hp.get("in_chans", 3)).as_dict()
+        complexity = pl_module.complexity().as_dict()  # measured once, shared with flops_per_batch
         complexity["network"] = getattr(pl_module, "network_name", type(pl_module).__name__)
         self.complexity = complexity
         if trainer.is_global_zero:

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightclf.data.sampling import rank_seed
 from lightclf.errors import ConfigError
-from lightclf.measure.complexity import count_macs, inference_copy
+from lightclf.measure.complexity import Complexity, measure_complexity
 from lightclf.models import DDSNet, create_network
 from lightclf.training.schedules import LRSchedule
 
@@ -108,7 +108,7 @@ class ImageClassifier(L.LightningModule):
                 num_classes=num_classes,
             )
         self.channels_last = channels_last
-        self._forward_macs: int | None = None  # counted at fit start, for flops_per_batch
+        self._complexity: Complexity | None = None  # measured once: the run record and flops_per_batch share it
         self._nonfinite: torch.Tensor | None = None  # NaN/inf seen since the last host check (accelerators)
         top5 = min(5, num_classes)
         metrics = MetricCollection(
@@ -154,9 +154,12 @@ class ImageClassifier(L.LightningModule):
         finally:
             self.network.train(was_training)
 
-    def on_fit_start(self) -> None:
-        # The deployed network's forward MACs per image (on a copy: BatchNorm statistics untouched).
-        self._forward_macs = count_macs(inference_copy(self.network), self.hparams.img_size, self.hparams.in_chans)
+    def complexity(self) -> Complexity:
+        """The deployed network's static cost at the configured resolution (params, MACs, size,
+        receptive field), measured on a copy once and kept: the architecture does not change."""
+        if self._complexity is None:
+            self._complexity = measure_complexity(self.network, self.hparams.img_size, self.hparams.in_chans)
+        return self._complexity
 
     @property
     def flops_per_batch(self) -> int | None:
@@ -166,9 +169,10 @@ class ImageClassifier(L.LightningModule):
         except RuntimeError:  # not attached to a trainer
             return None
         batch = getattr(data, "batch_size", None)
-        if not self._forward_macs or not batch:
+        macs = self.complexity().macs
+        if not macs or not batch:
             return None
-        return 2 * self._forward_macs * batch * (3 if self.training else 1)
+        return 2 * macs * batch * (3 if self.training else 1)
 
     def configure_callbacks(self) -> list[L.Callback]:
         if self.hparams.get("ema_decay") is None:
