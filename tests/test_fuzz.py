@@ -132,35 +132,19 @@ def _one_error_line(code: int | None, stderr: str) -> bool:
     )
 
 
-def _run_in_process(args: list[str], capfd) -> tuple[int | None, str]:
-    """`lightclf.cli.main(args)` in this process: its exit status and what it wrote to stderr."""
-    from lightclf.cli import main
-
-    capfd.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    except Exception as err:  # noqa: BLE001 - a traceback is the failure this test looks for
-        return None, f"Traceback: {type(err).__name__}: {err}"
-    return code, capfd.readouterr().err
-
-
-def test_cli_fuzz_one_line_errors(tmp_path, trained_checkpoint, bad_files, capfd, monkeypatch):
+def test_cli_fuzz_one_line_errors(tmp_path, trained_checkpoint, bad_files, run_here):
     config = smoke_config(tmp_path)
     earlier_run = trained_checkpoint.parent.parent
     before = _fingerprint(earlier_run)
     cases = _cases(config, trained_checkpoint, bad_files)
     assert len(cases) >= 30
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the cases name repo configs by relative path
     failures, messages = [], {}
     for name, args in cases:
-        code, stderr = _run_in_process(args, capfd)
-        if not _one_error_line(code, stderr):
-            failures.append(f"{name}: exit {code}: {stderr.strip()[-400:]}")
+        result = run_here(*args)  # in the repo root: the cases name repo configs by relative path
+        if not _one_error_line(result.returncode, result.stderr):
+            failures.append(f"{name}: exit {result.returncode}: {result.stderr.strip()[-400:]}")
         else:
-            messages[name] = stderr.strip().splitlines()[-1]
+            messages[name] = result.stderr.strip().splitlines()[-1]
     for name, args in cases:
         if name in SUBPROCESS_CASES:
             result = run_lightclf(*args, timeout=300)
