@@ -23,7 +23,7 @@ from lightclf.errors import ConfigError
 from lightclf.measure.complexity import count_macs, count_params, inference_copy
 from lightclf.measure.device import PRECISIONS, DeviceTimer, precision_context, resolve_device
 from lightclf.models import create_network
-from lightclf.tables import write_csv as write_rows
+from lightclf.tables import write_csv as write_table
 
 __all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
 
@@ -288,7 +288,7 @@ def run_bench(
 
 
 def write_csv(rows: list[BenchRow], path: str | Path, append: bool = False) -> Path:
-    return write_rows(path, (asdict(r) for r in rows), CSV_FIELDS, append=append)
+    return write_table(path, (asdict(r) for r in rows), CSV_FIELDS, append=append)
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -448,7 +448,7 @@ def compare_main(argv: list[str] | None = None) -> None:
         device=args.device,
         precision=args.precision,
     )
-    path = write_rows(args.out, rows)
+    path = write_table(args.out, rows)
     print(
         "| comparison | px | format | candidate img/s | reference img/s | speed ratio (min-max) |\n|---|---|---|---|---|---|"
     )
