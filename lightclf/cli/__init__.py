@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from lightclf.errors import USER_ERRORS, exit_with_error
+from lightclf.host_allocator import tune_host_allocator
 
 __all__ = ["COMMANDS", "main"]
 
@@ -123,6 +124,7 @@ def _command(argv: list[str]) -> Callable[[list[str]], None]:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    tune_host_allocator()  # before the first tensor: CPU steps otherwise re-fault their activations
     try:
         _command(argv)(argv)
     except USER_ERRORS as err:
