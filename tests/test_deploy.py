@@ -55,7 +55,7 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
     data = datamodule_from_run(run)  # the export's own batches: onnxruntime's sums depend on the batch size
     data.setup("test")
     correct, total = {"fp32": 0, "int8": 0}, 0
-    from lightclf.measure.bench import ort_session  # the session options the export timed and scored with
+    from lightclf.deploy.onnx import ort_session  # the session options the export timed and scored with
 
     sessions = {
         "fp32": ort_session(out / f"{trained_checkpoint.stem}.onnx"),
@@ -68,7 +68,10 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
             correct[name] += int((torch.from_numpy(logits).argmax(1) == labels).sum())
         total += len(labels)
     assert fp32["top1"] == pytest.approx(correct["fp32"] / total, abs=1e-9) and fp32["top1"] > 0.8  # a real net
-    assert int8["top1"] == pytest.approx(correct["int8"] / total, abs=1e-9)
+    # int8 within 1%: on an AMD EPYC onnxruntime 1.32's int8 CPU kernels put the export's figure and
+    # this recount up to 2 of 449 images apart in two of three runs (each session repeats itself exactly;
+    # fp32 always agrees). A wrong figure (another split, the fp32 file, no TTA) is further off.
+    assert int8["top1"] == pytest.approx(correct["int8"] / total, abs=0.01)
     assert int8["top1"] >= fp32["top1"] - 0.02  # per-channel static PTQ loses at most 2 points here
 
 
