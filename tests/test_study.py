@@ -6,14 +6,23 @@ import csv
 import json
 import os
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, run_lightclf, smoke_config
-from lightclf.study.report import pareto_front
+from lightclf.factors import Factors
+from lightclf.study.report import RunRow, pareto_front
 from lightclf.study.runner import load_study, sweep_config
+
+
+def _run(values: dict) -> RunRow:
+    """A report row from one flat dict of factors and figures (the Factors fields go to factors)."""
+    known = {f.name for f in fields(Factors)}
+    return RunRow(Factors(**{k: v for k, v in values.items() if k in known}),
+                  **{k: v for k, v in values.items() if k not in known})  # fmt: skip
 
 
 @pytest.fixture
@@ -162,19 +171,21 @@ def test_report_statistics_from_seeded_runs(tmp_path):
     undilated = [0.900, 0.905, 0.898, 0.902]
     gains = [0.010, 0.012, 0.009, 0.011]  # dilation helps by ~1 point in every pair: significant
     for seed, (top1, gain) in enumerate(zip(undilated, gains)):
-        runs.append({**base, "dilation": 1, "seed": seed, "top1": top1, "top5": 0.99, "run_id": f"a{seed}"})
-        runs.append({**base, "dilation": 2, "seed": seed, "top1": top1 + gain, "top5": 0.99, "run_id": f"b{seed}"})
-        runs.append({**base, "resolution": 20, "dilation": 2, "seed": seed, "top1": top1 + gain + (-1) ** seed * 0.004,
-                     "top5": 0.99, "run_id": f"c{seed}"})  # fmt: skip
-    runs.append({**base, "dilation": 2, "resolution": 20, "seed": 9, "top1": 0.9, "top5": 0.99, "run_id": "odd"})
+        runs.append(_run({**base, "dilation": 1, "seed": seed, "top1": top1, "top5": 0.99, "run_id": f"a{seed}"}))
+        runs.append(
+            _run({**base, "dilation": 2, "seed": seed, "top1": top1 + gain, "top5": 0.99, "run_id": f"b{seed}"})
+        )
+        runs.append(_run({**base, "resolution": 20, "dilation": 2, "seed": seed, "top1": top1 + gain + (-1) ** seed * 0.004,
+                     "top5": 0.99, "run_id": f"c{seed}"}))  # fmt: skip
+    runs.append(_run({**base, "dilation": 2, "resolution": 20, "seed": 9, "top1": 0.9, "top5": 0.99, "run_id": "odd"}))
     from lightclf.runs import ExportFigures
 
-    runs[1]["export"] = ExportFigures.from_json({  # seed 0 of the dilated 28 px net was exported: int8 1.6x faster, 0.3 points lost
+    runs[1] = replace(runs[1], export=ExportFigures.from_json({  # seed 0 of the dilated 28 px net was exported: int8 1.6x faster, 0.3 points lost
         "ckpt": "b0.ckpt",
         "fp32": {"top1": 0.91, "size_mb": 0.86, "file_mb": 0.9, "ms_per_image": 0.32, "eager_ms_per_image": 0.4},
         "int8": {"top1": 0.907, "file_mb": 0.3, "ms_per_image": 0.2, "speedup_vs_fp32_onnxruntime": 1.6,
                  "calibration_images": 256, "method": "onnxruntime static QDQ"},
-    })  # fmt: skip
+    }))  # fmt: skip
     path = write_report("stats", runs, tmp_path, protocol="Three epochs on digits.")
     text = path.read_text()
     assert text.index("## Protocol") < text.index("## Verdicts") < text.index("## Every configuration")
@@ -196,17 +207,15 @@ def test_report_statistics_from_seeded_runs(tmp_path):
         assert len(list(csv.DictReader(fh))) == len(runs)
 
 
-def _fake_runs() -> list[dict]:
+def _fake_runs() -> list[RunRow]:
     base = {"width_multiplier": 0.25, "resolution": 28, "small_input": True, "params": 215_642, "macs": 9.6e6,
             "size_mb": 0.86, "receptive_field": 100, "top5": 0.99}  # fmt: skip
     runs = []
     for seed in range(3):
-        runs.append(
-            {**base, "network": "ddsnet", "dilation": 1, "seed": seed, "top1": 0.90 + seed / 1000, "run_id": f"u{seed}"}
-        )
-        runs.append(
-            {**base, "network": "ddsnet", "dilation": 2, "seed": seed, "top1": 0.91 + seed / 900, "run_id": f"d{seed}"}
-        )
+        runs.append(_run({**base, "network": "ddsnet", "dilation": 1, "seed": seed, "top1": 0.90 + seed / 1000,
+                          "run_id": f"u{seed}"}))  # fmt: skip
+        runs.append(_run({**base, "network": "ddsnet", "dilation": 2, "seed": seed, "top1": 0.91 + seed / 900,
+                          "run_id": f"d{seed}"}))  # fmt: skip
     return runs  # fmt: skip
 
 
@@ -289,7 +298,7 @@ def test_finished_runs_are_archived_and_count_without_their_folders(tmp_path):
     shutil.rmtree(tmp_path / "runs")  # a fresh clone: no run folders, only the committed records
     assert run_status(study, finished) == "finished" and run_status(study, pending) == "new"
     (run,) = collect_runs(study.save_dir, study.project, "arch", study.records)
-    assert run["top1"] == 0.9 and run["params"] == 1000 and run["dilation"] == finished.factors["dilation"]
+    assert run.top1 == 0.9 and run.params == 1000 and run.factors.dilation == finished.factors["dilation"]
 
 
 def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp_path):
@@ -307,13 +316,13 @@ def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp
     archived.write(RunRecord.STUDY, factors)
     archived.update(status="finished", test_metrics={"test/acc1": 0.88, "test/acc5": 0.99}, epoch=1)
     (run,) = collect_runs(tmp_path / "runs", "p", "s", tmp_path / "records")
-    assert run["top1"] == 0.88 and run["budget"] == "20k img x 2 ep"
+    assert run.top1 == 0.88 and run.factors.budget == "20k img x 2 ep"
 
     runs = [run]
     for seed in range(3):
         for width, top1 in ((0.25, 0.90), (0.5, 0.91)):
-            runs.append({"network": "ddsnet", "width_multiplier": width, "resolution": 28, "dilation": 2,
-                         "budget": "full", "seed": seed, "top1": top1 + seed / 1000, "run_id": f"{width}-{seed}"})  # fmt: skip
+            runs.append(_run({"network": "ddsnet", "width_multiplier": width, "resolution": 28, "dilation": 2,
+                         "budget": "full", "seed": seed, "top1": top1 + seed / 1000, "run_id": f"{width}-{seed}"}))  # fmt: skip
     found = {compared.split(",")[0]: e for name, compared, e in effects(aggregate(runs)) if name == "width multiplier"}
     assert set(found) == {"0.5 vs 0.25"} and found["0.5 vs 0.25"].n == 3  # 1.0 (20k x 2 ep) pairs with nothing
     assert len(aggregate(runs)) == 3
@@ -337,17 +346,17 @@ def test_baseline_comparisons_use_the_proposed_dilated_net_on_the_same_budget(tm
             factors = (
                 {"width_multiplier": 1.0, "dilation": dilation, "resolution": 28} if dilation else {"resolution": 56}
             )
-            runs.append({**small, **factors, "network": network, "seed": seed, "top1": top1, "params": params,
-                         "macs": 1e8, "run_id": f"{network}{dilation}{seed}"})  # fmt: skip
+            runs.append(_run({**small, **factors, "network": network, "seed": seed, "top1": top1, "params": params,
+                         "macs": 1e8, "run_id": f"{network}{dilation}{seed}"}))  # fmt: skip
     for seed, top1 in enumerate([0.80, 0.81, 0.79]):  # GoogLeNet also at 28 px (1x1 last stage): not the claim's
-        runs.append({**small, "network": "googlenet", "resolution": 28, "seed": seed, "top1": top1,
-                     "params": 5_610_154, "macs": 2.2e7, "run_id": f"g28{seed}"})  # fmt: skip
-        runs.append({**small, "budget": "full", "network": "mobilenetv1_100", "resolution": 56, "seed": seed,
-                     "top1": top1, "params": 3_217_226, "macs": 4.2e7, "run_id": f"m1{seed}"})  # fmt: skip
+        runs.append(_run({**small, "network": "googlenet", "resolution": 28, "seed": seed, "top1": top1,
+                     "params": 5_610_154, "macs": 2.2e7, "run_id": f"g28{seed}"}))  # fmt: skip
+        runs.append(_run({**small, "budget": "full", "network": "mobilenetv1_100", "resolution": 56, "seed": seed,
+                     "top1": top1, "params": 3_217_226, "macs": 4.2e7, "run_id": f"m1{seed}"}))  # fmt: skip
     for seed in range(3):  # a full-budget configuration: its own plot panel, in no comparison above
-        runs.append({**small, "budget": "full", "network": "ddsnet", "width_multiplier": 0.25, "dilation": 2,
+        runs.append(_run({**small, "budget": "full", "network": "ddsnet", "width_multiplier": 0.25, "dilation": 2,
                      "resolution": 28, "seed": seed, "top1": 0.915, "params": 215_642, "macs": 9.6e6,
-                     "run_id": f"full{seed}"})  # fmt: skip
+                     "run_id": f"full{seed}"}))  # fmt: skip
     text = write_report("baselines", runs, tmp_path).read_text()
     from PIL import Image
 

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     study = load_study(args.study)
     runs = collect_runs(study.save_dir, study.project, study.name, study.records)
     if args.wandb:
-        local = {r["run_id"] for r in runs}
-        runs += [r for r in collect_wandb_runs(args.wandb, study.name) if r["run_id"] not in local]
+        local = {r.run_id for r in runs}
+        runs += [r for r in collect_wandb_runs(args.wandb, study.name) if r.run_id not in local]
     if args.bench:
         bench_study(study, args.out)
     notes = Path(args.notes).read_text() if args.notes else ""

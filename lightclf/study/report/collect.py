@@ -1,47 +1,169 @@
-"""The configuration report's rows: finished runs from run folders, archived records or the W&B
-API, and the seeds of each configuration merged (mean, std, n, 95% t interval)."""
+"""The report's rows, typed: one ``RunRow`` per finished run (from run folders, archived records or
+the W&B API) and one ``ConfigurationRow`` per configuration, its seeds merged (mean, std, n, 95% t
+interval). Both are keyed by the one ``Factors`` record."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lightclf.factors import PROPOSED_FAMILY, Factors
-from lightclf.runs import RunRecord
-from lightclf.study.stats import summarize
+from lightclf.runs import ExportFigures, RunRecord
+from lightclf.study.stats import Summary, summarize
 
-__all__ = ["KEY_FACTORS", "collect_runs", "collect_wandb_runs", "aggregate", "is_baseline", "label", "role"]
+__all__ = ["KEY_FACTORS", "RunRow", "ConfigurationRow", "collect_runs", "collect_wandb_runs", "aggregate", "role"]
 
 # The configuration's factors, as in ``Factors`` (the seed aside). "budget" (training images x
 # epochs) and "other" (other kwargs and recipe overrides) are factors too: runs trained on different
 # budgets or recipes are different configurations, never paired, never in one row of a factor table.
-KEY_FACTORS = tuple(f for f in Factors.__dataclass_fields__ if f != "seed")
+KEY_FACTORS = tuple(f.name for f in fields(Factors) if f.name != "seed")
 
 
-def factors_of(row: dict[str, Any]) -> Factors:
-    """A row's configuration as the one ``Factors`` record (its label is the label everywhere)."""
-    return Factors(**{k: row.get(k) for k in KEY_FACTORS if row.get(k) is not None}).configuration
-
-
-def label(row: dict[str, Any]) -> str:
-    return factors_of(row).label
-
-
-def role(row: dict[str, Any]) -> str:
-    name = row["network"]
+def role(factors: Factors) -> str:
+    """proposed, ablation: <what> or baseline (any network outside the DDSNet family)."""
+    name = factors.network
     if name == "ddsnet":
-        return "proposed" if (row.get("dilation") or 2) > 1 else "ablation: no dilation"
+        return "proposed" if (factors.dilation or 2) > 1 else "ablation: no dilation"
     if name.startswith("ddsnet"):
         return "ablation: " + name.removeprefix("ddsnet_").replace("_", ", ")
     return "baseline"
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """One finished run: its factors (seed included), test metrics, cost and deployment figures."""
+
+    factors: Factors
+    run_id: str
+    top1: float | None = None
+    top5: float | None = None
+    val_top1: float | None = None
+    params: int | None = None
+    macs: float | None = None
+    size_mb: float | None = None
+    receptive_field: int | None = None
+    fit_seconds: float | None = None
+    epochs: int | None = None
+    erf_r50: float | None = None  # effective receptive field radii (px), when measured
+    erf_r95: float | None = None
+    heatmap: list[list[float]] | None = field(default=None, repr=False)
+    export: ExportFigures | None = None
+
+    @classmethod
+    def from_record(cls, record: RunRecord, factors: Factors, run_id: str) -> RunRow:
+        return cls(
+            factors=factors,
+            run_id=run_id,
+            top1=record.test_metrics.get("test/acc1"),
+            top5=record.test_metrics.get("test/acc5"),
+            val_top1=record.fit_metrics.get("val/acc1"),
+            params=record.complexity.get("params"),
+            macs=record.complexity.get("macs"),
+            size_mb=record.complexity.get("size_mb"),
+            receptive_field=record.complexity.get("receptive_field"),
+            fit_seconds=record.fit_seconds,
+            epochs=(record.epoch or 0) + 1,
+            erf_r50=record.erf.get("r50"),
+            erf_r95=record.erf.get("r95"),
+            heatmap=record.erf.get("heatmap"),
+            export=record.export_figures,
+        )
+
+    @property
+    def seed(self) -> int | None:
+        return self.factors.seed
+
+    def matches(self, wanted: dict[str, Any]) -> bool:
+        """True when every named factor has the wanted value."""
+        return all(getattr(self.factors, k) == v for k, v in wanted.items())
+
+    def csv_row(self) -> dict[str, Any]:
+        """A runs_per_seed.csv line: the factors, then the figures (no heat map, no export)."""
+        figures = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("factors", "heatmap", "export")
+        }
+        return {**self.factors.as_dict(), **figures}
+
+
+@dataclass
+class ConfigurationRow:
+    """The seeds of one configuration merged: top-1/top-5/fit time summaries, the shared cost, and
+    (from the study's benchmark, when there is one) inference img/s."""
+
+    factors: Factors  # seed None
+    runs: list[RunRow]
+    top1: Summary
+    top5: Summary
+    fit_seconds: Summary
+    images_per_s: float | None = None
+    memory_format: str | None = None  # the benchmark's faster format for images_per_s
+
+    @classmethod
+    def of(cls, runs: list[RunRow]) -> ConfigurationRow:
+        def summary(name: str) -> Summary:
+            return summarize([getattr(r, name) for r in runs if getattr(r, name) is not None])
+
+        runs = sorted(runs, key=lambda r: r.seed or 0)
+        return cls(runs[0].factors.configuration, runs, summary("top1"), summary("top5"), summary("fit_seconds"))
+
+    @property
+    def label(self) -> str:
+        return self.factors.label
+
+    @property
+    def role(self) -> str:
+        return role(self.factors)
+
+    @property
+    def is_baseline(self) -> bool:
+        """Any network outside the DDSNet family is a baseline (and gets its comparison)."""
+        return self.factors.network not in PROPOSED_FAMILY
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def n(self) -> int:
+        return self.top1.n
+
+    @property
+    def first(self) -> RunRow:
+        """The configuration's cost (params, MACs, size, RF, epochs) is the same in every seed."""
+        return self.runs[0]
+
+    def mean(self, metric: str = "top1") -> float | None:
+        summary = getattr(self, metric)
+        return summary.mean if summary.n else None
+
+    def std(self, metric: str = "top1") -> float | None:
+        summary = getattr(self, metric)
+        return summary.std if summary.n else None
+
+    def matches(self, wanted: dict[str, Any]) -> bool:
+        return all(getattr(self.factors, k) == v for k, v in wanted.items())
+
+    def csv_row(self) -> dict[str, Any]:
+        """A runs.csv line: the configuration's factors, n and seeds, the summaries and the cost."""
+        first = self.first
+        return {
+            **{k: getattr(self.factors, k) for k in KEY_FACTORS},
+            "n": self.n, "seeds": " ".join(str(s) for s in self.seeds),
+            "top1": self.mean(), "top1_std": self.std(), "top1_ci_low": self.top1.ci_low,
+            "top1_ci_high": self.top1.ci_high, "top5": self.mean("top5"), "top5_std": self.std("top5"),
+            "params": first.params, "macs": first.macs, "size_mb": first.size_mb,
+            "receptive_field": first.receptive_field, "images_per_s": self.images_per_s,
+            "fit_seconds": self.mean("fit_seconds"), "epochs": first.epochs,
+        }  # fmt: skip
+
+
 def collect_runs(
     save_dir: str | Path, project: str, study: str | None = None, records: str | Path | None = None
-) -> list[dict[str, Any]]:
-    """One dict per finished run: factors, test metrics, complexity; from the run folders and
-    from the study's archived ``records`` (for runs whose folders this machine does not have)."""
+) -> list[RunRow]:
+    """Every finished run: from the run folders and from the study's archived ``records`` (for
+    runs whose folders this machine does not have)."""
     runs = []
     candidates: dict[str, list[Path]] = defaultdict(list)  # run id -> its folder here, then its archived copy
     for folder in sorted((Path(save_dir) / project).glob("*")):
@@ -54,74 +176,40 @@ def collect_runs(
         record = next((r for r in map(RunRecord.read, folders) if r.finished), None)
         if record is None or (study is not None and record.factors.get("study") != study):
             continue
-        factors = Factors.from_study(record.factors)
-        runs.append(
-            {
-                **{k: getattr(factors, k) for k in (*KEY_FACTORS, "seed")},
-                "run_id": run_id,
-                "top1": record.test_metrics.get("test/acc1"),
-                "top5": record.test_metrics.get("test/acc5"),
-                **{k: record.complexity.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
-                "fit_seconds": record.fit_seconds,
-                "epochs": (record.epoch or 0) + 1,
-                "export": record.export_figures,
-            }
-        )
+        runs.append(RunRow.from_record(record, Factors.from_study(record.factors), run_id))
     return runs
 
 
-def collect_wandb_runs(path: str, study: str) -> list[dict[str, Any]]:
-    """The same rows from the W&B API (group = study name); needs network and a key."""
+def collect_wandb_runs(path: str, study: str) -> list[RunRow]:
+    """The same rows from the W&B API (group = study name; the run's ``factors`` config, which the
+    fit logs); needs network and a key."""
     import wandb
 
+    known = {f.name for f in fields(Factors)}
     runs = []
     for run in wandb.Api(timeout=30).runs(path, filters={"group": study}):
-        if run.state != "finished":
+        logged = run.config.get("factors") or {}
+        if run.state != "finished" or not logged.get("network"):
             continue
-        cfg, summary = run.config, run.summary
+        summary = run.summary
         runs.append(
-            {
-                "network": cfg.get("network"),
-                "width_multiplier": (cfg.get("network_kwargs") or {}).get("width_multiplier"),
-                "resolution": cfg.get("img_size"),
-                "dilation": (cfg.get("network_kwargs") or {}).get("dilation"),
-                "small_input": (cfg.get("network_kwargs") or {}).get("small_input"),
-                "seed": (cfg.get("lightclf_config") or {}).get("seed_everything"),
-                "run_id": run.id,
-                "top1": summary.get("test/acc1"),
-                "top5": summary.get("test/acc5"),
+            RunRow(
+                factors=Factors(**{k: v for k, v in logged.items() if k in known}),
+                run_id=run.id,
+                top1=summary.get("test/acc1"),
+                top5=summary.get("test/acc5"),
+                val_top1=summary.get("val/acc1"),
                 **{k: summary.get(k) for k in ("params", "macs", "size_mb", "receptive_field")},
-                "fit_seconds": summary.get("_runtime"),
-                "epochs": (summary.get("epoch") or 0) + 1,
-            }
+                fit_seconds=summary.get("_runtime"),
+                epochs=(summary.get("epoch") or 0) + 1,
+            )
         )
     return runs
 
 
-def _key(run: dict[str, Any]) -> tuple:
-    return tuple(run.get(k) for k in KEY_FACTORS)
-
-
-def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge seeds: per configuration the mean, std, n and 95% t interval of top-1 and top-5."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+def aggregate(runs: list[RunRow]) -> list[ConfigurationRow]:
+    """Merge seeds: one row per configuration (``Factors`` up to the seed), in first-seen order."""
+    groups: dict[Factors, list[RunRow]] = defaultdict(list)
     for run in runs:
-        groups[_key(run)].append(run)
-    rows = []
-    for members in groups.values():
-        row = dict(members[0])
-        for metric in ("top1", "top5", "fit_seconds"):
-            summary = summarize([m[metric] for m in members if m.get(metric) is not None])
-            row[metric] = summary.mean if summary.n else None
-            row[f"{metric}_std"] = summary.std if summary.n else None
-            if metric == "top1":
-                row["n"], row["top1_ci_low"], row["top1_ci_high"] = summary.n, summary.ci_low, summary.ci_high
-        row["seeds"] = sorted(m.get("seed") for m in members)
-        row["runs"] = members
-        rows.append(row)
-    return rows
-
-
-def is_baseline(row: dict[str, Any]) -> bool:
-    """Any network outside the DDSNet family is a baseline (and gets its comparison)."""
-    return row["network"] not in PROPOSED_FAMILY
+        groups[run.factors.configuration].append(run)
+    return [ConfigurationRow.of(members) for members in groups.values()]

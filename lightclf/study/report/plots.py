@@ -4,9 +4,8 @@ training budget, with the Pareto front."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from lightclf.study.report.collect import label, role
+from lightclf.study.report.collect import ConfigurationRow
 
 __all__ = ["pareto_front", "plot_accuracy_vs_cost"]
 
@@ -22,16 +21,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool) -> None:
+def _cost(row: ConfigurationRow, key: str) -> float | None:
+    return row.images_per_s if key == "images_per_s" else getattr(row.first, key)
+
+
+def _plot_panel(ax, pts: list[ConfigurationRow], key: str, xlabel: str, log: bool) -> None:
     """Accuracy against one cost on one axis: error bars (± 1 std over seeds), labels, Pareto front."""
     for kind, marker, color in (("proposed", "o", "C0"), ("ablation", "s", "C1"), ("baseline", "^", "C2")):
-        sel = [r for r in pts if role(r).startswith(kind)]
+        sel = [r for r in pts if r.role.startswith(kind)]
         if not sel:
             continue
         ax.errorbar(
-            [r[key] for r in sel],
-            [100 * r["top1"] for r in sel],
-            yerr=[100 * (r.get("top1_std") or 0.0) for r in sel],
+            [_cost(r, key) for r in sel],
+            [100 * r.mean() for r in sel],
+            yerr=[100 * (r.std() or 0.0) for r in sel],
             fmt=marker,
             color=color,  # one colour per role in every panel
             capsize=3,
@@ -39,12 +42,12 @@ def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool)
             label=kind,
         )
         for r in sel:
-            ax.annotate(label(r) + f" {r['resolution']}px", (r[key], 100 * r["top1"]), fontsize=6, alpha=0.8)
+            ax.annotate(r.label, (_cost(r, key), 100 * r.mean()), fontsize=6, alpha=0.8)
     # Pareto front: fewer params/MACs is better, more img/s is better.
     sign = 1 if key == "images_per_s" else -1
-    front = [pts[i] for i in pareto_front([(sign * r[key], r["top1"]) for r in pts])]
-    front.sort(key=lambda r: r[key])
-    ax.plot([r[key] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+    front = [pts[i] for i in pareto_front([(sign * _cost(r, key), r.mean()) for r in pts])]
+    front.sort(key=lambda r: _cost(r, key))
+    ax.plot([_cost(r, key) for r in front], [100 * r.mean() for r in front], "k--", lw=1, label="Pareto front")
     if log:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -53,7 +56,7 @@ def _plot_panel(ax, pts: list[dict[str, Any]], key: str, xlabel: str, log: bool)
     ax.legend(fontsize=8)
 
 
-def plot_accuracy_vs_cost(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+def plot_accuracy_vs_cost(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,16 +65,16 @@ def plot_accuracy_vs_cost(rows: list[dict[str, Any]], out_dir: Path) -> list[str
     written = []
     for key, xlabel, log in (("params", "parameters", True), ("macs", "forward MACs / image", True),
                              ("images_per_s", "inference images/s (CPU)", True)):  # fmt: skip
-        pts = [r for r in rows if r.get(key) and r.get("top1") is not None]
+        pts = [r for r in rows if _cost(r, key) and r.mean() is not None]
         if not pts:
             continue
         # One panel per training budget: runs on different budgets are not comparable, so they
         # never share axes or a Pareto front.
-        budgets = sorted({r.get("budget") or "full" for r in pts}, key=lambda b: (b != "full", b))
+        budgets = sorted({r.factors.budget for r in pts}, key=lambda b: (b != "full", b))
         fig, axes = plt.subplots(1, len(budgets), figsize=(7 if len(budgets) == 1 else 5.5 * len(budgets), 4.5),
                                  squeeze=False)  # fmt: skip
         for ax, budget in zip(axes[0], budgets):
-            panel = [r for r in pts if (r.get("budget") or "full") == budget]
+            panel = [r for r in pts if r.factors.budget == budget]
             _plot_panel(ax, panel, key, xlabel, log)
             if len(budgets) > 1:
                 ax.set_title(f"training budget: {budget}", fontsize=9)

@@ -15,13 +15,11 @@ per schedule, measured effective receptive fields with heat maps, every configur
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from lightclf.factors import MOVES_WITH, Factors, Question
 from lightclf.geometry import block_geometry
+from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
     Effect,
@@ -29,13 +27,12 @@ from lightclf.study.stats import (
     judge,
     paired_effect,
     paired_tests,
-    summarize,
     unpaired_effect,
     unpaired_tests,
 )
 from lightclf.tables import write_csv
 
-__all__ = ["Question", "RunResult", "collect_results", "answer", "answer_all", "write_question_report"]
+__all__ = ["Question", "collect_results", "answer", "answer_all", "write_question_report"]
 
 
 # Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
@@ -46,55 +43,17 @@ LINKED = {
 }
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What the report needs of one finished run."""
-
-    factors: Factors
-    run_id: str
-    top1: float
-    top5: float | None = None
-    val_top1: float | None = None
-    params: int | None = None
-    macs: int | None = None
-    receptive_field: int | None = None
-    erf_r50: float | None = None
-    erf_r95: float | None = None
-    heatmap: list[list[float]] | None = None
-    fit_seconds: float | None = None
-
-    def matches(self, wanted: dict[str, Any]) -> bool:
-        return all(getattr(self.factors, k) == v for k, v in wanted.items())
-
-
-def collect_results(study: Study) -> list[RunResult]:
-    """Every finished run of the study (its folder here, else its archived record)."""
+def collect_results(study: Study) -> list[RunRow]:
+    """Every finished, tested run of the study (its folder here, else its archived record)."""
     out = []
     for spec in study.specs():
         record = study.record(spec)
-        if not record.finished or "test/acc1" not in record.test_metrics:
-            continue
-        factors = Factors.from_study({**spec.factors})
-        out.append(
-            RunResult(
-                factors=factors,
-                run_id=spec.run_id,
-                top1=record.test_metrics["test/acc1"],
-                top5=record.test_metrics.get("test/acc5"),
-                val_top1=record.fit_metrics.get("val/acc1"),
-                params=record.complexity.get("params"),
-                macs=record.complexity.get("macs"),
-                receptive_field=record.complexity.get("receptive_field"),
-                erf_r50=record.erf.get("r50"),
-                erf_r95=record.erf.get("r95"),
-                heatmap=record.erf.get("heatmap"),
-                fit_seconds=record.fit_seconds,
-            )
-        )
+        if record.finished and "test/acc1" in record.test_metrics:
+            out.append(RunRow.from_record(record, Factors.from_study({**spec.factors}), spec.run_id))
     return out
 
 
-def answer(question: Question, runs: list[RunResult], margin: float) -> tuple[Effect, tuple]:
+def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:
     """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
     pool = [r for r in runs if r.matches(question.where)]
     group_a = [r for r in pool if r.matches(question.a)]
@@ -113,7 +72,7 @@ def answer(question: Question, runs: list[RunResult], margin: float) -> tuple[Ef
     return unpaired_effect(a, b), unpaired_tests(a, b, margin)
 
 
-def answer_all(study: Study, runs: list[RunResult]) -> list[Verdict]:
+def answer_all(study: Study, runs: list[RunRow]) -> list[Verdict]:
     questions = [Question.parse(q) for q in study.questions]
     named = [(q.name, *answer(q, runs, study.equivalence_margin)) for q in questions]
     return judge(named, study.equivalence_margin)
@@ -165,13 +124,6 @@ def _geometry_table(resolution: int, small_input: bool, schedules: list[str]) ->
     return "\n".join(lines)
 
 
-def _by_configuration(runs: list[RunResult]) -> dict[Factors, list[RunResult]]:
-    groups: dict[Factors, list[RunResult]] = defaultdict(list)
-    for run in runs:
-        groups[run.factors.configuration].append(run)
-    return groups
-
-
 def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -181,28 +133,27 @@ def _mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
 
 
-def _configuration_table(groups: dict[Factors, list[RunResult]]) -> str:
+def _configuration_table(rows: list[ConfigurationRow]) -> str:
     head = "| configuration | n | top-1 % (mean ± std) | 95% CI | val top-1 % | params | MACs | RF px | ERF r50 / r95 px | seeds |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
-    for config, members in groups.items():
-        s = summarize([m.top1 for m in members])
+    for row in rows:
+        s, members, first = row.top1, row.runs, row.first
         ci = f"{_pts(s.ci_low)}-{_pts(s.ci_high)}" if s.ci_low is not None else "-"
-        first = members[0]
         erf = (
             f"{_mean_std([m.erf_r50 for m in members], digits=1)} / {_mean_std([m.erf_r95 for m in members], digits=1)}"
         )
         lines.append(
-            f"| {config.label} | {s.n} | {_mean_std([m.top1 for m in members], 100)} | {ci} | "
+            f"| {row.label} | {s.n} | {_mean_std([m.top1 for m in members], 100)} | {ci} | "
             f"{_mean_std([m.val_top1 for m in members], 100)} | {(first.params or 0) / 1e6:.3f}M | "
             f"{(first.macs or 0) / 1e6:.1f}M | {first.receptive_field or '-'} | {erf} | "
-            f"{', '.join(str(m.factors.seed) for m in sorted(members, key=lambda m: m.factors.seed or 0))} |"
+            f"{', '.join(str(seed) for seed in row.seeds)} |"
         )
     return "\n".join(lines)
 
 
-def _heatmaps(groups: dict[Factors, list[RunResult]], out_dir: Path) -> str | None:
+def _heatmaps(rows: list[ConfigurationRow], out_dir: Path) -> str | None:
     """One figure: the mean effective-receptive-field heat map of each DDSNet configuration."""
-    panels = [(c, [m.heatmap for m in ms if m.heatmap]) for c, ms in groups.items() if c.proposed]
+    panels = [(r.factors, [m.heatmap for m in r.runs if m.heatmap]) for r in rows if r.factors.proposed]
     panels = [(c, maps) for c, maps in panels if maps and c.budget == "full"]
     if not panels:
         return None
@@ -232,9 +183,9 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_results(study)
     verdicts = answer_all(study, runs)
-    groups = _by_configuration(runs)
+    rows = aggregate(runs)
     planned = len(study.specs())
-    proposed = [c for c in groups if c.proposed and c.resolution]
+    proposed = [r.factors for r in rows if r.factors.proposed and r.factors.resolution]
     resolution = proposed[0].resolution if proposed else 28
     small_input = bool(proposed[0].small_input) if proposed else True
     schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
@@ -270,13 +221,13 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         _geometry_table(resolution, small_input, schedules or ["none", "late", "early"]),
         "",
     ]
-    heatmap = _heatmaps(groups, out_dir)
+    heatmap = _heatmaps(rows, out_dir)
     if heatmap:
         parts += ["## Effective receptive fields (measured)", "", f"![ERF heat maps]({heatmap})", ""]
-    parts += ["## Every configuration", "", _configuration_table(groups), ""]
+    parts += ["## Every configuration", "", _configuration_table(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
-    write_csv(out_dir / "runs.csv", [{**r.factors.as_dict(), "label": r.factors.label, **{k: v for k, v in asdict(r).items() if k not in ("factors", "heatmap")}} for r in runs])  # fmt: skip
+    write_csv(out_dir / "runs.csv", [{**r.csv_row(), "label": r.factors.configuration.label} for r in runs])
     write_csv(
         out_dir / "verdicts.csv",
         [

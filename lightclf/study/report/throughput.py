@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
-from lightclf.study.report.collect import aggregate, collect_runs, factors_of
+from lightclf.study.report.collect import ConfigurationRow, aggregate, collect_runs
 
 __all__ = ["bench_study", "attach_throughput"]
-
-
-def _spec(row: dict[str, Any]) -> str:
-    return factors_of(row).model_spec
 
 
 def bench_study(
@@ -23,7 +18,7 @@ def bench_study(
     from lightclf.measure.bench import run_bench, write_csv
 
     runs = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
-    pairs = sorted({(_spec(r), r["resolution"]) for r in runs if r.get("resolution")})
+    pairs = sorted({(r.factors.model_spec, r.factors.resolution) for r in runs if r.factors.resolution})
     if not pairs:
         return None
     rows = []
@@ -44,7 +39,8 @@ def bench_study(
     return write_csv(rows, Path(out_dir) / study.name / "bench.csv")
 
 
-def attach_throughput(rows: list[dict[str, Any]], bench_csv: Path) -> None:
+def attach_throughput(rows: list[ConfigurationRow], bench_csv: Path) -> None:
+    """Each row's best inference img/s (and its memory format) from the study's bench.csv."""
     from lightclf.measure.bench import read_csv
 
     if not bench_csv.exists():
@@ -55,6 +51,6 @@ def attach_throughput(rows: list[dict[str, Any]], bench_csv: Path) -> None:
         if key not in best or b["images_per_s"] > best[key]["images_per_s"]:
             best[key] = b
     for row in rows:
-        b = best.get((_spec(row), row["resolution"]))
-        row["images_per_s"] = b["images_per_s"] if b else None
-        row["memory_format"] = b["memory_format"] if b else None
+        b = best.get((row.factors.model_spec, row.factors.resolution))
+        row.images_per_s = b["images_per_s"] if b else None
+        row.memory_format = b["memory_format"] if b else None

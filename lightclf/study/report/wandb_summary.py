@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightclf.study.report.collect import aggregate
+from lightclf.study.report.collect import RunRow, aggregate
 from lightclf.study.report.comparisons import effects
-from lightclf.study.report.markdown import CONFIG_FIELDS, RUN_FIELDS
 from lightclf.study.report.throughput import attach_throughput
 
 __all__ = ["log_summary_run"]
 
 
-def log_summary_run(study, runs: list[dict[str, Any]], out: Path) -> str:
+def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
     """One W&B run in the study's group holding the per-run and per-configuration tables, the
     effects and the plots, so a reviewer in W&B needs no local files. Works offline (`wandb sync`)."""
     import wandb
@@ -31,10 +30,9 @@ def log_summary_run(study, runs: list[dict[str, Any]], out: Path) -> str:
     )
     try:
 
-        def table(records: list[dict[str, Any]], fields: list[str]):
-            data = [[(" ".join(map(str, r.get(f))) if isinstance(r.get(f), list) else r.get(f)) for f in fields]
-                    for r in records]  # fmt: skip
-            return wandb.Table(columns=fields, data=data)
+        def table(records: list[dict[str, Any]]):
+            fields = list(records[0]) if records else []
+            return wandb.Table(columns=fields, data=[[r.get(f) for f in fields] for r in records])
 
         effect_rows = [
             {"effect": name, "comparison": compared, "n": e.n, "delta_top1": e.mean, "ci_low": e.ci_low,
@@ -42,9 +40,9 @@ def log_summary_run(study, runs: list[dict[str, Any]], out: Path) -> str:
             for name, compared, e in effects(rows)
         ]  # fmt: skip
         payload = {
-            "runs": table(runs, RUN_FIELDS),
-            "configurations": table(rows, CONFIG_FIELDS),
-            "effects": table(effect_rows, ["effect", "comparison", "n", "delta_top1", "ci_low", "ci_high", "verdict"]),
+            "runs": table([r.csv_row() for r in runs]),
+            "configurations": table([r.csv_row() for r in rows]),
+            "effects": table(effect_rows),
         }
         for png in sorted(out.glob("accuracy_vs_*.png")):
             payload[f"plots/{png.stem}"] = wandb.Image(str(png))
