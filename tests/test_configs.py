@@ -13,7 +13,10 @@ from lightclf.models import create_network
 from lightclf.training.module import ImageClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted([*REPO.glob("configs/*.yaml"), *REPO.glob("configs/models/*.yaml"), *REPO.glob("baselines/*.yaml")])
+MODEL_BASE = REPO / "configs/models/base.yaml"
+# Model and baseline configs hold only what differs from configs/models/base.yaml and load after it.
+MODELS = sorted(p for p in [*REPO.glob("configs/models/*.yaml"), *REPO.glob("baselines/*.yaml")] if p != MODEL_BASE)
+CONFIGS = sorted([*REPO.glob("configs/*.yaml"), *MODELS])
 STUDIES = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.stem.endswith("_base"))
 
 
@@ -32,7 +35,7 @@ def _cli(configs: list[Path], save_dir: Path) -> LightclfCLI:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_config_instantiates(path, tmp_path):
-    cli = _cli([path], tmp_path)
+    cli = _cli([MODEL_BASE, path] if path in MODELS else [path], tmp_path)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.hparams.img_size == cli.datamodule.resolution
     assert cli.model.hparams.in_chans == cli.datamodule.channels
@@ -59,6 +62,25 @@ def test_study_base_configs_instantiate(path, tmp_path):
         assert cli.trainer.max_epochs == 15 and cli.trainer.precision == "bf16-mixed"
 
 
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: str(p.relative_to(REPO)))
+def test_model_configs_are_the_base_plus_what_differs(path, tmp_path):
+    """Each model/baseline file names its network (and kwargs, W&B group/tags) and nothing else;
+    merged after the base it keeps the base's data, schedule, recipe and callbacks."""
+    import yaml
+
+    own = yaml.safe_load(path.read_text())
+    assert set(own) == {"trainer", "model"} and set(own["model"]) <= {"network", "network_kwargs"}
+    assert set(own["trainer"]) == {"logger"} and set(own["trainer"]["logger"]["init_args"]) <= {"group", "tags"}
+    cli = _cli([MODEL_BASE, path], tmp_path)
+    assert cli.model.hparams.network == own["model"]["network"] == path.stem
+    assert cli.model.hparams.network_kwargs == own["model"].get("network_kwargs", {})
+    assert cli.trainer.max_epochs == 10 and cli.datamodule.resolution == 32  # the base's, kept
+    logger_args = cli.config["trainer"]["logger"]["init_args"]  # the merged config, as the run saves it
+    assert logger_args["project"] == "lightclf" and logger_args["tags"] == own["trainer"]["logger"]["init_args"]["tags"]
+    assert logger_args["group"] == ("baselines" if path.parent.name == "baselines" else "models")
+    assert {type(c).__name__ for c in cli.trainer.callbacks} >= {"ModelCheckpoint", "TrainThroughput"}
+
+
 def _subset(node, template):
     """The part of ``node`` that ``template`` names (nested dicts)."""
     if not isinstance(template, dict):
@@ -76,7 +98,7 @@ def test_quickstart_uses_the_fast_recipe():
 
 @pytest.mark.parametrize("recipe", ["fast", "paper"])
 def test_recipes_compose_with_model_configs(recipe, tmp_path):
-    cli = _cli([REPO / "configs/models/ddsnet.yaml", REPO / f"configs/recipes/{recipe}.yaml"], tmp_path)
+    cli = _cli([MODEL_BASE, REPO / "configs/models/ddsnet.yaml", REPO / f"configs/recipes/{recipe}.yaml"], tmp_path)
     optimizer = cli.model.optimizer_factory(cli.model.parameters())
     if recipe == "paper":
         assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 1e-3
