@@ -39,27 +39,30 @@ def _latency_ms(fn, x: torch.Tensor, repeats: int = 5, iters: int = 5) -> float:
     return 1000 * statistics.median(times) / len(x)
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> ExportCheck:
     model = model.eval()
     run = onnx_session(model, example, path, dynamic_batch=True)
-    return {**_check_export(model, run, example, path), "torch_ms_per_image": round(_latency_ms(model, example), 4)}
+    return _check_export(model, run, example, path, torch_ms_per_image=round(_latency_ms(model, example), 4))
 
 
-def _check_export(model: nn.Module, exported, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def _check_export(
+    model: nn.Module, exported, example: torch.Tensor, path: Path, torch_ms_per_image: float | None = None
+) -> ExportCheck:
     """How far the exported model's logits are from PyTorch's on ``example``, its size and speed."""
     with torch.inference_mode():
         expected = model(example)
         got = torch.as_tensor(exported(example))
-    return {
-        "path": str(path),
-        "size_mb": round(path.stat().st_size / 1e6, 3),
-        "max_abs_diff": float((got - expected).abs().max()),
-        "same_top1": float((got.argmax(-1) == expected.argmax(-1)).float().mean()),
-        "ms_per_image": round(_latency_ms(exported, example), 4),
-    }
+    return ExportCheck(
+        path=str(path),
+        size_mb=round(path.stat().st_size / 1e6, 3),
+        max_abs_diff=float((got - expected).abs().max()),
+        same_top1=float((got.argmax(-1) == expected.argmax(-1)).float().mean()),
+        ms_per_image=round(_latency_ms(exported, example), 4),
+        torch_ms_per_image=torch_ms_per_image,
+    )
 
 
-def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> ExportCheck:
     model = model.eval()
     with torch.inference_mode():
         traced = torch.jit.trace(model, example)
@@ -145,21 +148,19 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     network = inference_copy(run.module.network)
     stem = Path(args.ckpt).stem
-    record: dict[str, Any] = {"ckpt": str(run.ckpt_path), "resolution": run.resolution}  # ExportFigures' fields
     failures = []
     datamodule = None
     if "int8" in args.format:  # int8 needs the data (calibration, accuracy); the export checks share it
         datamodule = datamodule_from_run(run, test_subset=args.test_subset)
         datamodule.setup("fit")
         datamodule.setup("test")
-    example, record["checked_on"] = _example(run, datamodule)
-    if "onnx" in args.format:
-        record["onnx"] = export_onnx(network, example, out / f"{stem}.onnx")
-    if "torchscript" in args.format:
-        record["torchscript"] = export_torchscript(network, example, out / f"{stem}.pt")
-    for fmt in ("onnx", "torchscript"):
-        if fmt in record and record[fmt]["max_abs_diff"] > args.tolerance:  # still the checker's dict here
-            failures.append(f"{fmt} differs from PyTorch by {record[fmt]['max_abs_diff']:.2e} > {args.tolerance:g}")
+    example, checked_on = _example(run, datamodule)
+    onnx = export_onnx(network, example, out / f"{stem}.onnx") if "onnx" in args.format else None
+    torchscript = export_torchscript(network, example, out / f"{stem}.pt") if "torchscript" in args.format else None
+    fp32 = int8 = None
+    for fmt, check in (("onnx", onnx), ("torchscript", torchscript)):
+        if check is not None and check.max_abs_diff > args.tolerance:
+            failures.append(f"{fmt} differs from PyTorch by {check.max_abs_diff:.2e} > {args.tolerance:g}")
     if datamodule is not None:
         calibration = []
         for batch in datamodule.train_dataloader():
@@ -167,20 +168,20 @@ def main(argv: list[str] | None = None) -> None:
             if len(calibration) >= args.calibration_batches:
                 break
         fp32_path = out / f"{stem}.onnx"
-        if "onnx" not in record:
+        if onnx is None:
             export_onnx_model(network, calibration[0], fp32_path, dynamic_batch=True)
         int8_path = quantize_int8(fp32_path, out / f"{stem}.int8.onnx", calibration)
         fp32_ort, int8_ort = ort_session(fp32_path), ort_session(int8_path)
         loader = datamodule.test_dataloader()
         ms = _interleaved_ms({"eager": network, "fp32": fp32_ort, "int8": int8_ort}, calibration[0])
-        record["fp32"] = Fp32Figures(
+        fp32 = Fp32Figures(
             top1=_accuracy(fp32_ort, loader, datamodule),
             size_mb=round(state_dict_bytes(network) / 1e6, 3),
             file_mb=round(fp32_path.stat().st_size / 1e6, 3),
             ms_per_image=ms["fp32"],  # onnxruntime fp32: the baseline int8 must beat
             eager_ms_per_image=ms["eager"],
         )
-        record["int8"] = Int8Figures(
+        int8 = Int8Figures(
             top1=_accuracy(int8_ort, loader, datamodule),
             file_mb=round(int8_path.stat().st_size / 1e6, 3),
             ms_per_image=ms["int8"],
@@ -188,12 +189,9 @@ def main(argv: list[str] | None = None) -> None:
             calibration_images=sum(len(c) for c in calibration),
             method="onnxruntime static QDQ, per-channel int8 weights, uint8 activations",
         )
-    for fmt in ("onnx", "torchscript"):
-        if fmt in record:
-            record[fmt] = ExportCheck(**record[fmt])
-    figures = ExportFigures(**record).as_json()
+    figures = ExportFigures(str(run.ckpt_path), run.resolution, checked_on, onnx, torchscript, fp32, int8)
     # Into the run's record (which `report` reads); a checkpoint without its run folder gets one beside --out.
-    (run.run or RunRecord(folder=out.parent)).write(RunRecord.EXPORT, figures)
-    print(json.dumps(figures, indent=2))
+    (run.run or RunRecord(folder=out.parent)).write(RunRecord.EXPORT, figures.as_json())
+    print(json.dumps(figures.as_json(), indent=2))
     if failures:
         raise ConfigError("export check failed: " + "; ".join(failures))
