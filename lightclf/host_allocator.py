@@ -26,6 +26,7 @@ _M_MMAP_THRESHOLD = -3
 # Larger than any activation a CPU fit allocates. Older glibc caps the mmap threshold at
 # 32 MiB (HEAP_MAX_SIZE / 2) and refuses more: then the cap, which still covers small nets.
 _THRESHOLDS = (1 << 30, 32 << 20)
+_INT_MAX = (1 << 31) - 1
 
 
 def _glibc() -> bool:
@@ -46,8 +47,10 @@ def tune_host_allocator() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]  # int mallopt(int param, int value)
+    libc.mallopt.restype = ctypes.c_int
     for threshold in _THRESHOLDS:
         if libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1:
-            libc.mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
-            return True
+            # Trim only above twice the largest block kept: freed activations stay for the next step.
+            return libc.mallopt(_M_TRIM_THRESHOLD, min(2 * threshold, _INT_MAX)) == 1
     return False

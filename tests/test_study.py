@@ -219,6 +219,41 @@ def _fake_runs() -> list[RunRow]:
     return runs  # fmt: skip
 
 
+def test_report_survives_a_configuration_without_test_figures(tmp_path):
+    """A finished run that never reached its test (no top-1) shows as "-", not a crash, in the
+    factor tables and the baseline comparison."""
+    from lightclf.study.report import write_report
+
+    untested = [_run({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "small_input": True,
+                      "dilation": 4, "seed": 0, "top1": None, "run_id": "untested"}),
+                _run({"network": "googlenet", "resolution": 56, "seed": 0, "top1": None, "run_id": "g0"})]  # fmt: skip
+    text = write_report("partial", _fake_runs() + untested, tmp_path).read_text()
+    assert "| 0.25 | 28 | full | 90.10 | 91.11 | - | +1.01 |" in text  # d=1, 2 and the untested d=4
+    assert "Against googlenet" not in text  # nothing to compare with
+
+
+def test_study_runs_log_their_spec_as_wandb_factors(tmp_path):
+    """A study run's W&B factors come from its study.json (budget and overrides the module never
+    sees); a plain fit's from the module's hyperparameters."""
+    from types import SimpleNamespace
+
+    from lightclf.runs import RunRecord
+    from lightclf.training.callbacks import run_factors
+
+    trainer = SimpleNamespace(logger=None, default_root_dir=str(tmp_path))
+    module = SimpleNamespace(trainer=trainer, hparams={"network": "ddsnet", "network_kwargs": {"width_multiplier": 1.0},
+                                                       "img_size": 28})  # fmt: skip
+    plain = run_factors(module)
+    assert plain["budget"] == "full" and plain["width_multiplier"] == 1.0 and plain["resolution"] == 28
+    RunRecord(folder=tmp_path).write(RunRecord.STUDY, {"study": "s", "network": "ddsnet", "width_multiplier": 1.0,
+                                                      "resolution": 28, "dilation": 2, "seed": 3,
+                                                      "overrides": {"data.init_args.train_subset": 20000,
+                                                                    "trainer.max_epochs": 2}})  # fmt: skip
+    study = run_factors(module)
+    assert study["budget"] == "20k img x 2 ep" and study["seed"] == 3
+    assert study["config"] == "ddsnet w1 28px d2 late (20k img x 2 ep)"
+
+
 def test_wandb_report_spec_offline(tiny_study, tmp_path):
     """Offline, --wandb-report writes the spec: study group filter, panels, axes, grouping."""
     out = tmp_path / "reports"

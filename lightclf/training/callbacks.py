@@ -67,10 +67,15 @@ def record_writer(trainer: L.Trainer) -> RunRecord:
 
 def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
     """The run's factors as W&B config ``factors.*`` (panels group and plot by them): the one
-    ``Factors`` record every study, report and sweep uses, plus its label as ``config``."""
+    ``Factors`` record every study, report and sweep uses, plus its label as ``config``. A study
+    run's come from the study's spec for it (``study.json``: its budget and recipe overrides
+    included, which the module never sees); a plain fit's from the module's hyperparameters."""
+    spec = run_record(pl_module.trainer).factors
     hp = pl_module.hparams
     factors = Factors.from_study(
-        {
+        spec
+        if spec.get("network")
+        else {
             "network": getattr(pl_module, "network_name", None) or hp.get("network"),
             "network_kwargs": dict(hp.get("network_kwargs") or {}),
             "resolution": hp.get("img_size"),

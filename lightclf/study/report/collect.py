@@ -4,6 +4,7 @@ interval). Both are keyed by the one ``Factors`` record."""
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -182,14 +183,17 @@ def collect_runs(
 
 def collect_wandb_runs(path: str, study: str) -> list[RunRow]:
     """The same rows from the W&B API (group = study name; the run's ``factors`` config, which the
-    fit logs); needs network and a key."""
+    fit logs from the study's spec, budget and overrides included); needs network and a key."""
     import wandb
 
     known = {f.name for f in fields(Factors)}
-    runs = []
+    runs, unlabelled = [], 0
     for run in wandb.Api(timeout=30).runs(path, filters={"group": study}):
         logged = run.config.get("factors") or {}
-        if run.state != "finished" or not logged.get("network"):
+        if run.state != "finished":
+            continue
+        if not logged.get("network"):  # logged before lightclf wrote factors: its configuration is unknown
+            unlabelled += 1
             continue
         summary = run.summary
         runs.append(
@@ -204,6 +208,8 @@ def collect_wandb_runs(path: str, study: str) -> list[RunRow]:
                 epochs=(summary.get("epoch") or 0) + 1,
             )
         )
+    if unlabelled:
+        print(f"report: {unlabelled} finished W&B runs of {study!r} carry no factors config; left out", file=sys.stderr)
     return runs
 
 

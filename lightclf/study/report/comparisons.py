@@ -66,11 +66,15 @@ def baseline_comparison(rows: list[ConfigurationRow], baseline: ConfigurationRow
     configuration trained on the same budget, unpaired (Welch: different networks share no
     initialisation); None when no such proposed run shares the baseline's budget."""
     proposed = [r for r in rows if r.factors.network == "ddsnet" and r.factors.width_multiplier == 1.0
-                and r.role == "proposed" and r.factors.budget == baseline.factors.budget]  # fmt: skip
-    if not proposed or not baseline.runs:
+                and r.role == "proposed" and r.factors.budget == baseline.factors.budget and r.n]  # fmt: skip
+    if not proposed or not baseline.n:
         return None
-    p = max(proposed, key=lambda r: r.mean() or 0)
-    effect = unpaired_effect([run.top1 for run in baseline.runs], [run.top1 for run in p.runs])
+    p = max(proposed, key=lambda r: r.mean())
+    tested = (
+        [run.top1 for run in baseline.runs if run.top1 is not None],
+        [run.top1 for run in p.runs if run.top1 is not None],
+    )
+    effect = unpaired_effect(*tested)
     return p, baseline, effect
 
 

@@ -94,7 +94,7 @@ def _factor_table(rows: list[ConfigurationRow], factor: str, held: tuple[str, ..
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     deltas = []
     for held_values, by_value in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        present = [v for v in values if v in by_value]
+        present = [v for v in values if v in by_value and by_value[v].mean() is not None]  # tested runs only
         if len(present) < 2:
             continue
         delta = by_value[present[-1]].mean() - by_value[present[0]].mean()
