@@ -254,6 +254,32 @@ def test_study_runs_log_their_spec_as_wandb_factors(tmp_path):
     assert study["config"] == "ddsnet w1 28px d2 late (20k img x 2 ep)"
 
 
+def test_study_benchmark_rows_reach_the_report_rows(tmp_path):
+    """The study's closing benchmark (measure.bench.bench_configurations) times each configuration
+    in both memory formats; the report attaches each row's faster img/s by its model spec."""
+    from lightclf.measure.bench import bench_configurations
+    from lightclf.study.report import aggregate
+    from lightclf.study.report.throughput import attach_throughput
+
+    spec = "ddsnet:width_multiplier=0.25,dilation=2,small_input=true"
+    path = bench_configurations(
+        [(spec, 28), (spec, 28)], tmp_path / "bench.csv", repeats=1, batch_size=4, log=lambda m: None
+    )
+    with path.open() as fh:
+        bench = list(csv.DictReader(fh))
+    assert [(b["network"], b["resolution"], b["memory_format"], b["device"]) for b in bench] == [
+        (spec, "28", "contiguous", "cpu"), (spec, "28", "channels_last", "cpu")]  # fmt: skip
+    rows = aggregate([_run({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "dilation": 2,
+                            "small_input": True, "seed": 0, "top1": 0.9, "run_id": "r"})])  # fmt: skip
+    assert rows[0].factors.model_spec == spec
+    attach_throughput(rows, path)
+    best = max(bench, key=lambda b: float(b["images_per_s"]))
+    assert (
+        rows[0].images_per_s == pytest.approx(float(best["images_per_s"]))
+        and rows[0].memory_format == best["memory_format"]
+    )
+
+
 def test_wandb_report_spec_offline(tiny_study, tmp_path):
     """Offline, --wandb-report writes the spec: study group filter, panels, axes, grouping."""
     out = tmp_path / "reports"

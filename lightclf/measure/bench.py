@@ -24,7 +24,7 @@ from lightclf.measure.device import PRECISIONS, DeviceTimer, precision_context, 
 from lightclf.models import create_network
 from lightclf.tables import write_csv as write_table
 
-__all__ = ["BenchRow", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
+__all__ = ["BenchRow", "bench_configurations", "parse_model_spec", "run_bench", "main", "CSV_FIELDS"]
 
 
 @dataclass
@@ -159,6 +159,27 @@ class _Case:
             precision_context(self.timer.device, self.precision if not self.provider else "32"),
         ):
             return self.fn(x)
+
+
+def bench_configurations(
+    configurations: list[tuple[str, int]],
+    out_csv: str | Path,
+    repeats: int = 3,
+    batch_size: int = 32,
+    device: str = "cpu",
+    log=print,
+) -> Path | None:
+    """Inference img/s of (model spec, resolution) pairs, both memory formats, eager, interleaved
+    per resolution, into ``out_csv`` (each row names its device): a study's closing benchmark."""
+    pairs = sorted(set(configurations))
+    if not pairs:
+        return None
+    rows = []
+    for resolution in sorted({res for _, res in pairs}):
+        specs = [spec for spec, res in pairs if res == resolution]
+        rows += run_bench(specs, [resolution], ["contiguous", "channels_last"], ["eager"], batch_size, repeats,
+                          warmup=2, iters=5, device=device, log=log)  # fmt: skip
+    return write_csv(rows, Path(out_csv))
 
 
 def run_bench(

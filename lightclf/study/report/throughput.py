@@ -1,4 +1,5 @@
-"""The study's inference benchmark (lightclf.measure.bench) and its img/s in the report's rows."""
+"""A study's inference benchmark (run by lightclf.measure.bench.bench_configurations) and its img/s
+in the report's rows."""
 
 from __future__ import annotations
 
@@ -13,30 +14,14 @@ __all__ = ["bench_study", "attach_throughput"]
 def bench_study(
     study, out_dir: str | Path = "reports", repeats: int = 3, batch_size: int = 32, device: str = "cpu"
 ) -> Path | None:
-    """Inference img/s of every configuration of a study on ``device``, interleaved, into
-    reports/<study>/bench.csv (each row names its device)."""
-    from lightclf.measure.bench import run_bench, write_csv
+    """Inference img/s of every configuration of a study on ``device`` (the benchmark is
+    lightclf.measure.bench's), into reports/<study>/bench.csv."""
+    from lightclf.measure.bench import bench_configurations
 
-    runs = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
-    pairs = sorted({(r.factors.model_spec, r.factors.resolution) for r in runs if r.factors.resolution})
-    if not pairs:
-        return None
-    rows = []
-    for resolution in sorted({res for _, res in pairs}):
-        specs = [spec for spec, res in pairs if res == resolution]
-        rows += run_bench(
-            specs,
-            [resolution],
-            ["contiguous", "channels_last"],
-            ["eager"],
-            batch_size,
-            repeats,
-            warmup=2,
-            iters=5,
-            device=device,
-            log=lambda m: print(m, file=sys.stderr),
-        )
-    return write_csv(rows, Path(out_dir) / study.name / "bench.csv")
+    rows = aggregate(collect_runs(study.save_dir, study.project, study.name, study.records))
+    pairs = [(r.factors.model_spec, r.factors.resolution) for r in rows if r.factors.resolution]
+    return bench_configurations(pairs, Path(out_dir) / study.name / "bench.csv", repeats, batch_size, device,
+                                log=lambda m: print(m, file=sys.stderr))  # fmt: skip
 
 
 def attach_throughput(rows: list[ConfigurationRow], bench_csv: Path) -> None:
