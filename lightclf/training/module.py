@@ -183,7 +183,7 @@ class ImageClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.channels_last is None:
-            # Measured (reports/bench/README.md): channels_last trains 1.25-1.58x faster than
+            # Measured (reports/bench/README.md): channels_last trains 1.58x faster than
             # contiguous on CPU for the DDSNet family; elsewhere keep PyTorch's default layout.
             self.channels_last = self.device.type == "cpu"
         if self.channels_last:
