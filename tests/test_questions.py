@@ -89,8 +89,9 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
     effect = answer(across, runs, 0.003)[0]
     assert effect.paired and effect.n == 3  # networks pair by seed too (the factors only DDSNet has move along)
 
-    path = write_question_report(study, tmp_path / "reports")
+    path = write_question_report(study, tmp_path / "reports", notes="Status: constructed.")
     text = path.read_text()
+    assert text.index("## Protocol") < text.index("## Verdicts") < text.index("Status: constructed.")
     rows = {r["question"]: r for r in csv.DictReader((path.parent / "verdicts.csv").open())}
     assert rows["early vs none"]["verdict"] == "better"
     assert rows["late vs none"]["verdict"] == "equivalent within ±0.3 points"  # shown, not just "not significant"

@@ -189,9 +189,8 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     resolution = proposed[0].resolution if proposed else 28
     small_input = bool(proposed[0].small_input) if proposed else True
     schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
+    # Protocol first, then a verdict per question; the study's notes (status, caveats) follow them.
     parts = [f"# Study `{study.name}`", ""]
-    if notes:
-        parts += [notes.strip(), ""]
     parts += [
         f"**{len(runs)} of {planned} planned runs finished**"
         + (
@@ -213,6 +212,7 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "",
         _verdict_table(verdicts),
         "",
+        *(["## Notes", "", notes.strip(), ""] if notes else []),
         f"## Where dilation reaches ({resolution} px, {'small-input stem' if small_input else 'standard stem'})",
         "",
         "Per block: the map it works on, and for each schedule the rate, the theoretical receptive field",
