@@ -118,6 +118,10 @@ class Factors:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def matches(self, wanted: dict[str, Any]) -> bool:
+        """True when every named factor has the wanted value."""
+        return all(getattr(self, k) == v for k, v in wanted.items())
+
     def differs_only_in(self, other: Factors, *names: str) -> bool:
         """True when the two agree on every factor but ``names`` (the seed included, unless named)."""
         mine, theirs = self.as_dict(), other.as_dict()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lightclf.factors import PROPOSED_FAMILY, Factors
+from lightclf.factors import Factors
 from lightclf.runs import ExportFigures, RunRecord
 from lightclf.study.stats import Summary, summarize
 
@@ -76,10 +76,6 @@ class RunRow:
     def seed(self) -> int | None:
         return self.factors.seed
 
-    def matches(self, wanted: dict[str, Any]) -> bool:
-        """True when every named factor has the wanted value."""
-        return all(getattr(self.factors, k) == v for k, v in wanted.items())
-
     def csv_row(self) -> dict[str, Any]:
         """A runs_per_seed.csv line: the factors, then the figures (no heat map, no export)."""
         figures = {
@@ -120,7 +116,7 @@ class ConfigurationRow:
     @property
     def is_baseline(self) -> bool:
         """Any network outside the DDSNet family is a baseline (and gets its comparison)."""
-        return self.factors.network not in PROPOSED_FAMILY
+        return not self.factors.proposed
 
     @property
     def seeds(self) -> list[int | None]:
@@ -142,9 +138,6 @@ class ConfigurationRow:
     def std(self, metric: str = "top1") -> float | None:
         summary = getattr(self, metric)
         return summary.std if summary.n else None
-
-    def matches(self, wanted: dict[str, Any]) -> bool:
-        return all(getattr(self.factors, k) == v for k, v in wanted.items())
 
     def csv_row(self) -> dict[str, Any]:
         """A runs.csv line: the configuration's factors, n and seeds, the summaries and the cost."""

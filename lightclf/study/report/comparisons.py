@@ -11,7 +11,15 @@ from lightclf.factors import MOVES_WITH
 from lightclf.study.report.collect import KEY_FACTORS, ConfigurationRow
 from lightclf.study.stats import Effect, paired_effect, unpaired_effect
 
-__all__ = ["Comparison", "factor_effect", "effects", "baseline_comparison", "googlenet_claim", "other_comparisons"]
+__all__ = [
+    "Comparison",
+    "factor_effect",
+    "factor_values",
+    "effects",
+    "baseline_comparison",
+    "googlenet_claim",
+    "other_comparisons",
+]
 
 # The proposed width-1.0 net, one baseline configuration, and the difference (baseline first).
 Comparison = tuple[ConfigurationRow, ConfigurationRow, Effect]
@@ -22,14 +30,15 @@ def factor_effect(rows: list[ConfigurationRow], factor: str, a: Any, b: Any, **m
     free = (factor, *MOVES_WITH.get(factor, ()))  # e.g. the schedule moves with the dilation rate
     cells: dict[tuple, dict[Any, float]] = defaultdict(dict)
     for run in (run for row in rows for run in row.runs):
-        if run.top1 is None or not run.matches(match):
+        if run.top1 is None or not run.factors.matches(match):
             continue
         key = tuple(getattr(run.factors, k) for k in (*KEY_FACTORS, "seed") if k not in free)
         cells[key][getattr(run.factors, factor)] = run.top1
     return paired_effect([(c[a], c[b]) for c in cells.values() if a in c and b in c])
 
 
-def _values(rows: list[ConfigurationRow], factor: str) -> list[Any]:
+def factor_values(rows: list[ConfigurationRow], factor: str) -> list[Any]:
+    """The values ``factor`` takes among ``rows``, sorted (None left out)."""
     return sorted({getattr(r.factors, factor) for r in rows if getattr(r.factors, factor) is not None})
 
 
@@ -37,7 +46,7 @@ def effects(rows: list[ConfigurationRow]) -> list[tuple[str, str, Effect]]:
     """The paper's knobs as paired effects on top-1, each (name, what is compared, effect)."""
     out = []
     proposed = [r for r in rows if r.factors.network == "ddsnet"]
-    dilations = _values(proposed, "dilation")
+    dilations = factor_values(proposed, "dilation")
     if len(dilations) > 1:
         e = factor_effect(rows, "dilation", dilations[0], dilations[-1], network="ddsnet")
         if e.n:
@@ -49,7 +58,7 @@ def effects(rows: list[ConfigurationRow]) -> list[tuple[str, str, Effect]]:
                 ("separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/budget/seed", e)
             )
     for factor in ("width_multiplier", "resolution"):
-        for low, high in itertools.combinations(_values(proposed, factor), 2):  # only one budget's runs pair up
+        for low, high in itertools.combinations(factor_values(proposed, factor), 2):  # only one budget's runs pair up
             e = factor_effect(rows, factor, low, high, network="ddsnet")
             if e.n:
                 out.append((factor.replace("_", " "), f"{high} vs {low}, other factors, budget and seed equal", e))

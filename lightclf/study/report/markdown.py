@@ -9,7 +9,7 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
-from lightclf.study.report.comparisons import effects, googlenet_claim, other_comparisons
+from lightclf.study.report.comparisons import effects, factor_values, googlenet_claim, other_comparisons
 from lightclf.study.report.plots import plot_accuracy_vs_cost
 from lightclf.study.report.throughput import attach_throughput
 from lightclf.study.stats import Effect
@@ -81,7 +81,7 @@ EVERY_RUN: list[Column] = [
 def _factor_table(rows: list[ConfigurationRow], factor: str, held: tuple[str, ...]) -> tuple[str, list[float]]:
     """One row per setting of the held factors; columns per value of ``factor``; deltas vs the first value."""
     proposed = [r for r in rows if r.factors.network == "ddsnet"]
-    values = sorted({getattr(r.factors, factor) for r in proposed if getattr(r.factors, factor) is not None})
+    values = factor_values(proposed, factor)
     if len(values) < 2:
         return "", []
     groups: dict[tuple, dict] = defaultdict(dict)
@@ -111,7 +111,7 @@ def _factor_table(rows: list[ConfigurationRow], factor: str, held: tuple[str, ..
 
 
 def _find(rows: list[ConfigurationRow], **match: Any) -> ConfigurationRow | None:
-    return next((r for r in rows if r.matches(match)), None)
+    return next((r for r in rows if r.factors.matches(match)), None)
 
 
 def _ci(effect: Effect) -> str:

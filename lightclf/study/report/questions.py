@@ -55,9 +55,9 @@ def collect_results(study: Study) -> list[RunRow]:
 
 def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:
     """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
-    pool = [r for r in runs if r.matches(question.where)]
-    group_a = [r for r in pool if r.matches(question.a)]
-    group_b = [r for r in pool if r.matches(question.b)]
+    pool = [r for r in runs if r.factors.matches(question.where)]
+    group_a = [r for r in pool if r.factors.matches(question.a)]
+    group_b = [r for r in pool if r.factors.matches(question.b)]
     varied = set(question.a) | set(question.b)
     varied |= {linked for name in varied for linked in LINKED.get(name, ())}
     pairs, used = [], set()
