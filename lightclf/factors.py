@@ -15,7 +15,7 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 
-__all__ = ["Factors", "Question", "PROPOSED_FAMILY", "MOVES_WITH"]
+__all__ = ["Factors", "Question", "Choice", "PROPOSED_FAMILY", "MOVES_WITH"]
 
 PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
 _KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
@@ -137,11 +137,39 @@ class Question:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Question:
-        known = set(Factors.__dataclass_fields__)
         for part in ("a", "b", "where"):
-            bad = set(raw.get(part) or {}) - known
-            if bad:
-                raise ConfigError(f"study questions: {raw.get('name')!r} {part} names unknown factors {sorted(bad)}")
+            _check_factor_names("study questions", raw.get("name"), part, raw.get(part))
         if not raw.get("name") or not raw.get("a") or not raw.get("b"):
             raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
         return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A setting picked on validation top-1, never on test: the option (runs matching its factors,
+    among those matching ``where``) with the highest mean validation top-1, e.g. a baseline's peak LR.
+    Ties go to the option listed first (list the recipe's own setting first)."""
+
+    name: str
+    options: dict[str, dict[str, Any]]  # label -> the factors its runs match
+    where: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Choice:
+        options = raw.get("options")
+        if not raw.get("name") or not isinstance(options, dict) or len(options) < 2:
+            raise ConfigError(f"study choices: each needs a name and two or more options, got {raw}")
+        _check_factor_names("study choices", raw["name"], "where", raw.get("where"))
+        for label, wanted in options.items():
+            if not isinstance(wanted, dict) or not wanted:
+                raise ConfigError(
+                    f"study choices: {raw['name']!r} option {label!r} must name the factors its runs have"
+                )
+            _check_factor_names("study choices", raw["name"], f"option {label!r}", wanted)
+        return cls(raw["name"], {str(k): dict(v) for k, v in options.items()}, dict(raw.get("where") or {}))
+
+
+def _check_factor_names(section: str, name: Any, part: str, wanted: dict[str, Any] | None) -> None:
+    bad = set(wanted or {}) - set(Factors.__dataclass_fields__)
+    if bad:
+        raise ConfigError(f"{section}: {name!r} {part} names unknown factors {sorted(bad)}")

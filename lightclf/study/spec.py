@@ -106,6 +106,8 @@ class Study:
     equivalence_margin: float = 0.003  # test top-1 as a fraction (0.003 = 0.3 points)
     # Questions the report answers with verdicts (lightclf.study.report.questions): name, a, b, where.
     questions: list[dict[str, Any]] = field(default_factory=list)
+    # Settings picked on validation top-1 (lightclf.factors.Choice): name, options, where.
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
     def specs(self) -> list[RunSpec]:
         """The grid's cartesian product, then the extra runs, in order.
@@ -180,11 +182,13 @@ def load_study(path: str | Path) -> Study:
         bad = set(run) - set(RUN_KEYS) - {"seeds"}
         if bad:
             raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
-    if raw.get("questions"):
-        from lightclf.factors import Question
+    if raw.get("questions") or raw.get("choices"):
+        from lightclf.factors import Choice, Question
 
-        for question in raw["questions"]:
+        for question in raw.get("questions") or []:
             Question.parse(question)  # unknown factors or a missing arm: one line now, not at report time
+        for choice in raw.get("choices") or []:
+            Choice.parse(choice)
     if raw.get("order", "configurations") not in ("configurations", "seeds"):
         raise ConfigError(f"study config {path}: order must be 'configurations' or 'seeds', got {raw['order']!r}")
     bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]

@@ -7,9 +7,10 @@ effect on test top-1 with its 95% interval, the minimum effect its n could detec
 Holm-adjusted p over the study's questions and a verdict against the study's equivalence margin
 (``lightclf.study.stats.judge``).
 
-``write_question_report`` writes ``report.md`` (protocol, verdicts, receptive fields per block and
-per schedule, measured effective receptive fields with heat maps, every configuration),
-``runs.csv`` and ``verdicts.csv``. Torch-free, like the rest of the report.
+``write_question_report`` writes ``report.md`` (protocol, verdicts, settings chosen on validation,
+receptive fields per block and per schedule, measured effective receptive fields with heat maps,
+every configuration), ``runs.csv``, ``verdicts.csv`` and ``choices.csv``. Torch-free, like the rest of
+the report.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from lightclf.factors import MOVES_WITH, Factors, Question
+from lightclf.factors import MOVES_WITH, Choice, Factors, Question
 from lightclf.geometry import block_geometry
+from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
@@ -212,6 +214,20 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "",
         _verdict_table(verdicts),
         "",
+    ]
+    outcomes = [choose(Choice.parse(raw), runs) for raw in study.choices]
+    if outcomes:
+        parts += [
+            "## Settings chosen on validation",
+            "",
+            "Each option's mean validation top-1 (the held-out training images); the highest is picked.",
+            "Test top-1 is shown for the reader and played no part in the pick.",
+            "",
+            choice_table(outcomes),
+            "",
+        ]
+        write_csv(out_dir / "choices.csv", choice_csv_rows(outcomes))
+    parts += [
         *(["## Notes", "", notes.strip(), ""] if notes else []),
         f"## Where dilation reaches ({resolution} px, {'small-input stem' if small_input else 'standard stem'})",
         "",
