@@ -147,8 +147,8 @@ class Question:
 @dataclass(frozen=True)
 class Choice:
     """A setting picked on validation top-1, never on test: the option (runs matching its factors,
-    among those matching ``where``) with the highest mean validation top-1, e.g. a baseline's peak LR.
-    Ties go to the option listed first (list the recipe's own setting first)."""
+    among those matching ``where``) with the highest mean validation top-1 over the seeds every option
+    has, e.g. a baseline's peak LR. Ties go to the option listed first (list the recipe's own first)."""
 
     name: str
     options: dict[str, dict[str, Any]]  # label -> the factors its runs match
@@ -170,6 +170,8 @@ class Choice:
 
 
 def _check_factor_names(section: str, name: Any, part: str, wanted: dict[str, Any] | None) -> None:
+    if wanted is not None and not isinstance(wanted, dict):
+        raise ConfigError(f"{section}: {name!r} {part} must be a mapping of factors to values, got {wanted!r}")
     bad = set(wanted or {}) - set(Factors.__dataclass_fields__)
     if bad:
         raise ConfigError(f"{section}: {name!r} {part} names unknown factors {sorted(bad)}")

@@ -12,6 +12,7 @@ import pytest
 from lightclf.factors import Choice, Factors, Question
 from lightclf.runs import RunRecord, write_json
 from lightclf.study.report.choices import choose
+from lightclf.study.report.collect import RunRow
 from lightclf.study.report.questions import answer, collect_results, write_question_report
 from lightclf.study.spec import Study
 
@@ -127,7 +128,7 @@ def test_a_partial_study_says_so_and_bad_questions_are_one_line(tmp_path):
         (tmp_path / "records" / spec.run_id / "results.json").unlink()
     text = write_question_report(study, tmp_path / "reports").read_text()
     assert "11 of 13 planned runs finished" in text and "partial" in text
-    assert "| googlenet peak LR | 0.1 | 0 (-) | - | - | not run yet |" in text
+    assert "| googlenet peak LR | 0.1 | 0 (-) | - | - | waiting for 0.1 |" in text
     with pytest.raises(ConfigError, match="unknown factors"):
         Question.parse({"name": "x", "a": {"dilations": 1}, "b": {"dilation": 2}})
     with pytest.raises(ConfigError, match="two or more options"):
@@ -151,3 +152,27 @@ def test_model_spec_names_the_network_as_the_benchmarks_do():
     assert Factors.from_study({"network": "googlenet", "resolution": 56}).model_spec == "googlenet"
     name, kwargs = parse_model_spec(early.model_spec)
     assert name == "ddsnet" and kwargs["dilation_schedule"] == "early" and kwargs["small_input"] is True
+
+
+def _row(option: str, seed: int, val: float, test: float = 0.9) -> RunRow:
+    overrides = {"model.optimizer.init_args.lr": 0.1} if option == "0.1" else {}
+    factors = Factors.from_study({"network": "googlenet", "resolution": 56, "seed": seed, "overrides": overrides})
+    return RunRow(factors=factors, run_id=f"{option}-{seed}", top1=test, val_top1=val)
+
+
+def test_choices_compare_shared_seeds_break_ties_in_order_and_refuse_overlaps():
+    from lightclf.errors import ConfigError
+
+    choice = Choice.parse({"name": "lr", "options": {"0.2": {"other": ""}, "0.1": {"other": LR_01}}})
+    # 0.2 wins on seeds 1-2 only; seed 0, the one both options ran, favours 0.1.
+    runs = [_row("0.2", 0, 0.80), _row("0.2", 1, 0.95), _row("0.2", 2, 0.95), _row("0.1", 0, 0.81)]
+    outcome = choose(choice, runs)
+    assert outcome.picked == "0.1" and [len(o.runs) for o in outcome.options] == [1, 1]
+    assert choose(choice, [_row("0.2", 0, 0.8), _row("0.1", 0, 0.8)]).picked == "0.2"  # tie: listed first
+    unrun = choose(choice, [_row("0.2", 0, 0.8), _row("0.1", 0, None)])  # no validation figure: not a run to pick on
+    assert unrun.picked is None and unrun.waiting_for == ["0.1"]
+    overlapping = Choice.parse({"name": "lr", "options": {"any": {"network": "googlenet"}, "0.1": {"other": LR_01}}})
+    with pytest.raises(ConfigError, match="matches options 'any' and '0.1'"):
+        choose(overlapping, runs)
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        Choice.parse({"name": "lr", "where": "googlenet", "options": {"a": {"other": ""}, "b": {"other": LR_01}}})

@@ -220,8 +220,9 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         parts += [
             "## Settings chosen on validation",
             "",
-            "Each option's mean validation top-1 (the held-out training images); the highest is picked.",
-            "Test top-1 is shown for the reader and played no part in the pick.",
+            "Each option's mean validation top-1 at fit end (held-out training images), over the seeds every",
+            "option has; the highest is picked. Test top-1 is shown for the reader and played no part in the",
+            "pick. A pick is reported, not applied: the verdicts above use the arms their questions name.",
             "",
             choice_table(outcomes),
             "",
