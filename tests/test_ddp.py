@@ -99,6 +99,7 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
 def test_sigterm_to_every_ddp_rank_stops_all_and_resumes(tmp_path):
     """What SLURM does on preemption: SIGTERM to every rank. Every rank stops at the same step, the
     partial epoch is saved once, the record says interrupted, and the fit resumes to the end."""
+    import contextlib
     import os
     import re
     import signal
@@ -119,35 +120,39 @@ def test_sigterm_to_every_ddp_rank_stops_all_and_resumes(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), "--config", "configs/recipes/fast.yaml"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 600
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
-        time.sleep(0.05)
-    children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True)
-    # Rank 1 reruns rank 0's command line (Lightning's subprocess launcher); other children (a
-    # compiler building the C++ kernel, W&B's service) are not ranks.
-    ranks = [proc.pid] + [
-        int(line.split()[0])
-        for line in children.stdout.splitlines()
-        if re.search(r" -m lightclf(\.__main__)? fit ", line)
-    ]
-    assert len(ranks) == 2, f"rank 1 is rank 0's child under Lightning's subprocess launcher:\n{children.stdout}"
-    for pid in ranks:
-        os.kill(pid, signal.SIGTERM)
-    marker.with_suffix(".release").touch()  # both ranks finish the paused batch, then agree to stop
     try:
-        proc.wait(timeout=300)  # it once hung here forever; the bound only detects a hang
-    except subprocess.TimeoutExpired:
-        pytest.fail("rank 0 hung after SIGTERM")
-    err = proc.stderr.read()
-    assert proc.returncode == 143, err[-3000:]
-    deadline = time.monotonic() + 300
-    for pid in ranks[1:]:  # rank 1 ends too (gone, or a zombie awaiting its reaper)
-        while _alive(pid):
-            assert time.monotonic() < deadline, f"rank process {pid} hung after SIGTERM"
-            time.sleep(0.2)
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+        # Rank 1 reruns rank 0's command line (Lightning's subprocess launcher); other children (a
+        # compiler building the C++ kernel, W&B's service) are not ranks.
+        ranks = [proc.pid] + [
+            int(line.split()[0])
+            for line in children.stdout.splitlines()
+            if re.search(r" -m lightclf(\.__main__)? fit ", line)
+        ]
+        assert len(ranks) == 2, f"rank 1 is rank 0's child under Lightning's subprocess launcher:\n{children.stdout}"
+        for pid in ranks:
+            os.kill(pid, signal.SIGTERM)
+        marker.with_suffix(".release").touch()  # both ranks finish the paused batch, then agree to stop
+        try:
+            proc.wait(timeout=300)  # it once hung here forever; the bound only detects a hang
+        except subprocess.TimeoutExpired:
+            pytest.fail("rank 0 hung after SIGTERM")
+        err = proc.stderr.read()
+        assert proc.returncode == 143, err[-3000:]
+        deadline = time.monotonic() + 300
+        for pid in ranks[1:]:  # rank 1 ends too (gone, or a zombie awaiting its reaper)
+            while _alive(pid):
+                assert time.monotonic() < deadline, f"rank process {pid} hung after SIGTERM"
+                time.sleep(0.2)
+    finally:  # a failed assertion must not leave ranks (or W&B's service) running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     (folder,) = (tmp_path / "runs" / "smoke").iterdir()
     record = json.loads((folder / "results.json").read_text())
