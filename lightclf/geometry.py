@@ -1,13 +1,16 @@
 """DDSNet's geometry, torch-free: the blocks, their strides, map sizes, dilation schedules and
 receptive fields. The network (``lightclf.models.ddsnet``) is built from it, and the report reads it
 without loading torch (per-block map sizes, receptive fields and how many dilated taps land inside
-the map, for each schedule).
+the map, for each schedule). ``mass_radius`` sizes a measured effective receptive field
+(``lightclf.measure.receptive_field``) and, on an even map, the largest one an image can show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from lightclf.errors import ConfigError
 
@@ -27,6 +30,7 @@ __all__ = [
     "taps_inside",
     "BlockGeometry",
     "block_geometry",
+    "mass_radius",
 ]
 
 
@@ -184,3 +188,20 @@ def block_geometry(
         )
         for i, spec in enumerate(BLOCK_SPECS)
     ]
+
+
+def mass_radius(heatmap, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[tuple[float, ...], tuple[float, float]]:
+    """Radii of the smallest discs around ``heatmap``'s centre of mass (an H x W array) holding
+    each fraction of its mass, and that centre (row, column)."""
+    mass = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, None)
+    total = mass.sum()
+    if total <= 0:
+        raise ValueError("the gradient map is zero: the probed unit does not depend on the input")
+    rows, cols = np.indices(mass.shape, dtype=np.float64)
+    cy, cx = float((mass * rows).sum() / total), float((mass * cols).sum() / total)
+    distance = np.hypot(rows - cy, cols - cx).ravel()
+    order = distance.argsort()
+    cumulative = np.cumsum(mass.ravel()[order] / total)
+    last = len(cumulative) - 1  # float rounding can leave the total a hair under 1
+    radii = tuple(float(distance[order][min(int(np.searchsorted(cumulative, f)), last)]) for f in fractions)
+    return radii, (cy, cx)

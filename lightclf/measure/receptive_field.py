@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lightclf.errors import ConfigError
+from lightclf.geometry import mass_radius
 
 __all__ = ["ReceptiveField", "effective_receptive_field", "mass_radius"]
 
@@ -42,23 +43,6 @@ class ReceptiveField:
     @property
     def summary(self) -> dict[str, float]:
         return {"erf/r50": self.r50, "erf/r95": self.r95}
-
-
-def mass_radius(heatmap: torch.Tensor, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[tuple[float, ...], tuple]:
-    """Radii of the smallest discs around ``heatmap``'s centre of mass holding each fraction of its mass."""
-    h, w = heatmap.shape
-    mass = heatmap.double().clamp_min(0)
-    total = mass.sum()
-    if total <= 0:
-        raise ValueError("the gradient map is zero: the probed unit does not depend on the input")
-    rows = torch.arange(h, dtype=torch.float64).view(-1, 1)
-    cols = torch.arange(w, dtype=torch.float64).view(1, -1)
-    cy, cx = float((mass * rows).sum() / total), float((mass * cols).sum() / total)
-    distance = ((rows - cy) ** 2 + (cols - cx) ** 2).sqrt().flatten()
-    order = distance.argsort()
-    cumulative = (mass.flatten()[order] / total).cumsum(0)
-    radii = tuple(float(distance[order][int(torch.searchsorted(cumulative, f))]) for f in fractions)
-    return radii, (cy, cx)
 
 
 def effective_receptive_field(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> ReceptiveField:
@@ -86,7 +70,7 @@ def effective_receptive_field(network: nn.Module, images: torch.Tensor, batch_si
                 total += x.grad.abs().sum(dim=(0, 1)).double().cpu()
     finally:
         network.train(was_training)
-    (r50, r95), centre = mass_radius(total)
+    (r50, r95), centre = mass_radius(total.numpy())
     heatmap = total / total.sum()
     return ReceptiveField(
         r50=round(r50, 3),

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from lightclf.factors import MOVES_WITH, Choice, Factors, Question
-from lightclf.geometry import block_geometry
+from lightclf.geometry import block_geometry, mass_radius
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.spec import Study
@@ -153,6 +153,32 @@ def _configuration_table(rows: list[ConfigurationRow]) -> str:
     return "\n".join(lines)
 
 
+def _erf_table(rows: list[ConfigurationRow]) -> str | None:
+    """Measured ERF radii beside the radii of an even map over the whole input: the most any net can
+    show on that image, so radii close to it mean the field fills the image."""
+    lines = []
+    for row in rows:
+        maps = [m.heatmap for m in row.runs if m.heatmap]
+        if not maps:
+            continue
+        h, w = len(maps[0]), len(maps[0][0])
+        (even50, even95), _ = mass_radius([[1.0] * w for _ in range(h)])
+        r50 = [m.erf_r50 for m in row.runs if m.erf_r50 is not None]
+        r95 = [m.erf_r95 for m in row.runs if m.erf_r95 is not None]
+        share = f"{100 * statistics.fmean(r50) / even50:.0f}% / {100 * statistics.fmean(r95) / even95:.0f}%"
+        lines.append(
+            f"| {row.label} | {len(maps)} | {h}x{w} | {_mean_std(r50, digits=1)} / {_mean_std(r95, digits=1)} | "
+            f"{even50:.1f} / {even95:.1f} | {share} |"
+        )
+    if not lines:
+        return None
+    head = [
+        "| configuration | runs | input | ERF r50 / r95 px (mean ± std) | even over the image: r50 / r95 px | measured / even |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines)
+
+
 def _heatmaps(rows: list[ConfigurationRow], out_dir: Path) -> str | None:
     """One figure: the mean effective-receptive-field heat map of each DDSNet configuration."""
     panels = [(r.factors, [m.heatmap for m in r.runs if m.heatmap]) for r in rows if r.factors.proposed]
@@ -238,9 +264,19 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         _geometry_table(resolution, small_input, schedules or ["none", "late", "early"]),
         "",
     ]
-    heatmap = _heatmaps(rows, out_dir)
-    if heatmap:
-        parts += ["## Effective receptive fields (measured)", "", f"![ERF heat maps]({heatmap})", ""]
+    heatmap, erf_table = _heatmaps(rows, out_dir), _erf_table(rows)
+    if heatmap or erf_table:
+        parts += [
+            "## Effective receptive fields (measured)",
+            "",
+            "Gradient of the centre unit of the last feature map with respect to the input, averaged over",
+            "test images at fit end (Luo et al. 2016); r50 / r95 are the radii of the smallest discs around",
+            "its centre of mass that hold 50% / 95% of it. An even map over the whole input sets the",
+            "ceiling: a field that reaches it fills the image, and a wider theoretical field cannot show.",
+            "",
+        ]
+        parts += [erf_table, ""] if erf_table else []
+        parts += [f"![ERF heat maps]({heatmap})", ""] if heatmap else []
     parts += ["## Every configuration", "", _configuration_table(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
