@@ -207,7 +207,9 @@ def test_gpu_study_smoke_runs_the_prepared_path_on_the_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "fmnist_gpu"
     report = (out / "report.md").read_text()
-    assert "2 of 74 planned runs finished" in report and "DDSNet w1.0 d2 vs GoogLeNet at 56 px" in report
+    assert "2 of 79 planned runs finished" in report and "DDSNet w1.0 d2 vs GoogLeNet at 56 px" in report
+    # GoogLeNet's peak LR is picked on validation once its runs are in; the smoke ran none.
+    assert "| GoogLeNet peak LR (56 px) | 0.1 | 0 (-) | - | - | waiting for 0.2 (recipe), 0.1 |" in report
     runs = list(csv.DictReader((out / "runs.csv").open()))
     assert sorted(r["label"] for r in runs) == ["ddsnet w1 28px d1", "ddsnet w1 28px d2 late"]
     bench = list(csv.DictReader((out / "gpu_train_bench.csv").open()))
