@@ -1,8 +1,8 @@
 """DDSNet's geometry, torch-free: the blocks, their strides, map sizes, dilation schedules and
 receptive fields. The network (``lightclf.models.ddsnet``) is built from it, and the report reads it
 without loading torch (per-block map sizes, receptive fields and how many dilated taps land inside
-the map, for each schedule). ``mass_radius`` sizes a measured effective receptive field
-(``lightclf.measure.receptive_field``) and, on an even map, the largest one an image can show.
+the map, for each schedule). ``mass_radius`` and ``mass_area`` size a measured effective receptive
+field (``lightclf.measure.receptive_field``): how far its mass reaches and how evenly it covers the image.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "BlockGeometry",
     "block_geometry",
     "mass_radius",
+    "mass_area",
 ]
 
 
@@ -190,18 +191,38 @@ def block_geometry(
     ]
 
 
-def mass_radius(heatmap, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[tuple[float, ...], tuple[float, float]]:
-    """Radii of the smallest discs around ``heatmap``'s centre of mass (an H x W array) holding
-    each fraction of its mass, and that centre (row, column)."""
-    mass = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, None)
-    total = mass.sum()
-    if total <= 0:
+def _mass(heatmap) -> np.ndarray:
+    mass = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, None)  # |gradient| maps: no negatives
+    if mass.sum() <= 0:
         raise ValueError("the gradient map is zero: the probed unit does not depend on the input")
+    return mass / mass.sum()
+
+
+def _first_reaching(cumulative: np.ndarray, fraction: float) -> int:
+    """Index of the first cumulative share >= ``fraction``; a share short of it by float rounding
+    alone (0.49999999999999645 for half an even map) counts as reaching it."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a mass fraction is in (0, 1], got {fraction}")
+    return min(int(np.searchsorted(cumulative, fraction - 1e-9)), len(cumulative) - 1)
+
+
+def mass_radius(heatmap, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[tuple[float, ...], tuple[float, float]]:
+    """Radii of the smallest discs around ``heatmap``'s centre of mass (an H x W array, negative
+    values read as 0) holding each fraction of its mass, and that centre (row, column)."""
+    mass = _mass(heatmap)
     rows, cols = np.indices(mass.shape, dtype=np.float64)
-    cy, cx = float((mass * rows).sum() / total), float((mass * cols).sum() / total)
+    cy, cx = float((mass * rows).sum()), float((mass * cols).sum())
     distance = np.hypot(rows - cy, cols - cx).ravel()
     order = distance.argsort()
-    cumulative = np.cumsum(mass.ravel()[order] / total)
-    last = len(cumulative) - 1  # float rounding can leave the total a hair under 1
-    radii = tuple(float(distance[order][min(int(np.searchsorted(cumulative, f)), last)]) for f in fractions)
+    cumulative = np.cumsum(mass.ravel()[order])
+    radii = tuple(float(distance[order][_first_reaching(cumulative, f)]) for f in fractions)
     return radii, (cy, cx)
+
+
+def mass_area(heatmap, fractions: tuple[float, ...] = (0.5, 0.95)) -> tuple[float, ...]:
+    """Share of the map's pixels, heaviest first, that holds each fraction of its mass: an even map
+    gives the fractions themselves, a point ~0. Unlike radii it does not depend on the shape of
+    the spread (a ring, the corners), only on how evenly the image is used."""
+    mass = np.sort(_mass(heatmap).ravel())[::-1]
+    cumulative = np.cumsum(mass)
+    return tuple((_first_reaching(cumulative, f) + 1) / mass.size for f in fractions)

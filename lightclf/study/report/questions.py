@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from lightclf.factors import MOVES_WITH, Choice, Factors, Question
-from lightclf.geometry import block_geometry, mass_radius
+from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.spec import Study
@@ -154,8 +154,9 @@ def _configuration_table(rows: list[ConfigurationRow]) -> str:
 
 
 def _erf_table(rows: list[ConfigurationRow]) -> str | None:
-    """Measured ERF radii beside the radii of an even map over the whole input: the most any net can
-    show on that image, so radii close to it mean the field fills the image."""
+    """Measured ERF radii beside those of an even spread over the same input, and the share of the
+    image's pixels (heaviest first) that holds 50% / 95% of the gradient: 50% / 95% when the whole
+    image is used evenly, small when the field is concentrated."""
     lines = []
     for row in rows:
         maps = [m.heatmap for m in row.runs if m.heatmap]
@@ -165,15 +166,17 @@ def _erf_table(rows: list[ConfigurationRow]) -> str | None:
         (even50, even95), _ = mass_radius([[1.0] * w for _ in range(h)])
         r50 = [m.erf_r50 for m in row.runs if m.erf_r50 is not None]
         r95 = [m.erf_r95 for m in row.runs if m.erf_r95 is not None]
-        share = f"{100 * statistics.fmean(r50) / even50:.0f}% / {100 * statistics.fmean(r95) / even95:.0f}%"
+        areas = [mass_area(heatmap) for heatmap in maps]
         lines.append(
             f"| {row.label} | {len(maps)} | {h}x{w} | {_mean_std(r50, digits=1)} / {_mean_std(r95, digits=1)} | "
-            f"{even50:.1f} / {even95:.1f} | {share} |"
+            f"{even50:.1f} / {even95:.1f} | {_mean_std([a[0] for a in areas], 100, digits=0)}% / "
+            f"{_mean_std([a[1] for a in areas], 100, digits=0)}% |"
         )
     if not lines:
         return None
     head = [
-        "| configuration | runs | input | ERF r50 / r95 px (mean ± std) | even over the image: r50 / r95 px | measured / even |",
+        "| configuration | runs | input | ERF r50 / r95 px (mean ± std) | even spread: r50 / r95 px "
+        "| image share holding 50% / 95% (even: 50% / 95%) |",
         "|---|---|---|---|---|---|",
     ]
     return "\n".join(head + lines)
@@ -270,9 +273,12 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
             "## Effective receptive fields (measured)",
             "",
             "Gradient of the centre unit of the last feature map with respect to the input, averaged over",
-            "test images at fit end (Luo et al. 2016); r50 / r95 are the radii of the smallest discs around",
-            "its centre of mass that hold 50% / 95% of it. An even map over the whole input sets the",
-            "ceiling: a field that reaches it fills the image, and a wider theoretical field cannot show.",
+            "test images (256 by default) for the tested weights: after a fit, the best-validation checkpoint",
+            "with its EMA (Luo et al. 2016).",
+            "r50 / r95 are the radii of the smallest discs around its centre of mass that hold 50% / 95% of",
+            "it, shown beside those of an even spread over the same input for scale (a ring or the corners",
+            "would give more). The image share is the fraction of pixels, heaviest first, that holds 50% /",
+            "95% of the gradient: 50% / 95% means the whole image is used about evenly.",
             "",
         ]
         parts += [erf_table, ""] if erf_table else []
