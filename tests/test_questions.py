@@ -13,7 +13,7 @@ from lightclf.factors import Choice, Factors, Question
 from lightclf.runs import RunRecord, write_json
 from lightclf.study.report.choices import choose
 from lightclf.study.report.collect import RunRow
-from lightclf.study.report.questions import answer, collect_results, write_question_report
+from lightclf.study.report.questions import Comparison, answer, collect_results, compare, write_question_report
 from lightclf.study.spec import Study
 
 ARMS = {"none": 0.0, "late": 0.0001, "early": 0.01}  # true effects on top-1: none, ~nothing, +1 point
@@ -96,6 +96,19 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
                              "b": {"network": "ddsnet", "dilation_schedule": "late"}})  # fmt: skip
     effect = answer(across, runs, 0.003)[0]
     assert effect.paired and effect.n == 3  # networks pair by seed too (the factors only DDSNet has move along)
+    # An arm that catches runs of several configurations says so (the LR-0.1 runs are googlenet too).
+    broad = compare(
+        Question.parse({"name": "broad", "a": {"network": "googlenet"}, "b": {"dilation_schedule": "late"}}), runs
+    )
+    assert Comparison.configurations(broad.a) == {
+        "googlenet 56px": 3, "googlenet 56px aux_logits=False": 3, "googlenet 56px lr=0.1": 1
+    }  # fmt: skip
+    from lightclf.study.report.questions import _arms_table
+
+    flagged = _arms_table(
+        [Question.parse({"name": "broad", "a": {"network": "googlenet"}, "b": {"dilation": 7}})], runs
+    )
+    assert "googlenet 56px lr=0.1: 1 run **(3 configurations)** | - | - |" in flagged  # b: none run yet
 
     path = write_question_report(study, tmp_path / "reports", notes="Status: constructed.")
     text = path.read_text()
@@ -112,6 +125,7 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
     # 784 pixels, so 32 (4%) hold half the gradient and 61 (8%) hold 95%.
     assert "| 8 | 28x28 | 3.0 ± 0.0 / 6.0 ± 0.0 | 11.1 / 17.0 | 4 ± 0% / 8 ± 0% |" in text
     assert "googlenet 56px aux_logits=False" in text
+    assert "| no aux vs aux | googlenet 56px: 3 runs | googlenet 56px aux_logits=False: 3 runs | 0 |" in text
     # The LR is picked on validation although test says otherwise; test is shown, not used.
     assert (
         text.index("## Verdicts") < text.index("## Settings chosen on validation") < text.index("Status: constructed.")

@@ -7,7 +7,8 @@ effect on test top-1 with its 95% interval, the minimum effect its n could detec
 Holm-adjusted p over the study's questions and a verdict against the study's equivalence margin
 (``lightclf.study.stats.judge``).
 
-``write_question_report`` writes ``report.md`` (protocol, verdicts, settings chosen on validation,
+``write_question_report`` writes ``report.md`` (protocol, verdicts and the configurations each
+arm drew on (``compare``), settings chosen on validation,
 receptive fields per block and per schedule, measured effective receptive fields with heat maps,
 every configuration), ``runs.csv``, ``verdicts.csv`` and ``choices.csv``. Torch-free, like the rest of
 the report.
@@ -16,6 +17,8 @@ the report.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from lightclf.factors import MOVES_WITH, Choice, Factors, Question
@@ -34,7 +37,7 @@ from lightclf.study.stats import (
 )
 from lightclf.tables import write_csv
 
-__all__ = ["Question", "collect_results", "answer", "answer_all", "write_question_report"]
+__all__ = ["Question", "Comparison", "collect_results", "compare", "answer", "answer_all", "write_question_report"]
 
 
 # Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
@@ -55,8 +58,28 @@ def collect_results(study: Study) -> list[RunRow]:
     return out
 
 
-def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:
-    """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
+@dataclass(frozen=True)
+class Comparison:
+    """The runs a question compares: each arm's runs and, where runs pair, the pairs (a, b)."""
+
+    a: list[RunRow]
+    b: list[RunRow]
+    pairs: list[tuple[RunRow, RunRow]]
+
+    @property
+    def unpaired(self) -> int:
+        """Runs of either arm left out of the pairs (0 when compared unpaired: Welch uses all)."""
+        return len(self.a) + len(self.b) - 2 * len(self.pairs) if self.pairs else 0
+
+    @staticmethod
+    def configurations(arm: list[RunRow]) -> dict[str, int]:
+        """Each configuration an arm's runs belong to, with its number of runs."""
+        return dict(Counter(r.factors.configuration.label for r in arm))
+
+
+def compare(question: Question, runs: list[RunRow]) -> Comparison:
+    """The runs of each arm among those matching ``where``, paired one to one by seed and every
+    factor the question does not vary."""
     pool = [r for r in runs if r.factors.matches(question.where)]
     group_a = [r for r in pool if r.factors.matches(question.a)]
     group_b = [r for r in pool if r.factors.matches(question.b)]
@@ -67,10 +90,17 @@ def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effec
         partners = [a for a in group_a if a.run_id not in used and a.factors.differs_only_in(b.factors, *varied)]
         if len(partners) == 1:
             used.add(partners[0].run_id)
-            pairs.append((partners[0].top1, b.top1))
-    if pairs:
+            pairs.append((partners[0], b))
+    return Comparison(group_a, group_b, pairs)
+
+
+def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:
+    """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
+    compared = compare(question, runs)
+    if compared.pairs:
+        pairs = [(a.top1, b.top1) for a, b in compared.pairs]
         return paired_effect(pairs), paired_tests(pairs, margin)
-    a, b = [r.top1 for r in group_a], [r.top1 for r in group_b]
+    a, b = [r.top1 for r in compared.a], [r.top1 for r in compared.b]
     return unpaired_effect(a, b), unpaired_tests(a, b, margin)
 
 
@@ -106,6 +136,25 @@ def _verdict_table(verdicts: list[Verdict]) -> str:
         lines.append(
             f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{word}** |"
         )
+    return "\n".join(lines)
+
+
+def _arms_table(questions: list[Question], runs: list[RunRow]) -> str:
+    """Which configurations (and how many runs) each arm of each question drew on, so that an arm
+    that also caught runs it was not meant to (a later override, another budget) shows."""
+    lines = [
+        "| question | first arm | second arm | runs left unpaired |",
+        "|---|---|---|---|",
+    ]
+    for question in questions:
+        compared = compare(question, runs)
+        cells = []
+        for arm in (compared.a, compared.b):
+            configurations = Comparison.configurations(arm)
+            cell = "; ".join(f"{label}: {n} run{'s' if n != 1 else ''}" for label, n in configurations.items()) or "-"
+            cells.append(cell + (f" **({len(configurations)} configurations)**" if len(configurations) > 1 else ""))
+        left = str(compared.unpaired) if compared.pairs else "- (Welch)" if compared.a and compared.b else "-"
+        lines.append(f"| {question.name} | {cells[0]} | {cells[1]} | {left} |")
     return "\n".join(lines)
 
 
@@ -242,6 +291,11 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "minimum detectable effect means the seeds could not have told.",
         "",
         _verdict_table(verdicts),
+        "",
+        "What each verdict compared: the configurations each arm's runs belong to. An arm should be one",
+        "configuration; one that spans several is flagged.",
+        "",
+        _arms_table([Question.parse(q) for q in study.questions], runs),
         "",
     ]
     outcomes = [choose(Choice.parse(raw), runs) for raw in study.choices]
