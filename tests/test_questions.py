@@ -13,7 +13,14 @@ from lightclf.factors import Choice, Factors, Question
 from lightclf.runs import RunRecord, write_json
 from lightclf.study.report.choices import choose
 from lightclf.study.report.collect import RunRow
-from lightclf.study.report.questions import Comparison, answer, collect_results, compare, write_question_report
+from lightclf.study.report.questions import (
+    Comparison,
+    _arms_table,
+    answer,
+    collect_results,
+    compare,
+    write_question_report,
+)
 from lightclf.study.spec import Study
 
 ARMS = {"none": 0.0, "late": 0.0001, "early": 0.01}  # true effects on top-1: none, ~nothing, +1 point
@@ -103,11 +110,8 @@ def test_questions_pair_by_seed_and_reach_the_right_verdicts(tmp_path):
     assert Comparison.configurations(broad.a) == {
         "googlenet 56px": 3, "googlenet 56px aux_logits=False": 3, "googlenet 56px lr=0.1": 1
     }  # fmt: skip
-    from lightclf.study.report.questions import _arms_table
-
-    flagged = _arms_table(
-        [Question.parse({"name": "broad", "a": {"network": "googlenet"}, "b": {"dilation": 7}})], runs
-    )
+    odd = Question.parse({"name": "broad", "a": {"network": "googlenet"}, "b": {"dilation": 7}})
+    flagged = _arms_table([(odd, compare(odd, runs))])
     assert "googlenet 56px lr=0.1: 1 run **(3 configurations)** | - | - |" in flagged  # b: none run yet
 
     path = write_question_report(study, tmp_path / "reports", notes="Status: constructed.")

@@ -20,7 +20,7 @@ from torch import nn
 from lightclf.errors import ConfigError
 from lightclf.geometry import mass_radius
 
-__all__ = ["ReceptiveField", "effective_receptive_field", "mass_radius"]
+__all__ = ["ReceptiveField", "effective_receptive_field"]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,16 @@ from lightclf.study.stats import (
 )
 from lightclf.tables import write_csv
 
-__all__ = ["Question", "Comparison", "collect_results", "compare", "answer", "answer_all", "write_question_report"]
+__all__ = [
+    "Question",
+    "Comparison",
+    "collect_results",
+    "compare",
+    "compare_all",
+    "answer",
+    "answer_all",
+    "write_question_report",
+]
 
 
 # Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
@@ -76,6 +85,14 @@ class Comparison:
         """Each configuration an arm's runs belong to, with its number of runs."""
         return dict(Counter(r.factors.configuration.label for r in arm))
 
+    def effect(self, margin: float) -> tuple[Effect, tuple]:
+        """``b - a`` on top-1 over the pairs, else over the arms unpaired (Welch)."""
+        if self.pairs:
+            pairs = [(a.top1, b.top1) for a, b in self.pairs]
+            return paired_effect(pairs), paired_tests(pairs, margin)
+        a, b = [r.top1 for r in self.a], [r.top1 for r in self.b]
+        return unpaired_effect(a, b), unpaired_tests(a, b, margin)
+
 
 def compare(question: Question, runs: list[RunRow]) -> Comparison:
     """The runs of each arm among those matching ``where``, paired one to one by seed and every
@@ -96,17 +113,17 @@ def compare(question: Question, runs: list[RunRow]) -> Comparison:
 
 def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:
     """``b - a`` on top-1: paired by seed and every other factor where runs pair, else Welch."""
-    compared = compare(question, runs)
-    if compared.pairs:
-        pairs = [(a.top1, b.top1) for a, b in compared.pairs]
-        return paired_effect(pairs), paired_tests(pairs, margin)
-    a, b = [r.top1 for r in compared.a], [r.top1 for r in compared.b]
-    return unpaired_effect(a, b), unpaired_tests(a, b, margin)
+    return compare(question, runs).effect(margin)
 
 
-def answer_all(study: Study, runs: list[RunRow]) -> list[Verdict]:
-    questions = [Question.parse(q) for q in study.questions]
-    named = [(q.name, *answer(q, runs, study.equivalence_margin)) for q in questions]
+def compare_all(study: Study, runs: list[RunRow]) -> list[tuple[Question, Comparison]]:
+    """Each of the study's questions with the runs it compares."""
+    return [(question, compare(question, runs)) for question in map(Question.parse, study.questions)]
+
+
+def answer_all(study: Study, compared: list[tuple[Question, Comparison]]) -> list[Verdict]:
+    """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested."""
+    named = [(question.name, *comparison.effect(study.equivalence_margin)) for question, comparison in compared]
     return judge(named, study.equivalence_margin)
 
 
@@ -139,21 +156,20 @@ def _verdict_table(verdicts: list[Verdict]) -> str:
     return "\n".join(lines)
 
 
-def _arms_table(questions: list[Question], runs: list[RunRow]) -> str:
+def _arms_table(compared: list[tuple[Question, Comparison]]) -> str:
     """Which configurations (and how many runs) each arm of each question drew on, so that an arm
     that also caught runs it was not meant to (a later override, another budget) shows."""
     lines = [
         "| question | first arm | second arm | runs left unpaired |",
         "|---|---|---|---|",
     ]
-    for question in questions:
-        compared = compare(question, runs)
+    for question, comparison in compared:
         cells = []
-        for arm in (compared.a, compared.b):
+        for arm in (comparison.a, comparison.b):
             configurations = Comparison.configurations(arm)
             cell = "; ".join(f"{label}: {n} run{'s' if n != 1 else ''}" for label, n in configurations.items()) or "-"
             cells.append(cell + (f" **({len(configurations)} configurations)**" if len(configurations) > 1 else ""))
-        left = str(compared.unpaired) if compared.pairs else "- (Welch)" if compared.a and compared.b else "-"
+        left = str(comparison.unpaired) if comparison.pairs else "- (Welch)" if comparison.a and comparison.b else "-"
         lines.append(f"| {question.name} | {cells[0]} | {cells[1]} | {left} |")
     return "\n".join(lines)
 
@@ -262,7 +278,8 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     out_dir = Path(out_root) / study.name
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_results(study)
-    verdicts = answer_all(study, runs)
+    compared = compare_all(study, runs)
+    verdicts = answer_all(study, compared)
     rows = aggregate(runs)
     planned = len(study.specs())
     proposed = [r.factors for r in rows if r.factors.proposed and r.factors.resolution]
@@ -295,7 +312,7 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "What each verdict compared: the configurations each arm's runs belong to. An arm spanning several",
         "is flagged: right for a question that pools them (pairs form within each), a slip otherwise.",
         "",
-        _arms_table([Question.parse(q) for q in study.questions], runs),
+        _arms_table(compared),
         "",
     ]
     outcomes = [choose(Choice.parse(raw), runs) for raw in study.choices]
