@@ -134,11 +134,13 @@ class RunRecord:
     network: str | None = None
     started: float | None = None
     epoch: int | None = None
+    max_epochs: int | None = None
     global_step: int | None = None
     last: dict[str, float] = field(default_factory=dict)
     fit_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     test_per_epoch: list[dict[str, float]] = field(default_factory=list)
+    val_per_epoch: list[dict[str, float]] = field(default_factory=list)  # {"epoch", "val/acc1", ...}
     best_ckpt: str = ""
     fit_seconds: float | None = None
     error: str | None = None

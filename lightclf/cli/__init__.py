@@ -41,6 +41,12 @@ def study(argv: list[str]) -> None:
     study_main(argv)
 
 
+def tune(argv: list[str]) -> None:
+    from lightclf.study.tuning.cli import main as tune_main
+
+    tune_main(argv)
+
+
 def gpu_study(argv: list[str]) -> None:
     from lightclf.study.gpu import main as gpu_main
 
@@ -97,6 +103,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "bench-compare": bench_compare,
     "bench-train": bench_train,
     "study": study,
+    "tune": tune,
     "gpu-study": gpu_study,
     "report": report,
     "export": export,

@@ -82,6 +82,16 @@ class LightclfCLI(LightningCLI):
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="after fit, test the best checkpoint in the same run"
         )
+        parser.add_argument(
+            "--validation_only",
+            type=bool,
+            default=False,
+            help="never read the test split (tuning fits): no test after fit, and anything asking for it fails",
+        )
+
+    def before_fit(self) -> None:
+        if self.config.get(self.subcommand, {}).get("validation_only"):
+            self.datamodule.lock_test_split()
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -93,7 +103,7 @@ class LightclfCLI(LightningCLI):
 
     def after_fit(self) -> None:
         config = self.config.get(self.subcommand, self.config)
-        if config.get("test_after_fit") and not self.trainer.interrupted:
+        if config.get("test_after_fit") and not config.get("validation_only") and not self.trainer.interrupted:
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 

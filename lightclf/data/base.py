@@ -86,6 +86,27 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.test_locked = False
+
+    def lock_test_split(self) -> None:
+        """Refuse every use of the test split from now on (a tuning fit selects on validation only):
+        the test set is never built, and asking for it raises."""
+        self.test_locked = True
+
+    def check_test_unlocked(self) -> None:
+        """Raise if the test split is locked (every path to the test set goes through here)."""
+        if self.test_locked:
+            raise DataError(
+                f"{type(self).__name__}: the test split is locked (--validation_only: tuning never reads test); "
+                "remove callbacks that test during fit"
+            )
+
+    def wants_test_split(self, stage: str | None) -> bool:
+        """Whether ``setup(stage)`` builds the test set: not when locked (a ``test``/``predict`` stage then
+        raises), not when it is built already."""
+        if stage in ("test", "predict"):
+            self.check_test_unlocked()
+        return stage in (None, "test", "predict") and self.test_set is None and not self.test_locked
 
     # -- subclasses provide raw (uint8 N,C,H,W, int64 N) arrays for each split ------------------
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +157,7 @@ class ImageDataModule(L.LightningDataModule):
             train, val = random_split(range(len(full)), [len(full) - n_val, n_val], generator=gen)
             self.train_set = self._subset(full.select(train.indices), self.train_subset, 1)
             self.val_set = self._subset(full.select(val.indices), self.train_subset // 4 if self.train_subset else 0, 2)
-        if stage in (None, "test", "predict") and self.test_set is None:
+        if self.wants_test_split(stage):
             images, labels = self.load_split(train=False)
             self._check_labels(labels, "test")
             test = InMemorySplit(self.preprocessing.resize(images), labels).to(self.device)
@@ -163,6 +184,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        self.check_test_unlocked()
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:

@@ -135,6 +135,6 @@ class ImageFolder(ImageDataModule):
                 eval_full = _SafeImageFolder(str(self.train_dir), self._transform(False))
                 self.train_set = self._subset(Subset(train_full, perm[n_val:]), self.train_subset, 1)
                 self.val_set = Subset(eval_full, perm[:n_val])
-        if self.test_set is None:
+        if self.wants_test_split(stage):
             test = _SafeImageFolder(str(test_dir), self._transform(False)) if test_dir.is_dir() else self.val_set
             self.test_set = self._subset(test, self.test_subset, 3)

@@ -26,6 +26,9 @@ from lightclf.study.spec import RunSpec, Study
 
 __all__ = [
     "Claim",
+    "forget_fit",
+    "holder_is_gone",
+    "start_fit",
     "Slot",
     "archive_run",
     "cpu_cores",
@@ -58,6 +61,25 @@ def archive_run(study: Study, spec: RunSpec) -> None:
             shutil.copyfile(source, target / name)
 
 
+def holder_is_gone(holder: dict[str, Any]) -> bool:
+    """True when the process a ``Claim.holder()`` names is known dead: a dead process of this host, or
+    an earlier try of this SLURM task (a requeue: a lower ``SLURM_RESTART_COUNT``). A process on another
+    machine counts as alive: its liveness cannot be checked from here."""
+    me = Claim.holder()
+    if holder.get("slurm_task") and holder.get("slurm_task") == me["slurm_task"]:
+        if int(holder.get("slurm_restart", 0)) < me["slurm_restart"]:
+            return True  # this SLURM task's earlier try, requeued (on this node or another)
+    if holder.get("host") != me["host"]:
+        return False
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError, TypeError):
+        return False
+    return False
+
+
 @dataclass
 class Claim:
     """A run's claim file (``<run dir>/claim.json``): created atomically by the runner that runs it, so
@@ -85,19 +107,7 @@ class Claim:
             return {}
 
     def stale(self, claim: dict[str, Any]) -> bool:
-        me = self.holder()
-        if claim.get("slurm_task") and claim.get("slurm_task") == me["slurm_task"]:
-            if int(claim.get("slurm_restart", 0)) < me["slurm_restart"]:
-                return True  # this SLURM task's earlier try, requeued (on this node or another)
-        if claim.get("host") != me["host"]:
-            return False  # another machine's: its liveness cannot be checked from here
-        try:
-            os.kill(int(claim.get("pid", -1)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError, OverflowError):
-            return False
-        return False
+        return holder_is_gone(claim)
 
     def acquire(self) -> dict[str, Any] | None:
         """Claim the run; None when it is done. Returns the live holder's claim when another holds it."""
@@ -199,7 +209,8 @@ def run_one(
         log(f"{label} {spec.name}: resuming from {last}")
     else:
         log(f"{label} {spec.name}: starting ({spec.run_id})")
-    RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors})
+    tuned = {"tuned": spec.tuned} if spec.tuned else {}  # the arm's pick, shown beside its factors
+    RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors, **tuned})
     command = [sys.executable, "-m", "lightclf", *args]
     code = _fit(command, slot, folder / "fit.log", echo)
     if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
@@ -227,17 +238,35 @@ INTERRUPTED = (130, 143, -2, -15)
 
 
 def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
+    proc = start_fit(command, slot, log_path, pipe=echo)
+    if proc is None:
+        return -15
+    try:
+        if echo:
+            with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
+                for line in proc.stdout:
+                    log_file.write(line)
+                    sys.stderr.write(line)
+        return proc.wait()
+    finally:
+        _children.discard(proc)
+
+
+def start_fit(command: list[str], slot: Slot, log_path: Path, pipe: bool = False) -> subprocess.Popen | None:
+    """Start one fit process on ``slot``, its output appended to ``log_path`` (or piped, for the caller
+    to copy there), registered so that ``stop_fits`` reaches it; None once this runner is stopping.
+    The caller waits for it and then drops it with ``forget_fit``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
+    with open(log_path, "a", buffering=1) as log_file:
         log_file.write(f"\n$ {shlex.join(command)}\n")
         log_file.flush()
         with _children_lock:  # a stop either sees this fit or keeps it from starting
             if stopping.is_set():
-                return -15
+                return None
             proc = subprocess.Popen(
                 command,
                 env=slot.env(),
-                stdout=subprocess.PIPE,
+                stdout=subprocess.PIPE if pipe else log_file,
                 stderr=subprocess.STDOUT,
                 text=True,
                 # SLURM's warning signal (submitit: SIGUSR2 to every process of the step) is the
@@ -245,14 +274,12 @@ def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
                 preexec_fn=_ignore_sigusr2,
             )
             _children.add(proc)
-        try:
-            for line in proc.stdout:
-                log_file.write(line)
-                if echo:
-                    sys.stderr.write(line)
-            return proc.wait()
-        finally:
-            _children.discard(proc)
+    return proc
+
+
+def forget_fit(proc: subprocess.Popen) -> None:
+    """Drop a finished fit from the set ``stop_fits`` signals."""
+    _children.discard(proc)
 
 
 def sweep_folder(study: Study, spec: RunSpec) -> Path | None:

@@ -293,6 +293,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
         return
     specs = select_point(study, args.point) if args.point else study.specs()
+    specs, untuned = study.with_picks(specs)
+    if untuned:
+        arms = len({spec.arm_key for spec in untuned})
+        print(
+            f"study {study.name}: {len(untuned)} run(s) of {arms} arm(s) wait for their tuning "
+            f"(`lightclf tune --config {args.config}` writes {study.report_folder / 'picks.yaml'})",
+            file=sys.stderr,
+        )
     log_lock = threading.Lock()
 
     def log(message: str) -> None:

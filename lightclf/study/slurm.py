@@ -37,7 +37,7 @@ try:  # optional: only `--launcher slurm` needs it, and says so in one line when
 except ImportError:
     Checkpointable = object
 
-__all__ = ["SlurmOptions", "StudyTask", "submit_study"]
+__all__ = ["SlurmOptions", "StudyTask", "TunerTask", "submit_study", "submit_tuners"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StudyTask(Checkpointable):
 
     def __call__(self, study_path: str, run_id: str, extra: list[str]) -> str:
         study = load_study(study_path)
-        (spec,) = [s for s in study.specs() if s.run_id == run_id]
+        (spec,) = [s for s in study.with_picks(study.specs())[0] if s.run_id == run_id]
         if run_status(study, spec) == "finished":
             return "skipped"
         claim = Claim(study.run_dir(spec) / "claim.json")
@@ -130,3 +130,42 @@ def submit_study(
             outcome[spec.run_id] = f"failed ({type(err).__name__}; log: {job.paths.stderr})"
         log(f"{spec.name}: {outcome[spec.run_id]}")
     return outcome
+
+
+class TunerTask(Checkpointable):
+    """One array task of ``lightclf tune --launcher slurm``: a tuner (one trial at a time, its seeds on
+    the allocation) sharing the study's journal with the other tasks. On preemption its running trial
+    is stopped and re-queued; the requeued task (or any other) resumes its fits."""
+
+    def __call__(self, study_path: str, extra: list[str]) -> str:
+        from lightclf.study.tuning.tuner import Tuner
+
+        study = load_study(study_path)
+        slots = [Slot(device=None, threads=None) for _ in study.tuning.seeds]
+        outcomes = Tuner(study, slots, extra).run()
+        return f"{len(outcomes)} trial(s)"
+
+    def checkpoint(self, *args, **kwargs):
+        stop_fits()
+        wait_for_fits(60)
+        kill_fits()
+        return super().checkpoint(*args, **kwargs)
+
+
+def submit_tuners(study: Study, study_path: str, workers: int, options: SlurmOptions, extra: list[str], log=print):
+    """Submit ``workers`` tuner tasks as one job array; they share the journal (one storage, no trial
+    twice, ``n_trials`` per arm in all)."""
+    submitit = _submitit()
+    folder = Path(study.save_dir) / "slurm" / f"{study.name}-tune"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
+    executor.update_parameters(
+        name=f"lightclf-tune-{study.name}",
+        timeout_min=options.minutes,
+        gpus_per_node=options.gpus_per_job,
+        cpus_per_task=options.cpus_per_job,
+        slurm_array_parallelism=options.parallelism,
+        **({"slurm_partition": options.partition} if options.partition else {}),
+    )
+    jobs = executor.map_array(TunerTask(), [study_path] * workers, [extra] * workers)
+    log(f"submitted {len(jobs)} tuner task(s) as job array {jobs[0].job_id.split('_')[0]}; logs in {folder}")
+    return jobs

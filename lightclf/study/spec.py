@@ -23,16 +23,38 @@ __all__ = ["FACTORS", "RunSpec", "Study", "load_study"]
 
 FACTORS = ("network", "width_multiplier", "resolution", "dilation", "dilation_schedule", "small_input", "seed")
 RUN_KEYS = (*FACTORS, "network_kwargs", "overrides")
+# Keys of a run entry that steer how it runs without being factors (they never enter its run id).
+RUN_OPTIONS = ("seeds", "tune")
+SPLITS = ("fixed", "per_seed")
 OVERRIDE_LABELS = {"train_subset": "n", "max_epochs": "ep", "lr": "lr"}  # short names in run names
 NETWORK_KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
 
 
 @dataclass
 class RunSpec:
-    """One point of a study: its factors and the extra network kwargs."""
+    """One point of a study: its factors and the extra network kwargs.
+
+    ``data_seed`` sets the validation split (and subsets) when the study varies the split with the
+    seed; ``tuned`` holds the fit keys its arm's tuning picked (applied, not factors: the arm stays one
+    configuration); ``tags`` are extra W&B tags."""
 
     study: str
     factors: dict[str, Any]
+    data_seed: int | None = None
+    tuned: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    group: str | None = None  # W&B group (default: the study's name)
+    recipe_fixed: bool = False  # an arm marked ``tune: false`` in a tuned study: it keeps the recipe
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """The factors without the seed: what the seeds of one arm share."""
+        return {k: v for k, v in self.factors.items() if k != "seed"}
+
+    @property
+    def arm_key(self) -> str:
+        """A short, stable key of the spec's configuration (its arm), e.g. for a tuning study's name."""
+        return hashlib.sha1(json.dumps(self.configuration, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def run_id(self) -> str:
@@ -59,11 +81,17 @@ class RunSpec:
         configs = [base_config] if isinstance(base_config, str) else list(base_config)
         kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
         kwargs.update(f.get("network_kwargs") or {})
-        tags = [self.study, f["network"]] + [
-            f"{k}={f[k]}"
-            for k in ("width_multiplier", "resolution", "dilation", "dilation_schedule")
-            if f.get(k) is not None
-        ]
+        tags = (
+            [self.study, f["network"]]
+            + [
+                f"{k}={f[k]}"
+                for k in ("width_multiplier", "resolution", "dilation", "dilation_schedule")
+                if f.get(k) is not None
+            ]
+            + list(self.tags)
+            + (["tuned"] if self.tuned else [])
+            + (["recipe"] if self.recipe_fixed else [])
+        )
         args = [
             "fit",
             *(arg for config in configs for arg in ("--config", config)),
@@ -72,7 +100,7 @@ class RunSpec:
             "--seed_everything", str(f.get("seed", 0)),
             "--trainer.logger.init_args.project", project,
             "--trainer.logger.init_args.save_dir", save_dir,
-            "--trainer.logger.init_args.group", self.study,
+            "--trainer.logger.init_args.group", self.group or self.study,
             "--trainer.logger.init_args.name", self.name,
             "--trainer.logger.init_args.tags", json.dumps(tags),
         ]  # fmt: skip
@@ -80,7 +108,9 @@ class RunSpec:
             args += ["--trainer.logger.init_args.id", self.run_id]
         if f.get("resolution") is not None:
             args += ["--data.init_args.resolution", str(f["resolution"])]
-        for key, value in (f.get("overrides") or {}).items():
+        if self.data_seed is not None:
+            args += ["--data.init_args.seed", str(self.data_seed)]
+        for key, value in {**(f.get("overrides") or {}), **self.tuned}.items():
             args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
         return args
 
@@ -108,6 +138,37 @@ class Study:
     questions: list[dict[str, Any]] = field(default_factory=list)
     # Settings picked on validation top-1 (lightclf.factors.Choice): name, options, where.
     choices: list[dict[str, Any]] = field(default_factory=list)
+    # per_seed: a run's seed also sets its validation split (and subsets), so the spread over seeds
+    # includes the split's share of the variance (Bouthillier et al. 2021); fixed: one split (data.seed
+    # of the base config) for every run, as the studies before the tuner had.
+    split: str = "per_seed"
+    # Tuning (lightclf.study.tuning): the same search, on validation, for every arm; the study's fits
+    # then use each arm's pick (from ``picks.yaml`` beside the report). Arms with ``tune: false`` keep
+    # the recipe.
+    tune: dict[str, Any] | None = None
+    # Where the report goes (tuning.csv and picks.yaml too); default reports/<name>.
+    report_dir: str | None = None
+
+    @property
+    def report_folder(self) -> Path:
+        return Path(self.report_dir or Path("reports") / self.name)
+
+    @property
+    def tuning(self):
+        """The parsed ``tune:`` block (``lightclf.study.tuning.space.TuneSpec``), or None."""
+        if not self.tune:
+            return None
+        from lightclf.study.tuning.space import TuneSpec
+
+        return TuneSpec.parse(self.tune)
+
+    def picks(self) -> dict[str, dict[str, Any]]:
+        """Each tuned arm's picked settings, by arm key (``picks.yaml``, written by ``lightclf tune``)."""
+        path = self.report_folder / "picks.yaml"
+        if not self.tune or not path.is_file():
+            return {}
+        raw = yaml.safe_load(path.read_text()) or {}
+        return {key: dict(entry.get("params") or {}) for key, entry in raw.items() if isinstance(entry, dict)}
 
     def specs(self) -> list[RunSpec]:
         """The grid's cartesian product, then the extra runs, in order.
@@ -120,8 +181,11 @@ class Study:
         points = [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
         points += [dict(run) for run in self.runs]
         groups: list[tuple[list[int], list[dict[str, Any]]]] = []
+        fixed: set[str] = set()
         for point in points:
             seeds = list(point.pop("seeds", None) or self.seeds)
+            if point.pop("tune", True) is False:
+                fixed.add(json.dumps(point, sort_keys=True))
             if self.order == "seeds" and groups and groups[-1][0] == seeds:
                 groups[-1][1].append(point)
             else:
@@ -138,8 +202,38 @@ class Study:
                 key = json.dumps(factors, sort_keys=True)
                 if key not in seen:
                     seen.add(key)
-                    specs.append(RunSpec(self.name, factors))
+                    data_seed = seed if self.split == "per_seed" else None
+                    fixed_recipe = bool(self.tune) and json.dumps(point, sort_keys=True) in fixed
+                    specs.append(RunSpec(self.name, factors, data_seed=data_seed, recipe_fixed=fixed_recipe))
         return specs
+
+    def arms(self) -> list[tuple[RunSpec, bool]]:
+        """Each configuration (arm) once, in the study's order, with whether it is tuned (False for
+        entries marked ``tune: false``, which keep the recipe, and for every arm of a study without
+        a ``tune:`` block). The spec is the arm's first run."""
+        out, seen = [], set()
+        for spec in self.specs():
+            if spec.arm_key not in seen:
+                seen.add(spec.arm_key)
+                out.append((spec, bool(self.tune) and not spec.recipe_fixed))
+        return out
+
+    def with_picks(self, specs: list[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
+        """The specs that can run now, each tuned arm's carrying its pick, and those whose arm has no
+        pick yet (their tuning has not finished)."""
+        if not self.tune:
+            return specs, []
+        picks = self.picks()
+        ready, waiting = [], []
+        for spec in specs:
+            if spec.recipe_fixed:
+                ready.append(spec)
+            elif spec.arm_key in picks:
+                spec.tuned = dict(picks[spec.arm_key])
+                ready.append(spec)
+            else:
+                waiting.append(spec)
+        return ready, waiting
 
     def run_dir(self, spec: RunSpec) -> Path:
         return run_path(self.save_dir, self.project, spec.run_id)
@@ -179,9 +273,17 @@ def load_study(path: str | Path) -> Study:
     for run in raw.get("runs", []):
         if "network" not in run:
             raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
-        bad = set(run) - set(RUN_KEYS) - {"seeds"}
+        bad = set(run) - set(RUN_KEYS) - set(RUN_OPTIONS)
         if bad:
-            raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or seeds)")
+            raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or {RUN_OPTIONS})")
+        if run.get("tune", False) not in (True, False):
+            raise ConfigError(f"study config {path}: a run's tune must be true or false, got {run['tune']!r}")
+    if raw.get("split", "per_seed") not in SPLITS:
+        raise ConfigError(f"study config {path}: split must be one of {SPLITS}, got {raw['split']!r}")
+    if raw.get("tune") is not None:
+        from lightclf.study.tuning.space import TuneSpec
+
+        TuneSpec.parse(raw["tune"])  # a broken search space: one line now, before anything runs
     if raw.get("questions") or raw.get("choices"):
         from lightclf.factors import Choice, Question
 

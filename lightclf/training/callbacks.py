@@ -114,7 +114,13 @@ class RunRecorder(L.Callback):
         self.complexity = complexity
         if trainer.is_global_zero:
             record_writer(trainer).write(RunRecord.COMPLEXITY, complexity)
-            self._record(trainer, status="running", network=complexity["network"], started=self.started)
+            self._record(
+                trainer,
+                status="running",
+                network=complexity["network"],
+                started=self.started,
+                max_epochs=trainer.max_epochs,
+            )
             self._log_to_wandb(trainer, complexity)
 
     @rank_zero_only
@@ -142,11 +148,19 @@ class RunRecorder(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            metrics = _scalar_metrics(trainer)
+            # Validation ran before this hook: the per-epoch validation curve is what a tuner's pruner
+            # reads. A resumed fit keeps the epochs recorded before (and replaces a re-run epoch's).
+            history = [e for e in run_record(trainer).val_per_epoch if e.get("epoch") != trainer.current_epoch]
+            val = {k: v for k, v in metrics.items() if k.startswith("val/")}
+            if val:
+                history.append({"epoch": trainer.current_epoch, **val})
             self._record(
                 trainer,
                 epoch=trainer.current_epoch,
                 global_step=trainer.global_step,
-                **{"last": _scalar_metrics(trainer)},
+                last=metrics,
+                val_per_epoch=history,
             )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
