@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+from lightclf.data import Digits
 
 
 class PauseAtStep(Callback):
@@ -36,3 +39,13 @@ class PoisonAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, *args) -> None:
         if trainer.global_step == self.step:
             pl_module.network.get_classifier().weight.data.fill_(float("nan"))
+
+
+class NoTestDigits(Digits):
+    """Digits whose test split raises when read while ``LIGHTCLF_FORBID_TEST`` is set: a tuning fit
+    must never build it."""
+
+    def load_split(self, train: bool):
+        if not train and os.environ.get("LIGHTCLF_FORBID_TEST"):
+            raise AssertionError("the test split was read during tuning")
+        return super().load_split(train)

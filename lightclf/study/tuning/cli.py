@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     tune = study.tuning
     if tune is None:
         raise ConfigError(f"study config {args.config} has no tune: block (space, n_trials, seeds, budget)")
-    from lightclf.study.tuning.tuner import Tuner, storage_path, tuning_arms
+    from lightclf.study.tuning.tuner import Tuner, check_storage, storage_path, tuning_arms
 
     arms = tuning_arms(study)
     if not arms:
@@ -77,15 +77,20 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(message + "\n")
             sys.stderr.flush()
 
-    log(f"tune {study.name}: {len(arms)} arm(s) x {tune.n_trials} trials x {len(tune.seeds)} seeds; "
-        f"storage {storage_path(study, tune)}; records in {study.report_folder}")  # fmt: skip
+    banner = (
+        f"tune {study.name}: {len(arms)} arm(s) x {tune.n_trials} trials x {len(tune.seeds)} seeds; "
+        f"storage {storage_path(study, tune)}; records in {study.report_folder}"
+    )
     if args.dry_run:
+        log(banner)
         for arm in arms:
             log(f"  {arm.key}  {arm.label}")
         log("  " + tune.describe())
         return
+    check_storage(storage_path(study, tune))  # an unwritable place: one line before anything runs
     if not args.no_check:
         check_space(study, log)
+    log(banner)
     if args.launcher == "slurm":
         from lightclf.study.slurm import SlurmOptions, submit_tuners
 

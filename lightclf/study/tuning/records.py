@@ -69,7 +69,8 @@ def trial_rows(storage, arms) -> list[TrialRow]:
                     arm_key=arm.key,
                     trial=t.number,
                     state=t.state.name,
-                    value=t.value,
+                    # Optuna gives a pruned trial its last intermediate value: never a result here.
+                    value=t.value if t.state.name == "COMPLETE" else None,
                     seed_values=tuple(t.user_attrs.get(SEED_VALUES) or ()),
                     epochs=len(t.intermediate_values),
                     fit_seconds=t.user_attrs.get(FIT_SECONDS),

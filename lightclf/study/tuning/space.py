@@ -120,7 +120,7 @@ class TuneSpec:
     pruner: str = "median"
     pruner_startup_trials: int | None = None  # default: n_startup_trials
     pruner_warmup_epochs: int = 0  # epochs (0-based) a trial runs before it may be pruned
-    storage: str | None = None  # the Optuna journal file; default <save_dir>/<project>/<study>-tune.journal
+    storage: str | None = None  # the Optuna journal file; default <save_dir>/tuning/<study>.journal
 
     @classmethod
     def parse(cls, raw: Any) -> TuneSpec:

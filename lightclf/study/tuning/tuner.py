@@ -42,7 +42,7 @@ from lightclf.study.execution import Claim, Slot, forget_fit, holder_is_gone, st
 from lightclf.study.spec import RunSpec, Study
 from lightclf.study.tuning.space import TuneSpec
 
-__all__ = ["Arm", "Tuner", "TrialOutcome", "tuning_arms", "open_storage", "storage_path", "trial_spec"]
+__all__ = ["Arm", "Tuner", "TrialOutcome", "tuning_arms", "check_storage", "open_storage", "storage_path", "trial_spec"]
 
 POLL_SECONDS = 1.0
 # Per-trial record keys (Optuna user attributes).
@@ -88,7 +88,24 @@ def trial_spec(study: Study, tune: TuneSpec, arm: Arm, root: int, seed: int, par
 
 
 def storage_path(study: Study, tune: TuneSpec) -> Path:
-    return Path(tune.storage) if tune.storage else Path(study.save_dir) / study.project / f"{study.name}-tune.journal"
+    """The journal file: ``tune.storage``, else ``<save_dir>/tuning/<study>.journal`` (beside, not among, the
+    run folders)."""
+    return Path(tune.storage) if tune.storage else Path(study.save_dir) / "tuning" / f"{study.name}.journal"
+
+
+def check_storage(path: Path) -> None:
+    """Fail in one line, creating nothing, when the journal cannot be written at ``path``."""
+    import os
+
+    if path.exists():
+        if not path.is_file() or not os.access(path, os.W_OK):
+            raise ConfigError(f"tune storage {path} cannot be written (not a writable file)")
+        return
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"tune storage {path} cannot be written ({ancestor} is not a writable folder)")
 
 
 def open_storage(path: Path):
@@ -96,12 +113,8 @@ def open_storage(path: Path):
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
-    except OSError as err:
-        raise ConfigError(f"tune storage {path} cannot be written: {err.strerror or err}") from None
+    check_storage(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
