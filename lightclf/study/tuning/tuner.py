@@ -252,6 +252,9 @@ class Tuner:
         procs = []
         for spec, folder, slot in zip(specs, folders, slots):
             record = RunRecord.read(folder)
+            if record.factors.get("tuned") != params and folder.exists():
+                shutil.rmtree(folder)  # another search's fit under this id (its journal was removed): start anew
+                record = RunRecord.read(folder)
             if record.status in ("fit_done", "finished"):  # a retried trial whose fit had ended
                 procs.append(None)
                 continue
