@@ -75,5 +75,31 @@ def test_too_few_runs_give_no_test():
     assert paired_tests([(0.9, 0.91)], MARGIN) == (None, None, None)
     assert unpaired_tests([0.9], [0.91, 0.92], MARGIN) == (None, None, None)
     (only,) = judge([("one pair", paired_effect([(0.9, 0.91)]), (None, None, None))], MARGIN)
-    assert only.word == "inconclusive" and only.p_holm is None
+    assert only.word == "one seed: no verdict" and only.p_holm is None  # never "inconclusive": nothing was tested
     assert unpaired_effect([0.9], [0.91]).ci_low is None
+
+
+def test_probability_of_improvement_paired_exact_interval_and_the_rule():
+    from lightclf.study.stats import probability_of_improvement
+
+    # b wins 3 of 3 seeds: P = 1, but the exact interval [0.29, 1] keeps the rule from calling it.
+    three = probability_of_improvement(pairs=[(0.90, 0.91), (0.90, 0.92), (0.89, 0.90)])
+    assert three.p == 1.0 and three.ci_low == pytest.approx(0.2924, abs=1e-3) and three.call == "no call"
+    # 14 of 15 seeds: 0.93 with a low end above 0.5: better. Mirrored: worse.
+    pairs = [(0.9, 0.91)] * 14 + [(0.91, 0.9)]
+    better = probability_of_improvement(pairs=pairs)
+    assert better.p == pytest.approx(14 / 15) and better.ci_low > 0.5 and better.call == "better"
+    assert probability_of_improvement(pairs=[(b, a) for a, b in pairs]).call == "worse"
+    # A tie counts half.
+    assert probability_of_improvement(pairs=[(0.9, 0.9), (0.9, 0.91)]).p == 0.75
+    assert probability_of_improvement(pairs=[(0.9, 0.91)]) is None
+
+
+def test_probability_of_improvement_unpaired_is_the_auc_with_a_seeded_bootstrap():
+    from lightclf.study.stats import probability_of_improvement
+
+    a, b = [0.1, 0.2, 0.3, 0.4], [0.25, 0.35, 0.45, 0.5]
+    first = probability_of_improvement(a=a, b=b, resamples=2000)
+    wins = sum((y > x) + 0.5 * (y == x) for x in a for y in b) / 16
+    assert first.p == pytest.approx(wins) and first.ci_low <= first.p <= first.ci_high
+    assert first == probability_of_improvement(a=a, b=b, resamples=2000)  # seeded: the same interval

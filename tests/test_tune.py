@@ -310,3 +310,28 @@ def test_split_per_seed_sets_the_data_seed_and_fixed_keeps_the_base(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="split must be one of"):
         load_study(path)
+
+
+def test_report_and_wandb_spec_carry_the_tuning_section(tmp_path):
+    from lightclf.study.report.wandb_report import publish
+
+    path = tune_study(tmp_path, n_trials=3, pruner={"name": "none"})
+    result = subprocess.run(_tuner_script(path), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = load_study(path)
+    report = run_lightclf("report", "--study", str(path), "--out", str(tmp_path / "out"))
+    assert report.returncode == 2 and "no finished runs" in report.stderr  # no final run yet: one line
+    from lightclf.study.report.tuning import tuning_section
+
+    section = "\n".join(tuning_section(study, tmp_path / "out"))
+    assert "| ddsnet w0.25 d1 | 3 / 0 / 0 |" in section and "picked" in section
+    assert (tmp_path / "out" / f"tuning_{LR.replace('.', '_')}.png").stat().st_size > 5000
+    spec = json.loads(Path(publish(study, "me/tt", tmp_path, online=False)).read_text())
+    grids = [b for b in spec["spec"]["blocks"] if b["type"] == "panel-grid"]
+    assert len(grids) == 2
+    (tuning,) = grids[1]["metadata"]["runSets"]
+    assert tuning["filters"]["filters"][0]["value"] == "tinytune-tune"
+    panels = grids[1]["metadata"]["panelBankSectionConfig"]["panels"]
+    (parallel,) = [p["config"] for p in panels if p["viewType"] == "Parallel Coordinates Plot"]
+    assert parallel["columns"][0]["accessor"].endswith(LR) and parallel["columns"][-1]["accessor"] == "summary:val/acc1"
+    assert any("trials: complete / pruned / failed" in json.dumps(b) for b in spec["spec"]["blocks"])

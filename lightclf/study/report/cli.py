@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
 
         path = write_question_report(study, args.out, notes)
     else:
-        path = write_report(study.name, runs, out, notes, study.protocol)
+        from lightclf.study.report.tuning import tuning_section
+
+        path = write_report(study.name, runs, out, notes, study.protocol, tuning_section(study, out))
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:
         from lightclf.training.wandb_env import configure_wandb

@@ -229,8 +229,16 @@ def _deployment_table(rows: list[ConfigurationRow]) -> str:
 INT8_TARGET = (1.5, 0.5)  # speed-up over fp32 onnxruntime, top-1 points lost
 
 
-def write_report(name: str, runs: list[RunRow], out_dir: str | Path, notes: str = "", protocol: str = "") -> Path:
-    """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots."""
+def write_report(
+    name: str,
+    runs: list[RunRow],
+    out_dir: str | Path,
+    notes: str = "",
+    protocol: str = "",
+    after_protocol: list[str] = (),
+) -> Path:
+    """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots;
+    ``after_protocol``: markdown lines that follow the protocol (the tuning section)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(runs)
@@ -244,6 +252,8 @@ def write_report(name: str, runs: list[RunRow], out_dir: str | Path, notes: str 
     sections = [f"# Study: {name}\n"]
     if protocol:
         sections.append("## Protocol\n\n" + protocol.strip() + "\n")
+    if after_protocol:
+        sections.append("\n".join(after_protocol))
     found = answers(rows)
     if found:
         sections.append("## Verdicts\n\n" + "\n".join(f"- {a}" for a in found) + "\n")

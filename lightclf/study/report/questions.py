@@ -25,13 +25,16 @@ from lightclf.factors import MOVES_WITH, Choice, Factors, Question
 from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
+from lightclf.study.report.tuning import tuning_section
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
     Effect,
+    Improvement,
     Verdict,
     judge,
     paired_effect,
     paired_tests,
+    probability_of_improvement,
     unpaired_effect,
     unpaired_tests,
 )
@@ -84,6 +87,12 @@ class Comparison:
     def configurations(arm: list[RunRow]) -> dict[str, int]:
         """Each configuration an arm's runs belong to, with its number of runs."""
         return dict(Counter(r.factors.configuration.label for r in arm))
+
+    def improvement(self) -> Improvement | None:
+        """P(b > a) with its bootstrap interval, over the pairs, else over the arms (unpaired)."""
+        if self.pairs:
+            return probability_of_improvement(pairs=[(a.top1, b.top1) for a, b in self.pairs])
+        return probability_of_improvement(a=[r.top1 for r in self.a], b=[r.top1 for r in self.b])
 
     def effect(self, margin: float) -> tuple[Effect, tuple]:
         """``b - a`` on top-1 over the pairs, else over the arms unpaired (Welch)."""
@@ -138,22 +147,36 @@ def _p(value: float | None) -> str:
     return "-" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def _verdict_table(verdicts: list[Verdict]) -> str:
-    head = "| question | effect (points) | n | 95% CI | min. detectable (80% power) | p | Holm p | verdict |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
-    for v in verdicts:
+def _verdict_table(verdicts: list[Verdict], improvements: list[Improvement | None]) -> str:
+    head = (
+        "| question | effect (points) | n | 95% CI | min. detectable (80% power) | p | Holm p | verdict "
+        "| P(b > a) [95% CI] | P-rule call |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for v, better in zip(verdicts, improvements):
         e = v.effect
         kind = "pairs" if e.paired else "per group, Welch"
         ci = f"[{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}]" if e.ci_low is not None else "-"
         p, holm = _p(v.p_value), _p(v.p_holm)
         if e.n == 0:
-            lines.append(f"| {v.name} | - | 0 | - | - | - | - | not run yet |")
+            lines.append(f"| {v.name} | - | 0 | - | - | - | - | not run yet | - | - |")
             continue
-        word = v.word if e.n >= 2 else "one run per arm: no test"
+        prob, call = "-", "-"
+        if better is not None:
+            prob = f"{better.p:.2f} [{better.ci_low:.2f}, {better.ci_high:.2f}]"
+            call = better.call + (" (differs)" if _disagree(v, better) else "")
         lines.append(
-            f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{word}** |"
+            f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{v.word}** "
+            f"| {prob} | {call} |"
         )
     return "\n".join(lines)
+
+
+def _disagree(verdict: Verdict, better: Improvement) -> bool:
+    """The t-test verdict and the probability-of-improvement call point different ways (one says better
+    or worse, the other does not say the same)."""
+    decided = verdict.word if verdict.word in ("better", "worse") else "no call"
+    return decided != better.call
 
 
 def _arms_table(compared: list[tuple[Question, Comparison]]) -> str:
@@ -280,6 +303,7 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     runs = collect_results(study)
     compared = compare_all(study, runs)
     verdicts = answer_all(study, compared)
+    improvements = [comparison.improvement() for _, comparison in compared]
     rows = aggregate(runs)
     planned = len(study.specs())
     proposed = [r.factors for r in rows if r.factors.proposed and r.factors.resolution]
@@ -300,14 +324,19 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         "",
         study.protocol.strip(),
         "",
+        *tuning_section(study, out_dir),
         f"## Verdicts (equivalence margin ±{100 * study.equivalence_margin:g} points, Holm over the questions tested)",
         "",
         "Effect = test top-1 of the second arm minus the first, in points; paired by seed and every other",
         "factor where the runs pair, else Welch. 'Min. detectable' is the true effect the n could detect",
         "with 80% power (two-sided 5%) at the observed spread; a verdict of 'inconclusive' with a large",
-        "minimum detectable effect means the seeds could not have told.",
+        "minimum detectable effect means the seeds could not have told. P(b > a) is the probability of",
+        "improvement (Bouthillier et al. 2021): the share of paired seeds where b beats a, with its exact 95%",
+        "interval (unpaired arms: the share of cross pairs, bootstrap interval); their rule calls b better when",
+        "it exceeds 0.75 and the interval's low end 0.5. '(differs)' marks a question where that call and the",
+        "t-test verdict disagree.",
         "",
-        _verdict_table(verdicts),
+        _verdict_table(verdicts, improvements),
         "",
         "What each verdict compared: the configurations each arm's runs belong to. An arm spanning several",
         "is flagged: right for a question that pools them (pairs form within each), a slip otherwise.",
@@ -363,8 +392,10 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         [
             {"question": v.name, "effect": v.effect.mean, "n": v.effect.n, "paired": v.effect.paired,
              "ci_low": v.effect.ci_low, "ci_high": v.effect.ci_high, "mde": v.mde, "p": v.p_value,
-             "p_holm": v.p_holm, "tost_p": v.tost_p, "verdict": v.word}
-            for v in verdicts
+             "p_holm": v.p_holm, "tost_p": v.tost_p, "verdict": v.word,
+             "p_improvement": better.p if better else None, "p_improvement_low": better.ci_low if better else None,
+             "p_improvement_high": better.ci_high if better else None, "p_improvement_call": better.call if better else None}
+            for v, better in zip(verdicts, improvements)
         ],
     )  # fmt: skip
     return path

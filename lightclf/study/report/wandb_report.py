@@ -80,6 +80,7 @@ def build_report(study, entity_project: str, protocol_md: str = ""):
     if protocol_md:
         blocks.append(wr.MarkdownBlock(protocol_md))
     blocks.append(wr.PanelGrid(runsets=[runset], panels=panels))
+    blocks += _tuning_blocks(wr, study, entity, project)
     return wr.Report(
         project=project,
         entity=entity,
@@ -87,6 +88,38 @@ def build_report(study, entity_project: str, protocol_md: str = ""):
         description="Built by `lightclf report --wandb-report`: every configuration with its seeds.",
         blocks=blocks,
     )
+
+
+def _tuning_blocks(wr, study, entity: str, project: str) -> list:
+    """The tuning table (as the markdown report has it) and the tuning fits' panels: every trial's fit
+    is a W&B run in the group ``<study>-tune``, its settings under ``lightclf_config``."""
+    tune = study.tuning
+    if tune is None:
+        return []
+    from lightclf.study.report.tuning import tuning_section
+
+    table = [line for line in tuning_section(study, Path(study.report_folder)) if not line.startswith("![")]
+    val = wr.SummaryMetric("val/acc1")
+    keys = [wr.Config(f"lightclf_config.{p.key}") for p in tune.space]
+    runset = wr.Runset(
+        entity=entity,
+        project=project,
+        name=f"{study.name}-tune",
+        filters=f"Metric('Group') == '{study.name}-tune'",
+        groupby=["config.factors.config"],
+    )
+    panels = [
+        wr.ParallelCoordinatesPlot(
+            title="tuned settings -> validation top-1 (every trial fit)",
+            columns=[wr.ParallelCoordinatesPlotColumn(metric=k) for k in keys]
+            + [wr.ParallelCoordinatesPlotColumn(metric=val)],
+        ),
+        *(
+            wr.ScatterPlot(title=f"validation top-1 vs {p.key}", x=k, y=val, log_x=p.log)
+            for p, k in zip(tune.space, keys)
+        ),
+    ]
+    return [wr.MarkdownBlock("\n".join(table)), wr.PanelGrid(runsets=[runset], panels=panels)]
 
 
 def report_spec(report) -> dict[str, Any]:
