@@ -335,3 +335,19 @@ def test_report_and_wandb_spec_carry_the_tuning_section(tmp_path):
     (parallel,) = [p["config"] for p in panels if p["viewType"] == "Parallel Coordinates Plot"]
     assert parallel["columns"][0]["accessor"].endswith(LR) and parallel["columns"][-1]["accessor"] == "summary:val/acc1"
     assert any("trials: complete / pruned / failed" in json.dumps(b) for b in spec["spec"]["blocks"])
+
+
+def test_bench_grid_points_and_time_to_target():
+    from lightclf.study.tuning.bench import grid_points, time_to_target
+    from lightclf.study.tuning.records import TrialRow
+
+    space = (Param.parse(LR, {"low": 0.01, "high": 1.0, "log": True}), Param.parse("model.x", {"choices": ["a", "b"]}))
+    points = grid_points(space, 3)
+    assert len(points) == 6 and [p[LR] for p in points[::2]] == pytest.approx([0.01, 0.1, 1.0])
+
+    def row(trial, state, value, seconds=60.0):
+        return TrialRow("arm", "k", trial, state, value, (), 2, seconds, {})
+
+    rows = [row(0, "COMPLETE", 0.80), row(1, "PRUNED", None, 30.0), row(2, "COMPLETE", 0.851), row(3, "COMPLETE", 0.86)]
+    assert time_to_target(rows, 0.85) == (3, pytest.approx(2.5))
+    assert time_to_target(rows, 0.9) == (None, pytest.approx(3.5))

@@ -47,6 +47,12 @@ def tune(argv: list[str]) -> None:
     tune_main(argv)
 
 
+def bench_tune(argv: list[str]) -> None:
+    from lightclf.study.tuning.bench import main as bench_tune_main
+
+    bench_tune_main(argv)
+
+
 def gpu_study(argv: list[str]) -> None:
     from lightclf.study.gpu import main as gpu_main
 
@@ -104,6 +110,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "bench-train": bench_train,
     "study": study,
     "tune": tune,
+    "bench-tune": bench_tune,
     "gpu-study": gpu_study,
     "report": report,
     "export": export,
