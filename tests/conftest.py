@@ -38,7 +38,7 @@ def isolated_environment():
 # RunRecorder and LastCheckpoint (the run folder's writers) are not listed: the CLI adds them.
 SMOKE_CALLBACKS = [
     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/acc1", "mode": "max"}},
-    {"class_path": "lightclf.training.callbacks.TrainThroughput", "init_args": {"window_size": 4}},
+    {"class_path": "lightclf.training.throughput.TrainThroughput", "init_args": {"window_size": 4}},
 ]
 
 

@@ -31,13 +31,14 @@ class PauseAtStep(Callback):
 
 
 class PoisonAtStep(Callback):
-    """Before batch ``step``, fill the classifier's weights with NaN: the loss goes NaN there."""
+    """Before batch ``step``, fill the classifier's weights with NaN: the loss goes NaN there (on
+    ``rank`` only, when given: the other DDP ranks train on unharmed)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, rank: int | None = None) -> None:
+        self.step, self.rank = step, rank
 
     def on_train_batch_start(self, trainer, pl_module, *args) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             pl_module.network.get_classifier().weight.data.fill_(float("nan"))
 
 

@@ -145,6 +145,9 @@ def test_sigterm_to_every_ddp_rank_stops_all_and_resumes(tmp_path):
             pytest.fail("rank 0 hung after SIGTERM")
         err = proc.stderr.read()
         assert proc.returncode == 143, err[-3000:]
+        # One resume line for the job (rank 0's; rank 1 shares the stderr), naming the file the stop wrote.
+        assert err.count("lightclf: interrupted by SIGTERM") == 1, err[-3000:]
+        assert "/checkpoints/interrupted.ckpt" in err.split("lightclf: interrupted by SIGTERM")[1].splitlines()[0]
         deadline = time.monotonic() + 300
         for pid in ranks[1:]:  # rank 1 ends too (gone, or a zombie awaiting its reaper)
             while _alive(pid):

@@ -124,6 +124,11 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
     if sig == signal.SIGTERM:  # graceful: recorded, and the partial epoch kept aside
         assert status == "interrupted"
         assert (folder / "checkpoints" / "interrupted.ckpt").exists()
+        last_line = proc.stderr.read().strip().splitlines()[-1]  # one line naming the file that exists
+        assert (
+            last_line
+            == f"lightclf: interrupted by SIGTERM; resume with --ckpt_path {folder}/checkpoints/interrupted.ckpt"
+        )
 
     resumed = run_lightclf("fit", "--config", str(config), "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -371,8 +376,10 @@ def test_ctrl_c_exits_130_with_the_resume_hint(run_here, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(lightclf.cli.COMMANDS, "bench", interrupted)
+    monkeypatch.setitem(lightclf.cli.COMMANDS, "study", interrupted)
     result = run_here("bench")
     assert result.returncode == 130
-    assert result.stderr.strip() == (
-        "lightclf: interrupted by Ctrl-C; resume with --ckpt_path <run dir>/checkpoints/last.ckpt"
-    )
+    assert result.stderr.strip() == "lightclf: interrupted by Ctrl-C"  # nothing to resume
+    result = run_here("study")
+    assert result.returncode == 130
+    assert result.stderr.strip() == "lightclf: interrupted by Ctrl-C; run `lightclf study ...` again to resume"

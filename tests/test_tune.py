@@ -152,7 +152,8 @@ def test_two_tuners_share_one_storage_and_never_run_a_trial_twice(tmp_path):
     # Both tuners took trials from the one storage.
     import optuna
 
-    from lightclf.study.tuning.tuner import RUNNER, open_storage, storage_path, tuning_arms
+    from lightclf.study.tuning.records import RUNNER
+    from lightclf.study.tuning.tuner import open_storage, storage_path, tuning_arms
 
     storage = open_storage(storage_path(study, study.tuning))
     pids = {

@@ -118,12 +118,33 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 }
 
 
+# Tools that pick up where a stopped call left off when run again.
+RESUMING_TOOLS = ("study", "tune", "gpu-study", "bench-tune")
+
+
 def _fail(message: str) -> None:
     exit_with_error(message)
 
 
-def _interrupted(name: str, code: int) -> None:
-    print(f"lightclf: interrupted by {name}; resume with --ckpt_path <run dir>/checkpoints/last.ckpt", file=sys.stderr)
+def _interrupted(name: str, code: int, command: str | None = None) -> None:
+    """One line, from rank 0 only, naming what resumes the work: the checkpoint this fit left (the
+    file that exists), or, for the tools that resume themselves (study, tune), the same command."""
+    if "lightning" in sys.modules:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            sys.exit(code)
+    if command in RESUMING_TOOLS:
+        hint = f"; run `lightclf {command} ...` again to resume"
+    elif command in COMMANDS:
+        hint = ""
+    elif "lightclf.training.callbacks" in sys.modules:
+        from lightclf.training.callbacks import RESUME_FROM
+
+        hint = f"; resume with --ckpt_path {RESUME_FROM[0]}" if RESUME_FROM else "; no checkpoint was written yet"
+    else:
+        hint = "; no checkpoint was written yet"
+    print(f"lightclf: interrupted by {name}{hint}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -151,4 +172,4 @@ def main(argv: list[str] | None = None) -> None:
             "checkpoints written before are intact: free space and resume with --ckpt_path"
         )
     except KeyboardInterrupt:
-        _interrupted("Ctrl-C", 130)
+        _interrupted("Ctrl-C", 130, argv[0] if argv else None)

@@ -109,8 +109,12 @@ class ImageFolder(ImageDataModule):
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
-        workers = default_workers() if self.num_workers is None else self.num_workers
-        sampler = EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle)
+        # Shard by the trainer's ranks (not only torch.distributed's, which a loader built early lacks)
+        # and give each rank its share of the cores.
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        local_ranks = self.trainer.num_devices if self.trainer is not None else 1
+        workers = default_workers(local_ranks) if self.num_workers is None else self.num_workers
+        sampler = EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle, num_replicas=world, rank=rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

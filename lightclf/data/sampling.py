@@ -119,10 +119,15 @@ class BatchIndexSampler(EpochSeededSampler):
         return count // self.batch_size if self.drop_last_batch else math.ceil(count / self.batch_size)
 
 
-def default_workers() -> int:
-    """Decoding workers for per-sample loaders: the cores this process may use, less one for training, at most 8."""
+def default_workers(ranks: int = 1) -> int:
+    """Decoding workers for one rank of a per-sample loader: this rank's share of the cores this
+    process may use (split between the fits the study runner runs at once and the ranks of this fit),
+    less one for training, at most 8 (``lightclf.devices.loader_workers``)."""
+    from lightclf.devices import CONCURRENT_FITS_ENV, loader_workers
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - 1))
+    fits = int(os.environ.get(CONCURRENT_FITS_ENV, "1") or 1)
+    return loader_workers(None, cores, fits=fits, ranks=ranks)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -45,7 +45,7 @@ class BenchRow:
     device: str
     precision: str = "32"
     provider: str = ""  # onnxruntime's execution provider that ran it ("" for PyTorch backends)
-    peak_memory_mb: float | None = None  # CUDA only
+    process_peak_mb: float | None = None  # CUDA only: this process's own peak allocation (siblings not counted)
 
 
 CSV_FIELDS = [f.name for f in fields(BenchRow)]
@@ -110,7 +110,7 @@ def _time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
             timer.reset_peak_memory()
         case.times.append(time_batches(case, case.x, iters))
         if timer is not None:
-            case.peak_memory_mb = timer.peak_memory_mb()
+            case.process_peak_mb = timer.peak_memory_mb()
 
     alternating_rounds(cases, repeats, run, log)
 
@@ -151,7 +151,7 @@ class _Case:
             model, self.provider = onnx_session(model, x, device=self.timer.device, with_provider=True)
         self.fn = model
         self.times: list[float] = []
-        self.peak_memory_mb: float | None = None
+        self.process_peak_mb: float | None = None
 
     def __call__(self, x: torch.Tensor):
         with (
@@ -246,7 +246,7 @@ def run_bench(
                 device=str(case.timer.device),
                 precision=precision,
                 provider=case.provider,
-                peak_memory_mb=case.peak_memory_mb,
+                process_peak_mb=case.process_peak_mb,
             )
         )
     return rows

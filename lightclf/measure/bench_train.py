@@ -59,7 +59,7 @@ class TrainRow:
     images_per_s_max: float
     rounds: int
     device: str = "cpu"
-    peak_memory_mb: float | None = None  # CUDA only
+    process_peak_mb: float | None = None  # CUDA only: this process's own peak allocation (siblings not counted)
     mfu: float | None = None  # model FLOPs utilisation, where Lightning knows the device's peak
 
 
@@ -91,7 +91,7 @@ class TrainCase:
         x = torch.randn(self.batch_size, 3, self.resolution, self.resolution, generator=gen)
         self.x = x.to(self.timer.device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, 10, (self.batch_size,), generator=gen).to(self.timer.device)
-        self.peak_memory_mb: float | None = None
+        self.process_peak_mb: float | None = None
 
     def step(self) -> None:
         with precision_context(self.timer.device, self.precision):
@@ -106,7 +106,7 @@ class TrainCase:
         self.timer.reset_peak_memory()
         seconds = self.timer.seconds(self.step, steps)
         self.rates.append(self.batch_size / seconds)
-        self.peak_memory_mb = self.timer.peak_memory_mb()
+        self.process_peak_mb = self.timer.peak_memory_mb()
 
     @property
     def mfu(self) -> float | None:
@@ -164,7 +164,7 @@ def rows_of(cases: list[TrainCase]) -> list[TrainRow]:
             images_per_s_max=round(max(c.rates), 1),
             rounds=len(c.rates),
             device=str(c.timer.device),
-            peak_memory_mb=c.peak_memory_mb,
+            process_peak_mb=c.process_peak_mb,
             mfu=c.mfu,
         )
         for c in cases

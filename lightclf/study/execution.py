@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightclf.devices import CONCURRENT_FITS_ENV, visible_gpus_for_children
 from lightclf.errors import ConfigError
 from lightclf.runs import RunRecord, run_path
 from lightclf.study.spec import RunSpec, Study
@@ -144,6 +145,7 @@ class Slot:
 
     device: str | None  # a GPU index as the caller sees it; None = CPU
     threads: int | None  # intra-op threads per fit (CPU); None = torch's default
+    concurrent: int = 1  # fits running on this machine at once (their data loaders share the cores)
 
     def env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
@@ -153,6 +155,7 @@ class Slot:
             env["CUDA_VISIBLE_DEVICES"] = self.device
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        env[CONCURRENT_FITS_ENV] = str(self.concurrent)
         # The runner owns requeueing on SLURM (submitit): Lightning in the fit must not detect SLURM and
         # requeue or rename its process group on its own.
         for key in [k for k in env if k.startswith("SLURM_")]:
@@ -171,29 +174,22 @@ def plan_slots(jobs: int, devices: list[str] | None, threads: int | None = None)
     if threads is not None and threads < 1:
         raise ConfigError(f"study --threads must be >= 1, got {threads}")
     if devices:
-        return [Slot(devices[i % len(devices)], threads) for i in range(jobs)]
-    return [Slot(None, threads if threads is not None else max(1, cpu_cores() // jobs)) for _ in range(jobs)]
+        return [Slot(devices[i % len(devices)], threads, jobs) for i in range(jobs)]
+    return [Slot(None, threads if threads is not None else max(1, cpu_cores() // jobs), jobs) for _ in range(jobs)]
 
 
 def visible_gpus(requested: str | None) -> list[str] | None:
-    """The GPUs to spread jobs over: ``--devices`` (checked against what is visible), else every
-    visible GPU, else None (CPU). ``--devices cpu`` forces the CPU."""
+    """The GPUs to spread jobs over, as ids for the children's ``CUDA_VISIBLE_DEVICES``: ``--devices``
+    (checked against what is visible), else every visible GPU, else None (CPU); a parent's own
+    ``CUDA_VISIBLE_DEVICES`` (a SLURM allocation) is respected (``lightclf.devices``)."""
     if requested == "cpu":
         return None
     import torch  # only here: a dry run and the report stay free of torch
 
-    count = torch.cuda.device_count()
-    if requested is None:
-        return [str(i) for i in range(count)] or None
-    wanted = [d.strip() for d in requested.split(",") if d.strip()]
-    if not wanted or not all(d.isdigit() for d in wanted):
-        raise ConfigError(f"study --devices: expected GPU indices like 0,1 or 'cpu', got {requested!r}")
-    missing = [d for d in wanted if int(d) >= count]
-    if missing:
-        raise ConfigError(f"study --devices: GPU {', '.join(missing)} not visible ({count} GPU(s) here)")
-    # CUDA_VISIBLE_DEVICES of a child names devices as the system does: map through ours if set.
-    ours = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
-    return [ours[int(d)] if ours else d for d in wanted]
+    try:
+        return visible_gpus_for_children(requested, torch.cuda.device_count())
+    except ConfigError as err:
+        raise ConfigError(f"study {err}") from None
 
 
 def run_one(

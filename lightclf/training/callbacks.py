@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor, WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -31,7 +31,6 @@ __all__ = [
     "run_factors",
     "RunRecorder",
     "RunConfigSaver",
-    "TrainThroughput",
     "LastCheckpoint",
     "EMA",
     "TestEveryEpoch",
@@ -92,6 +91,10 @@ def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[key] = float(value)
     return out
+
+
+# The checkpoint an interrupted fit of this process can resume from (set when it stops), for the CLI's message.
+RESUME_FROM: list[str] = []
 
 
 class RunRecorder(L.Callback):
@@ -192,10 +195,16 @@ class RunRecorder(L.Callback):
         # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
         # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
         lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
+        if interrupted:
+            # What the CLI's one line names to resume from: the file this stop leaves (no last.ckpt exists
+            # before the first epoch ends; a stop that could not save keeps the last epoch's).
+            checkpoints = record_writer(trainer).checkpoints
+            RESUME_FROM[:] = [str(checkpoints / "last.ckpt")] if (checkpoints / "last.ckpt").exists() else []
         if interrupted and lockstep:
             path = record_writer(trainer).checkpoints / "interrupted.ckpt"
             try:
                 trainer.save_checkpoint(path)
+                RESUME_FROM[:] = [str(path)]
             except OSError:  # rank 0 could not write: still meet the other ranks at the barrier
                 trainer.strategy.barrier("interrupted.ckpt")
         if trainer.is_global_zero:
@@ -271,64 +280,6 @@ class RunConfigSaver(SaveConfigCallback):
             if isinstance(logger, WandbLogger):
                 config = self.parser.dump(self.config, skip_none=False, format="json")
                 logger.experiment.config.update({"lightclf_config": json.loads(config)}, allow_val_change=True)
-
-
-def _batch_size(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.shape[0])
-
-
-class TrainThroughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor with an image-batch ``batch_size_fn`` (configurable from YAML).
-
-    Lightning's monitor synchronises a CUDA device after every training batch to time it. On a
-    GPU this samples only every ``every_n_batches`` batches (default: the trainer's
-    ``log_every_n_steps``), counting the images of the batches between: the same throughput over a
-    window ``every_n_batches`` times as long, one sync per sample. On the CPU (no sync) every batch.
-    """
-
-    def __init__(self, window_size: int = 20, every_n_batches: int | None = None, **kwargs: Any) -> None:
-        super().__init__(batch_size_fn=self._images_since_sample, window_size=window_size, **kwargs)
-        self.every_n_batches = every_n_batches
-        self._pending_images = 0
-        self._sampling_train = False
-
-    def _images_since_sample(self, batch: Any) -> int:
-        if not self._sampling_train:  # validation and test batches count alone
-            return _batch_size(batch)
-        images, self._pending_images = self._pending_images + _batch_size(batch), 0
-        return images
-
-    def _every(self, trainer: L.Trainer) -> int:
-        if trainer.strategy.root_device.type == "cpu":
-            return 1
-        return self.every_n_batches or max(1, trainer.log_every_n_steps)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, *args) -> None:
-        every = self._every(trainer)
-        if every > 1 and (trainer.fit_loop.total_batch_idx + 1) % every:
-            self._pending_images += _batch_size(batch)
-            return
-        # Lightning reads the FLOPs since the last sample from ``flops_per_batch``: ``every`` batches' worth.
-        # (Its batches_per_sec counts samples, not batches, when sampling; samples_per_sec is exact.)
-        module = _FlopsOfBatches(pl_module, every) if every > 1 else pl_module
-        self._sampling_train = True
-        try:
-            super().on_train_batch_end(trainer, module, outputs, batch, *args)
-        finally:
-            self._sampling_train = False
-
-
-class _FlopsOfBatches:
-    """A module's ``flops_per_batch`` times the number of batches one throughput sample spans."""
-
-    def __init__(self, module: L.LightningModule, batches: int) -> None:
-        self.module, self.batches = module, batches
-
-    @property
-    def flops_per_batch(self) -> int | None:
-        flops = getattr(self.module, "flops_per_batch", None)
-        return flops * self.batches if flops else flops
 
 
 class LastCheckpoint(ModelCheckpoint):

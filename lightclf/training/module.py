@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightclf.data.sampling import rank_seed
+from lightclf.devices import HOST_READ_WINDOW, host_read_every
 from lightclf.errors import ConfigError
 from lightclf.measure.complexity import Complexity, measure_complexity
 from lightclf.models import DDSNet, create_network
@@ -24,7 +25,7 @@ from lightclf.training.schedules import LRSchedule
 __all__ = ["ImageClassifier", "FINITE_CHECK_EVERY"]
 
 # Steps between host reads of the finite-loss flag on accelerators (the CPU checks every step).
-FINITE_CHECK_EVERY = 25
+FINITE_CHECK_EVERY = HOST_READ_WINDOW  # steps between host reads of the finite-loss flag off one CPU
 
 
 class ImageClassifier(L.LightningModule):
@@ -163,7 +164,7 @@ class ImageClassifier(L.LightningModule):
 
     @property
     def flops_per_batch(self) -> int | None:
-        """FLOPs of one batch for Lightning's ThroughputMonitor: forward x3 when training."""
+        """FLOPs of one batch (TrainThroughput's FLOP/s and MFU): forward x3 when training."""
         try:
             data = self.trainer.datamodule
         except RuntimeError:  # not attached to a trainer
@@ -234,13 +235,17 @@ class ImageClassifier(L.LightningModule):
     def _check_finite(self, loss: torch.Tensor, batch_idx: int) -> None:
         """Stop on a NaN/inf training loss, before a checkpoint can hold the damaged weights.
 
-        Reading the loss on the host is free on the CPU (checked every step) but blocks a GPU's
-        queue, so there the flag accumulates on the device and is read every
-        ``FINITE_CHECK_EVERY`` steps and on the epoch's last batch (before validation and the
-        epoch's checkpoints); earlier checkpoints are kept either way.
+        Reading the loss on the host is free for one CPU process (checked every step) but blocks an
+        accelerator's queue, and under several processes each rank would stop alone while the others
+        wait in the next collective forever. So elsewhere the flag accumulates on the device and is
+        read every ``host_read_every`` steps and on the epoch's last batch (before validation and the
+        epoch's checkpoints), summed over the ranks first, so that every rank stops at the same step;
+        earlier checkpoints are kept either way.
         """
         bad = ~torch.isfinite(loss.detach())
-        if loss.device.type == "cpu":
+        world = self.trainer.world_size if self._trainer is not None else 1
+        every = host_read_every(loss.device.type, world)
+        if every == 1:
             if bad:
                 raise FloatingPointError(
                     f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate; "
@@ -249,32 +254,42 @@ class ImageClassifier(L.LightningModule):
             return
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         last_batch = batch_idx + 1 >= self.trainer.num_training_batches
-        if (self.global_step + 1) % FINITE_CHECK_EVERY and not last_batch:
+        if (self.global_step + 1) % every and not last_batch:
             return
-        nonfinite, self._nonfinite = bool(self._nonfinite), None  # the one host sync of the window
-        if nonfinite:
+        self._raise_if_nonfinite(f"within the {every} steps before step {self.global_step}")
+
+    def _raise_if_nonfinite(self, when: str) -> None:
+        """Read the accumulated flag once (the window's one host sync), summed over the ranks so every
+        rank decides alike, and stop if any saw a non-finite loss."""
+        flag, self._nonfinite = self._nonfinite, None
+        if flag is None:
+            return
+        ranks = self.trainer.world_size if self._trainer is not None else 1
+        if ranks > 1:
+            flag = self.trainer.strategy.reduce(flag.to(torch.float32), reduce_op="sum")  # one collective
+        bad = int(flag.item())
+        if bad:
+            where = f" on {bad} of {ranks} ranks" if ranks > 1 else ""
             raise FloatingPointError(
-                f"training loss became NaN/inf within the {FINITE_CHECK_EVERY} steps before step {self.global_step}: "
-                "lower the learning rate; the last checkpoint is kept"
+                f"training loss became NaN/inf {when}{where}: lower the learning rate; the last checkpoint is kept"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A checkpoint written between two host reads of the finite-loss flag (every N steps, a
-        # mid-epoch validation) must not keep damaged weights: read the flag first.
-        if self._nonfinite is not None:
-            nonfinite, self._nonfinite = bool(self._nonfinite), None
-            if nonfinite:
-                raise FloatingPointError(
-                    f"training loss became NaN/inf before step {self.global_step}: lower the learning rate; "
-                    "the last checkpoint is kept"
-                )
+        # mid-epoch validation) must not keep damaged weights: read the flag first. Every rank builds
+        # the checkpoint at the same step, so the read may be a collective.
+        self._raise_if_nonfinite(f"before step {self.global_step}")
 
     def eval_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's."""
-        logits = self(x)
+        """Logits for evaluation; at test with ``tta_flip``, averaged with the mirrored image's.
+
+        The images and their mirrors go through the network in one call: a compiled network with CUDA
+        graphs (``compile_mode: reduce-overhead``) returns a buffer the next call overwrites, so two
+        calls would average the mirror's logits with themselves."""
         if stage == "test" and self.hparams.get("tta_flip"):
-            logits = (logits + self(x.flip(-1))) / 2
-        return logits
+            plain, mirrored = self(torch.cat([x, x.flip(-1)])).chunk(2)
+            return (plain + mirrored) / 2
+        return self(x)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
         x, y = batch

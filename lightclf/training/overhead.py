@@ -14,8 +14,8 @@ from lightclf.data import FashionMNIST
 from lightclf.measure.bench import parse_model_spec
 from lightclf.measure.bench_train import bench_optimizer
 from lightclf.measure.device import DeviceTimer, precision_context, resolve_device
-from lightclf.training.callbacks import TrainThroughput
 from lightclf.training.module import ImageClassifier
+from lightclf.training.throughput import TrainThroughput
 
 __all__ = ["fit_overhead"]
 

@@ -5,7 +5,7 @@ its spec is serialised to ``reports/<study>/wandb_report.json``, to publish late
 ``lightclf report --study ... --wandb-report ENTITY/PROJECT`` once online.
 
 Panels read what every lightclf fit logs: summary ``test/acc1``, ``params``, ``macs``,
-``train/device/samples_per_sec`` (ThroughputMonitor) and config ``factors.*`` (RunRecorder).
+``train/device/samples_per_sec`` (TrainThroughput) and config ``factors.*`` (RunRecorder).
 """
 
 from __future__ import annotations

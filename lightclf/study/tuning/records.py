@@ -19,6 +19,10 @@ from lightclf.tables import write_csv
 
 __all__ = ["TrialRow", "Pick", "write_records", "read_trials", "read_picks", "BASE_FIELDS"]
 
+# Per-trial record keys (Optuna user attributes), written by the tuner.
+RUNNER, ROOT, SEED_VALUES, FIT_SECONDS = "runner", "retry_of", "seed_values", "fit_seconds"
+ERROR, DIVERGED = "error", "diverged"
+
 BASE_FIELDS = ("arm", "arm_key", "trial", "state", "value", "seed_values", "epochs", "fit_seconds")
 
 
@@ -53,8 +57,6 @@ class Pick:
 def trial_rows(storage, arms) -> list[TrialRow]:
     """Every trial of every arm, from the Optuna storage."""
     import optuna
-
-    from lightclf.study.tuning.tuner import FIT_SECONDS, SEED_VALUES
 
     rows = []
     for arm in arms:

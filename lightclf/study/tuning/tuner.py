@@ -40,14 +40,12 @@ from lightclf.factors import Factors
 from lightclf.runs import RunRecord
 from lightclf.study.execution import Claim, Slot, forget_fit, holder_is_gone, start_fit, stopping
 from lightclf.study.spec import RunSpec, Study
+from lightclf.study.tuning.records import DIVERGED, ERROR, FIT_SECONDS, ROOT, RUNNER, SEED_VALUES, write_records
 from lightclf.study.tuning.space import TuneSpec
 
 __all__ = ["Arm", "Tuner", "TrialOutcome", "tuning_arms", "check_storage", "open_storage", "storage_path", "trial_spec"]
 
 POLL_SECONDS = 1.0
-# Per-trial record keys (Optuna user attributes).
-RUNNER, ROOT, SEED_VALUES, FIT_SECONDS = "runner", "retry_of", "seed_values", "fit_seconds"
-ERROR, DIVERGED = "error", "diverged"
 
 
 @dataclass(frozen=True)
@@ -340,8 +338,6 @@ class Tuner:
     def run(self) -> list[TrialOutcome]:
         """Trials until every arm has its budget, ``len(slot_groups)`` at a time; records written after
         each trial (``tuning.csv``, ``picks.yaml``)."""
-        from lightclf.study.tuning.records import write_records
-
         errors: list[BaseException] = []
 
         def worker(slots: list[Slot]) -> None:
