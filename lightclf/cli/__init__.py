@@ -122,6 +122,14 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 RESUMING_TOOLS = ("study", "tune", "gpu-study", "bench-tune")
 
 
+# Modules an optional extra brings, by the name Python imports: a command that needs one says which
+# extra to install in one line, whichever file imports it.
+EXTRAS = {
+    "scipy": "study", "statsmodels": "study", "matplotlib": "study", "optuna": "study", "submitit": "study",
+    "wandb_workspaces": "report", "onnx": "export", "onnxruntime": "export", "sklearn": "dev",
+}  # fmt: skip
+
+
 def _fail(message: str) -> None:
     exit_with_error(message)
 
@@ -164,6 +172,14 @@ def main(argv: list[str] | None = None) -> None:
         _command(argv)(argv)
     except USER_ERRORS as err:
         _fail(str(err))
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        what = argv[0] if argv else "lightclf"
+        _fail(
+            f"`lightclf {what}` needs {top}, which lightclf's [{EXTRAS[top]}] extra installs: pip install 'lightclf[{EXTRAS[top]}]'"
+        )
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
