@@ -84,7 +84,7 @@ def _cases(config: Path, ckpt: Path, f: dict[str, Path]) -> list[tuple[str, list
         ("label smoothing", [*fit, "--model.label_smoothing", "-0.1"]),
         ("mixup", [*fit, "--model.mixup_alpha", "-0.2"]),
         ("optimizer class", [*fit, "--model.optimizer", "torch.optim.NoSuchOpt"]),
-        ("callback class", [*fit, "--trainer.callbacks+=lightclf.training.callbacks.NoSuchCallback"]),
+        ("callback class", [*fit, "--trainer.callbacks+=lightclf.training.resume.NoSuchCallback"]),
         # paths and checkpoints
         ("resume missing ckpt", [*fit, "--ckpt_path", "/nope/last.ckpt"]),
         ("resume text ckpt", [*fit, "--ckpt_path", str(f["notckpt"])]),

@@ -173,7 +173,7 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tmp_path):
 def test_test_every_epoch_records_the_test_curve(tmp_path):
     from conftest import SMOKE_CALLBACKS
 
-    callbacks = [*SMOKE_CALLBACKS, {"class_path": "lightclf.training.callbacks.TestEveryEpoch"}]
+    callbacks = [*SMOKE_CALLBACKS, {"class_path": "lightclf.training.evaluation.TestEveryEpoch"}]
     overrides = {"trainer.callbacks": callbacks, "trainer.limit_test_batches": 1.0, "model.ema_decay": 0.9}
     config = smoke_config(tmp_path, **overrides, **{"model.tta_flip": True})
     result = run_lightclf("fit", "--config", str(config))
@@ -195,7 +195,7 @@ def test_ema_update_equals_averaged_models_and_reads_no_device_count():
     from torch.optim.swa_utils import AveragedModel
 
     from lightclf.library_hooks import averaged_model
-    from lightclf.training.callbacks import EMA
+    from lightclf.training.ema import EMA
 
     def timm_warmup_ema(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """The reference, one tensor at a time: decay min(0.9, (1 + n) / (10 + n)); counts copied."""

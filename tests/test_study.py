@@ -238,7 +238,7 @@ def test_study_runs_log_their_spec_as_wandb_factors(tmp_path):
     from types import SimpleNamespace
 
     from lightclf.runs import RunRecord
-    from lightclf.training.callbacks import run_factors
+    from lightclf.training.run_folder import run_factors
 
     trainer = SimpleNamespace(logger=None, default_root_dir=str(tmp_path))
     module = SimpleNamespace(trainer=trainer, hparams={"network": "ddsnet", "network_kwargs": {"width_multiplier": 1.0},

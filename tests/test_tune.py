@@ -267,7 +267,7 @@ def test_a_validation_only_fit_refuses_the_test_split(tmp_path, tmp_config):
     config = tmp_config(**{"trainer.max_epochs": 1, "trainer.limit_train_batches": 2})
     result = run_lightclf(
         "fit", "--config", str(config), "--validation_only", "true",
-        "--trainer.callbacks+=lightclf.training.callbacks.TestEveryEpoch",
+        "--trainer.callbacks+=lightclf.training.evaluation.TestEveryEpoch",
     )  # fmt: skip
     assert result.returncode == 2
     assert "test split is locked" in result.stderr.strip().splitlines()[-1]

@@ -146,8 +146,8 @@ def _interrupted(name: str, code: int, command: str | None = None) -> None:
         hint = f"; run `lightclf {command} ...` again to resume"
     elif command in COMMANDS:
         hint = ""
-    elif "lightclf.training.callbacks" in sys.modules:
-        from lightclf.training.callbacks import RESUME_FROM
+    elif "lightclf.training.run_folder" in sys.modules:
+        from lightclf.training.run_folder import RESUME_FROM
 
         hint = f"; resume with --ckpt_path {RESUME_FROM[0]}" if RESUME_FROM else "; no checkpoint was written yet"
     else:

@@ -14,15 +14,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightclf.data import ImageDataModule
 from lightclf.errors import ConfigError, exit_with_error
 from lightclf.library_hooks import JSONARGPARSE_KEY_LINE
-from lightclf.training.callbacks import (
-    GracefulStop,
-    LastCheckpoint,
-    ReceptiveFieldProbe,
-    RunConfigSaver,
-    RunRecorder,
-)
 from lightclf.training.checkpoints import read_checkpoint
+from lightclf.training.evaluation import ReceptiveFieldProbe
 from lightclf.training.module import ImageClassifier
+from lightclf.training.resume import GracefulStop, LastCheckpoint
+from lightclf.training.run_folder import RunConfigSaver, RunRecorder
 from lightclf.training.wandb_env import configure_wandb
 
 __all__ = ["LightclfCLI", "OneLineErrorParser", "one_line_error", "run_cli"]

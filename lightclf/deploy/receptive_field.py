@@ -8,8 +8,8 @@ from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
 from lightclf.measure.receptive_field import effective_receptive_field
 from lightclf.runs import RunRecord
-from lightclf.training.callbacks import probe_images
 from lightclf.training.checkpoints import datamodule_from_run, load_run
+from lightclf.training.evaluation import probe_images
 
 __all__ = ["main"]
 

@@ -44,7 +44,7 @@ class ImageClassifier(L.LightningModule):
         aux_loss_weight: weight of auxiliary logits (GoogLeNet) in the training loss.
         mixup_alpha / cutmix_alpha: > 0 turns on timm's Mixup / CutMix (one of them per batch).
         ema_decay: keep an EMA of the weights (Lightning's EMAWeightAveraging, via
-            ``lightclf.training.callbacks.EMA``): validated, checkpointed and tested in place of the raw weights.
+            ``lightclf.training.ema.EMA``): validated, checkpointed and tested in place of the raw weights.
         tta_flip: test on the mean of the logits of each image and its horizontal mirror.
         channels_last: memory format for training; ``None`` = the one measured faster on this
             device type: channels_last on CPU (``reports/bench``); contiguous on CUDA until measured
@@ -178,7 +178,7 @@ class ImageClassifier(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         if self.hparams.get("ema_decay") is None:
             return []
-        from lightclf.training.callbacks import EMA
+        from lightclf.training.ema import EMA
 
         return [EMA(decay=self.hparams.ema_decay)]
 

@@ -1,0 +1,214 @@
+"""The run folder's writers: ``complexity.json`` and ``results.json`` as a fit goes (RunRecorder), the
+resolved config (RunConfigSaver), and the helpers naming a trainer's run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightclf.factors import Factors
+from lightclf.runs import RunRecord, run_path
+from lightclf.training.resume import AgreedStop
+
+__all__ = ["run_dir", "run_record", "record_writer", "run_factors", "RESUME_FROM", "RunRecorder", "RunConfigSaver"]
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """The run's own folder: ``<save_dir>/<project>/<run id>`` for W&B (where checkpoints go too)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return run_path(logger.save_dir, str(logger.name), str(logger.version))
+    if logger is not None and logger.log_dir:
+        return Path(logger.log_dir)
+    return Path(trainer.default_root_dir)
+
+
+def run_record(trainer: L.Trainer) -> RunRecord:
+    """The run folder's record as it is on disk now."""
+    return RunRecord.read(run_dir(trainer))
+
+
+def record_writer(trainer: L.Trainer) -> RunRecord:
+    """The run folder's record, unread, to write through (``update`` merges into results.json itself)."""
+    return RunRecord(folder=run_dir(trainer))
+
+
+def run_factors(pl_module: L.LightningModule) -> dict[str, Any]:
+    """The run's factors as W&B config ``factors.*`` (panels group and plot by them): the one
+    ``Factors`` record every study, report and sweep uses, plus its label as ``config``. A study
+    run's come from the study's spec for it (``study.json``: its budget and recipe overrides
+    included, which the module never sees); a plain fit's from the module's hyperparameters."""
+    spec = run_record(pl_module.trainer).factors
+    hp = pl_module.hparams
+    factors = Factors.from_study(
+        spec
+        if spec.get("network")
+        else {
+            "network": getattr(pl_module, "network_name", None) or hp.get("network"),
+            "network_kwargs": dict(hp.get("network_kwargs") or {}),
+            "resolution": hp.get("img_size"),
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+        }
+    )
+    return {**factors.as_dict(), "config": factors.configuration.label}
+
+
+def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    out = {}
+    for key, value in trainer.callback_metrics.items():
+        value = value.item() if isinstance(value, torch.Tensor) else value
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+# The checkpoint an interrupted fit of this process can resume from (set when it stops), for the CLI's message.
+RESUME_FROM: list[str] = []
+
+
+class RunRecorder(L.Callback):
+    """Writes ``complexity.json`` at fit start and ``results.json`` as stages end; logs both to W&B.
+
+    Cost figures go to the W&B run's summary and config, so every run carries the same
+    params / MACs / size / receptive field.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.complexity: dict[str, Any] | None = None
+
+    def _record(self, trainer: L.Trainer, **updates: Any) -> None:
+        record_writer(trainer).update(**updates)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        complexity = pl_module.complexity().as_dict()  # measured once, shared with flops_per_batch
+        complexity["network"] = getattr(pl_module, "network_name", type(pl_module).__name__)
+        self.complexity = complexity
+        if trainer.is_global_zero:
+            record_writer(trainer).write(RunRecord.COMPLEXITY, complexity)
+            self._record(
+                trainer,
+                status="running",
+                network=complexity["network"],
+                started=self.started,
+                max_epochs=trainer.max_epochs,
+            )
+            self._log_to_wandb(trainer, complexity)
+
+    @rank_zero_only
+    def _log_to_wandb(self, trainer: L.Trainer, complexity: dict[str, Any]) -> None:
+        factors = run_factors(trainer.lightning_module)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update({k: v for k, v in complexity.items() if v is not None})
+                logger.experiment.config.update({"complexity": complexity, "factors": factors}, allow_val_change=True)
+            else:
+                logger.log_hyperparams({"complexity": complexity})
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        logger = trainer.logger
+        datamodule = trainer.datamodule
+        checkpoint["lightclf"] = {
+            "network": getattr(pl_module, "network_name", None),
+            "wandb_id": logger.version if isinstance(logger, WandbLogger) else None,
+            "run_dir": str(run_dir(trainer)),
+            # What `lightclf predict` / `export` need to preprocess images exactly as the test set was.
+            "class_names": list(getattr(datamodule, "class_names", ()) or ()),
+            "preprocessing": datamodule.preprocessing.as_dict() if hasattr(datamodule, "preprocessing") else None,
+            "data_class": type(datamodule).__name__ if datamodule is not None else None,
+        }
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = _scalar_metrics(trainer)
+            # Validation ran before this hook: the per-epoch validation curve is what a tuner's pruner
+            # reads. A resumed fit keeps the epochs recorded before (and replaces a re-run epoch's).
+            history = [e for e in run_record(trainer).val_per_epoch if e.get("epoch") != trainer.current_epoch]
+            val = {k: v for k, v in metrics.items() if k.startswith("val/")}
+            if val:
+                history.append({"epoch": trainer.current_epoch, **val})
+            self._record(
+                trainer,
+                epoch=trainer.current_epoch,
+                global_step=trainer.global_step,
+                last=metrics,
+                val_per_epoch=history,
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            ckpt = trainer.checkpoint_callback
+            best = getattr(ckpt, "best_model_path", "") if ckpt else ""
+            status = "interrupted" if trainer.interrupted else "fit_done"
+            self._record(
+                trainer,
+                status=status,
+                fit_metrics=_scalar_metrics(trainer),
+                best_ckpt=best,
+                fit_seconds=round(time.time() - self.started, 1),
+                global_step=trainer.global_step,
+            )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            test = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test/")}
+            self._record(trainer, status="finished", test_metrics=test)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.summary.update(test)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact. Saving is a
+        # collective under DDP (rank 0 writes, then a barrier): every rank saves after an AgreedStop, which
+        # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
+        # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
+        lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
+        if interrupted:
+            # What the CLI's one line names to resume from: the file this stop leaves (no last.ckpt exists
+            # before the first epoch ends; a stop that could not save keeps the last epoch's).
+            checkpoints = record_writer(trainer).checkpoints
+            RESUME_FROM[:] = [str(checkpoints / "last.ckpt")] if (checkpoints / "last.ckpt").exists() else []
+        if interrupted and lockstep:
+            path = record_writer(trainer).checkpoints / "interrupted.ckpt"
+            try:
+                trainer.save_checkpoint(path)
+                RESUME_FROM[:] = [str(path)]
+            except OSError:  # rank 0 could not write: still meet the other ranks at the barrier
+                trainer.strategy.barrier("interrupted.ckpt")
+        if trainer.is_global_zero:
+            error = f"{type(exception).__name__}: {exception}"[:500]
+            self._record(trainer, status="interrupted" if interrupted else "failed", error=error)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run's own folder and the W&B run config.
+
+    Lightning's default writes ``config.yaml`` into the logger's shared save_dir and refuses
+    the second run there (Lightning issue 17168); one folder per run avoids the collision.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = run_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.config_filename if stage == "fit" else f"config_{stage}.yaml"
+        self.parser.save(self.config, str(folder / name), skip_none=False, overwrite=True, multifile=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                config = self.parser.dump(self.config, skip_none=False, format="json")
+                logger.experiment.config.update({"lightclf_config": json.loads(config)}, allow_val_change=True)
