@@ -55,7 +55,7 @@ def test_export_onnx_torchscript_int8(trained_checkpoint, tmp_path, run_here):
     data = datamodule_from_run(run)  # the export's own batches: onnxruntime's sums depend on the batch size
     data.setup("test")
     correct, total = {"fp32": 0, "int8": 0}, 0
-    from lightclf.deploy.onnx import ort_session  # the session options the export timed and scored with
+    from lightclf.measure.onnx import ort_session  # the session options the export timed and scored with
 
     sessions = {
         "fp32": ort_session(out / f"{trained_checkpoint.stem}.onnx"),

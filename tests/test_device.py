@@ -37,8 +37,8 @@ def test_cuda_timer_records_events_and_syncs_its_device(monkeypatch):
             assert enable_timing
             self.at = None
 
-        def record(self) -> None:
-            calls.append("record")
+        def record(self, stream=None) -> None:
+            calls.append(("record", stream))
             self.at = len(calls)
 
         def synchronize(self) -> None:
@@ -51,6 +51,7 @@ def test_cuda_timer_records_events_and_syncs_its_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 123_400_000)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
     timer = DeviceTimer(torch.device("cuda", 1))
     assert timer.uses_events
     seconds = timer.seconds(lambda: calls.append("work"), iters=4)
@@ -58,12 +59,12 @@ def test_cuda_timer_records_events_and_syncs_its_device(monkeypatch):
     # The queue drained before, then the work between two events, then one wait on the end event.
     assert calls == [
         ("sync", torch.device("cuda", 1)),
-        "record",
+        ("record", "stream of cuda:1"),  # the measured device's queue, not the current device's
         "work",
         "work",
         "work",
         "work",
-        "record",
+        ("record", "stream of cuda:1"),
         "event-sync",
     ]
     timer.reset_peak_memory()
@@ -90,7 +91,7 @@ def test_benchmarks_run_on_the_cpu_and_name_their_device_and_precision():
     spec = "ddsnet:width_multiplier=0.25,small_input=true"
     (row,) = run_bench([spec], [32], ["contiguous"], ["eager"], batch_size=2, repeats=1, warmup=1, iters=1,
                        device="cpu", precision="bf16-mixed", log=lambda m: None)  # fmt: skip
-    assert (row.device, row.precision, row.provider, row.peak_memory_mb) == ("cpu", "bf16-mixed", "", None)
+    assert (row.device, row.precision, row.provider, row.process_peak_mb) == ("cpu", "bf16-mixed", "", None)
     (ort,) = run_bench([spec], [32], ["contiguous"], ["onnxruntime"], batch_size=2, repeats=1, warmup=1, iters=1,
                        device="cpu", log=lambda m: None)  # fmt: skip
     assert ort.provider == "CPUExecutionProvider"  # the provider that ran it, not the requested device

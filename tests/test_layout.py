@@ -15,7 +15,7 @@ PACKAGE = REPO / "lightclf"
 LAYERS = {
     "lightclf.errors": 0, "lightclf.runs": 0, "lightclf.cli_args": 0, "lightclf.geometry": 0, "lightclf.tables": 0, "lightclf.factors": 0,
     "lightclf.library_hooks": 0, "lightclf.host_allocator": 0, "lightclf.devices": 0,
-    "lightclf.models": 1, "lightclf.deploy.onnx": 1,  # the format deploy owns and bench times
+    "lightclf.models": 1,
     "lightclf.data": 2,
     "lightclf.measure": 3,
     "lightclf.training": 4,

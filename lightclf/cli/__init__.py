@@ -17,13 +17,13 @@ __all__ = ["COMMANDS", "main"]
 
 
 def bench(argv: list[str]) -> None:
-    from lightclf.measure.bench import main as bench_main
+    from lightclf.measure.bench_cli import main as bench_main
 
     bench_main(argv)
 
 
 def bench_compare(argv: list[str]) -> None:
-    from lightclf.measure.bench import compare_main
+    from lightclf.measure.bench_cli import compare_main
 
     compare_main(argv)
 

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from lightclf.cli_args import ToolArgumentParser
-from lightclf.deploy.onnx import export_onnx_model, onnx_session, ort_session
 from lightclf.errors import ConfigError, DataError
 from lightclf.measure.accuracy import count_correct
 from lightclf.measure.bench import alternating_rounds, time_batches
 from lightclf.measure.complexity import inference_copy, state_dict_bytes
+from lightclf.measure.onnx import export_onnx_model, onnx_session, ort_session
 from lightclf.runs import ExportCheck, ExportFigures, Fp32Figures, Int8Figures, RunRecord
 from lightclf.training.checkpoints import LoadedRun, datamodule_from_run, load_run
 

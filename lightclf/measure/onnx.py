@@ -1,7 +1,7 @@
 """ONNX, the deployable format: export a net to a file (or bytes) and run it with onnxruntime.
 
-Deployment owns it (``lightclf export``); the inference benchmark times the same sessions, so this
-module sits below both and imports nothing else of lightclf (tests/test_layout.py).
+``lightclf export`` writes and checks these files and the inference benchmark times the same sessions,
+so it lives with the measuring code, which deployment (a tool layer) may import.
 """
 
 from __future__ import annotations
