@@ -15,11 +15,39 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 
-__all__ = ["Factors", "Question", "Choice", "PROPOSED_FAMILY", "MOVES_WITH"]
+__all__ = ["Factors", "Question", "Choice", "PROPOSED_FAMILY", "MOVES_WITH", "ALIASES", "canonical", "fold_settings"]
 
 PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
 _KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
 _BUDGET_KEYS = ("data.init_args.train_subset", "trainer.max_epochs")
+
+
+# The DDSNet knobs' short names, kept as aliases of the config keys they set: a study, a question or a
+# choice may name either (``width_multiplier`` or ``model.network_kwargs.width_multiplier``).
+ALIASES: dict[str, str] = {
+    "network": "model.network",
+    "resolution": "data.init_args.resolution",
+    **{k: f"model.network_kwargs.{k}" for k in _KWARGS},
+}
+_BY_KEY = {key: short for short, key in ALIASES.items()}
+NETWORK_KWARG = "model.network_kwargs."
+
+
+def canonical(name: str) -> str:
+    """A factor's name as Factors knows it: a short name stays; a config key with a short alias becomes
+    the alias; any other config key stays as it is (a generic factor)."""
+    return _BY_KEY.get(name, name)
+
+
+def split_setting(key: str) -> tuple[str, str]:
+    """Where a study factor named by a config key goes in a fit: ``("network_kwargs", name)`` for
+    ``model.network_kwargs.<name>``, ``("resolution", "")``, or ``("overrides", key)``."""
+    key = ALIASES.get(key, key)
+    if key.startswith(NETWORK_KWARG):
+        return "network_kwargs", key[len(NETWORK_KWARG) :]
+    if key == ALIASES["resolution"]:
+        return "resolution", ""
+    return "overrides", key
 
 
 # Factors one cannot change alone within the DDSNet family: a schedule sets the rate (none = 1),
@@ -44,16 +72,24 @@ class Factors:
     budget: str = "full"  # "20k img x 2 ep", or "full" (the base config's)
     other: str = ""  # other network kwargs and recipe overrides, as a sorted JSON object ("" when none)
     seed: int | None = None
+    # Every setting the study made for the run, by config key (budget keys included): what a generic
+    # factor (any config key) is read from. Derived from the fields' inputs, so never compared or shown.
+    settings: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_study(cls, factors: dict[str, Any]) -> Factors:
-        """From a run's ``study.json`` factors (the study's spec for it)."""
+        """From a run's ``study.json`` factors (the study's spec for it); factors named by config keys
+        (``model.network_kwargs.drop_rate``, ``model.optimizer.init_args.lr``) are folded in first."""
+        factors = fold_settings(factors)
         kwargs = dict(factors.get("network_kwargs") or {})
         for key in _KWARGS:
             if factors.get(key) is not None:
                 kwargs.setdefault(key, factors[key])
         network = factors["network"]
         overrides = dict(factors.get("overrides") or {})
+        settings = {ALIASES["network"]: network, **{NETWORK_KWARG + k: v for k, v in kwargs.items()}, **overrides}
+        if factors.get("resolution") is not None:
+            settings[ALIASES["resolution"]] = factors["resolution"]
         images, epochs = (overrides.pop(key, None) for key in _BUDGET_KEYS)
         budget = ([f"{images / 1000:g}k img"] if images else []) + ([f"{epochs} ep"] if epochs else [])
         proposed = network in PROPOSED_FAMILY
@@ -77,6 +113,7 @@ class Factors:
             budget=" x ".join(budget) if budget else "full",
             other=json.dumps(other, sort_keys=True) if other else "",
             seed=factors.get("seed"),
+            settings=settings,
         )
 
     @property
@@ -87,6 +124,13 @@ class Factors:
     def configuration(self) -> Factors:
         """The same factors without the seed: what seeds of one configuration share."""
         return replace(self, seed=None)
+
+    def value(self, name: str) -> Any:
+        """A factor by its short name or by any config key the study set (None when it set none)."""
+        name = canonical(name)
+        if name in _FIELDS:
+            return getattr(self, name)
+        return self.settings.get(name)
 
     @property
     def label(self) -> str:
@@ -116,16 +160,26 @@ class Factors:
         return f"{self.network}:{body}" if body else self.network
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The typed factors (the settings they come from left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "settings"}
 
     def matches(self, wanted: dict[str, Any]) -> bool:
-        """True when every named factor has the wanted value."""
-        return all(getattr(self, k) == v for k, v in wanted.items())
+        """True when every named factor (short name or config key) has the wanted value."""
+        return all(self.value(k) == v for k, v in wanted.items())
 
     def differs_only_in(self, other: Factors, *names: str) -> bool:
-        """True when the two agree on every factor but ``names`` (the seed included, unless named)."""
+        """True when the two agree on every factor but ``names`` (the seed included, unless named). A
+        name that is a config key (a generic factor) is left out of the settings compared, and the
+        ``other`` label that carries it is compared through the settings instead."""
+        names = {canonical(n) for n in names}
+        generic = {n for n in names if n not in _FIELDS}
         mine, theirs = self.as_dict(), other.as_dict()
-        return all(mine[k] == theirs[k] for k in mine if k not in names)
+        if not generic:
+            return all(mine[k] == theirs[k] for k in mine if k not in names)
+        if not all(mine[k] == theirs[k] for k in mine if k not in names and k != "other"):
+            return False
+        keys = (set(self.settings) | set(other.settings)) - generic - set(ALIASES.values())
+        return all(self.settings.get(k) == other.settings.get(k) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -169,9 +223,30 @@ class Choice:
         return cls(raw["name"], {str(k): dict(v) for k, v in options.items()}, dict(raw.get("where") or {}))
 
 
+def fold_settings(factors: dict[str, Any]) -> dict[str, Any]:
+    """A study spec's factors with those named by config keys moved where a fit takes them: network
+    kwargs into ``network_kwargs``, the resolution into ``resolution``, the rest into ``overrides``."""
+    folded = {k: v for k, v in factors.items() if "." not in k}
+    for key, value in factors.items():
+        if "." not in key:
+            continue
+        where, name = split_setting(key)
+        if where == "resolution":
+            folded["resolution"] = value
+        else:
+            folded[where] = {**(folded.get(where) or {}), (name or key): value}
+    return folded
+
+
 def _check_factor_names(section: str, name: Any, part: str, wanted: dict[str, Any] | None) -> None:
     if wanted is not None and not isinstance(wanted, dict):
         raise ConfigError(f"{section}: {name!r} {part} must be a mapping of factors to values, got {wanted!r}")
-    bad = set(wanted or {}) - set(Factors.__dataclass_fields__)
+    bad = {k for k in wanted or {} if k not in _FIELDS and "." not in k}
     if bad:
-        raise ConfigError(f"{section}: {name!r} {part} names unknown factors {sorted(bad)}")
+        raise ConfigError(
+            f"{section}: {name!r} {part} names unknown factors {sorted(bad)} (a factor is one of {sorted(_FIELDS)} "
+            "or a fit config key like model.network_kwargs.drop_rate)"
+        )
+
+
+_FIELDS = frozenset(f for f in Factors.__dataclass_fields__ if f != "settings")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from lightclf import library_hooks
@@ -29,10 +27,33 @@ def test_lightning_ema_keeps_its_average_and_last_update_where_lightclf_reads_th
     assert library_hooks.averaged_model(callback) is None and library_hooks.last_update_step(callback) == 0
     library_hooks.set_last_update_step(callback, 7)
     assert callback.state_dict()["latest_update_step"] == 7  # the attribute is the one Lightning checkpoints
-    # Lightning's own update reads and writes the same attributes (what lightclf's EMA replaces).
-    update = inspect.getsource(WeightAveraging.on_train_batch_end)
-    assert "self._latest_update_step" in update and "self._average_model.update_parameters" in update
-    assert "self._average_model = AveragedModel(" in inspect.getsource(WeightAveraging.setup)
+    # Lightning's own update writes the same attributes (what lightclf's EMA replaces): a real fit of a
+    # tiny model with Lightning's EMAWeightAveraging leaves its average and its last update step there.
+    import lightning as L
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.layer(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(24, 4), torch.randint(0, 2, (24,))), batch_size=8)
+    ema = EMAWeightAveraging(decay=0.5)
+    trainer = L.Trainer(max_epochs=1, callbacks=[ema], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(Tiny(), data)
+    assert isinstance(ema, WeightAveraging) and isinstance(library_hooks.averaged_model(ema), AveragedModel)
+    assert library_hooks.last_update_step(ema) == trainer.global_step == 3  # updated after each of the 3 steps
 
 
 def test_wandb_workspaces_serialises_offline_through_the_patched_lookup():

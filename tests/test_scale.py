@@ -109,8 +109,12 @@ def test_a_second_runner_skips_runs_the_first_holds(tmp_path):
     assert json.loads((study.run_dir(study.specs()[1]) / "results.json").read_text())["status"] == "finished"
 
 
-def test_slots_split_cores_or_spread_gpus():
-    assert [s.threads for s in plan_slots(2, None, threads=None)] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+def test_slots_split_cores_or_spread_gpus(monkeypatch):
+    # The cores this process may use (its affinity mask, as under taskset or a SLURM allocation), not
+    # the machine's: 6 allowed of however many there are.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert [s.threads for s in plan_slots(2, None, threads=None)] == [3, 3]
+    assert [s.threads for s in plan_slots(4, None, threads=None)] == [1, 1, 1, 1]
     slots = plan_slots(5, ["0", "1"])
     assert [s.device for s in slots] == ["0", "1", "0", "1", "0"]  # round-robin, several jobs per GPU
     env = slots[1].env()

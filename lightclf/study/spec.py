@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from lightclf.errors import ConfigError
+from lightclf.factors import fold_settings
 from lightclf.runs import RunRecord, run_path
 
 __all__ = ["FACTORS", "RunSpec", "Study", "load_study"]
@@ -63,7 +64,7 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        f = self.factors
+        f = fold_settings(self.factors)
         parts = [f["network"]]
         for key, short in (
             ("width_multiplier", "w"), ("resolution", "r"), ("dilation", "d"), ("dilation_schedule", ""), ("seed", "s"),
@@ -77,7 +78,7 @@ class RunSpec:
         return "-".join(str(p) for p in parts)
 
     def cli_args(self, base_config: str | list[str], save_dir: str, project: str) -> list[str]:
-        f = self.factors
+        f = fold_settings(self.factors)  # factors named by config keys go where the fit takes them
         configs = [base_config] if isinstance(base_config, str) else list(base_config)
         kwargs = {k: f[k] for k in NETWORK_KWARGS if f.get(k) is not None}
         kwargs.update(f.get("network_kwargs") or {})
@@ -88,6 +89,7 @@ class RunSpec:
                 for k in ("width_multiplier", "resolution", "dilation", "dilation_schedule")
                 if f.get(k) is not None
             ]
+            + [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.factors.items() if "." in key]
             + list(self.tags)
             + (["tuned"] if self.tuned else [])
             + (["recipe"] if self.recipe_fixed else [])
@@ -265,15 +267,18 @@ def load_study(path: str | Path) -> Study:
     for key in ("name", "base_config", "grid"):
         if key not in raw:
             raise ConfigError(f"study config {path}: missing '{key}'")
-    bad = set(raw["grid"]) - set(FACTORS) - {"network_kwargs"}
+    bad = {k for k in raw["grid"] if k not in (*FACTORS, "network_kwargs") and "." not in k}
     if bad:
-        raise ConfigError(f"study config {path}: grid factors {sorted(bad)} unknown (use {FACTORS})")
+        raise ConfigError(
+            f"study config {path}: grid factors {sorted(bad)} unknown (use {FACTORS} or any fit config key, "
+            "e.g. model.network_kwargs.drop_rate)"
+        )
     if "network" not in raw["grid"]:
         raise ConfigError(f"study config {path}: grid needs a 'network' list")
     for run in raw.get("runs", []):
         if "network" not in run:
             raise ConfigError(f"study config {path}: every entry of 'runs' needs a 'network'")
-        bad = set(run) - set(RUN_KEYS) - set(RUN_OPTIONS)
+        bad = {k for k in run if k not in (*RUN_KEYS, *RUN_OPTIONS) and "." not in k}
         if bad:
             raise ConfigError(f"study config {path}: run keys {sorted(bad)} unknown (use {RUN_KEYS} or {RUN_OPTIONS})")
         if run.get("tune", False) not in (True, False):

@@ -19,7 +19,7 @@ __all__ = ["KEY_FACTORS", "RunRow", "ConfigurationRow", "collect_runs", "collect
 # The configuration's factors, as in ``Factors`` (the seed aside). "budget" (training images x
 # epochs) and "other" (other kwargs and recipe overrides) are factors too: runs trained on different
 # budgets or recipes are different configurations, never paired, never in one row of a factor table.
-KEY_FACTORS = tuple(f.name for f in fields(Factors) if f.name != "seed")
+KEY_FACTORS = tuple(f.name for f in fields(Factors) if f.name not in ("seed", "settings"))
 
 
 def role(factors: Factors) -> str:

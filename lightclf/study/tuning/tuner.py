@@ -38,7 +38,7 @@ from typing import Any
 from lightclf.errors import ConfigError
 from lightclf.factors import Factors
 from lightclf.runs import RunRecord
-from lightclf.study.execution import Claim, Slot, forget_fit, holder_is_gone, start_fit, stopping
+from lightclf.study.execution import Claim, Slot, forget_fit, holder_is_gone, start_fit, stop_fits, stopping
 from lightclf.study.spec import RunSpec, Study
 from lightclf.study.tuning.records import DIVERGED, ERROR, FIT_SECONDS, ROOT, RUNNER, SEED_VALUES, write_records
 from lightclf.study.tuning.space import TuneSpec
@@ -357,9 +357,17 @@ class Tuner:
         threads = [threading.Thread(target=worker, args=(group,), daemon=True) for group in self.slot_groups]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)
+        except BaseException:
+            # Ctrl-C / SIGTERM: stop the fits, then let each worker tell its trial (re-queued, so the next
+            # run resumes its fits) before this process goes; a worker that cannot is reaped next time.
+            stop_fits()
+            for thread in threads:
+                thread.join(90)
+            raise
         if errors:
             raise errors[0]
         write_records(self.study, self.tune, self.storage, self.arms)
