@@ -62,6 +62,8 @@ MOVES_WITH: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Factors:
+    """A run's factors, typed: the network and its knobs, the resolution, the budget, other settings and the seed."""
+
     network: str
     width_multiplier: float | None = None
     resolution: int | None = None
@@ -184,6 +186,8 @@ class Factors:
 
 @dataclass(frozen=True)
 class Question:
+    """A question a study asks: arm ``b`` minus arm ``a`` on test top-1, among the runs matching ``where``."""
+
     name: str
     a: dict[str, Any]
     b: dict[str, Any]

@@ -37,6 +37,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BlockSpec:
+    """One depthwise-separable block of the DDSNet body: output channels (before the width multiplier) and stride."""
+
     out_chs: int
     stride: int
 
@@ -160,6 +162,8 @@ def taps_inside(size: int, dilation: int) -> float:
 
 @dataclass(frozen=True)
 class BlockGeometry:
+    """One block at one input size: map size, stride, dilation rate, receptive field after it and the share of taps on the map."""
+
     block: int
     channels: int  # before the width multiplier
     stride: int

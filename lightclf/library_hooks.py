@@ -28,10 +28,12 @@ def averaged_model(callback: Any) -> Any:
 
 
 def last_update_step(callback: Any) -> int:
+    """The step of the callback's last EMA update (Lightning checkpoints it)."""
     return callback._latest_update_step
 
 
 def set_last_update_step(callback: Any, step: int) -> None:
+    """Set the step of the callback's last EMA update (lightclf's EMA updates it itself)."""
     callback._latest_update_step = step
 
 

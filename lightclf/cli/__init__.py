@@ -17,18 +17,21 @@ __all__ = ["COMMANDS", "main"]
 
 
 def bench(argv: list[str]) -> None:
+    """`lightclf bench`: inference img/s and latency, models interleaved."""
     from lightclf.measure.bench_cli import main as bench_main
 
     bench_main(argv)
 
 
 def bench_compare(argv: list[str]) -> None:
+    """`lightclf bench-compare`: throughput ratios (our nets vs timm's, dilated vs undilated)."""
     from lightclf.measure.bench_cli import compare_main
 
     compare_main(argv)
 
 
 def bench_train(argv: list[str]) -> None:
+    """`lightclf bench-train`: training img/s, interleaved, with the fit-vs-bare-loop overhead."""
     from lightclf.measure.bench_train import main as bench_train_main
     from lightclf.training.overhead import fit_overhead
 
@@ -36,48 +39,56 @@ def bench_train(argv: list[str]) -> None:
 
 
 def study(argv: list[str]) -> None:
+    """`lightclf study`: run a study's fits (resumable; --jobs, SLURM, sweeps)."""
     from lightclf.study.runner import main as study_main
 
     study_main(argv)
 
 
 def tune(argv: list[str]) -> None:
+    """`lightclf tune`: tune every arm of a study with the same Optuna search on validation."""
     from lightclf.study.tuning.cli import main as tune_main
 
     tune_main(argv)
 
 
 def bench_tune(argv: list[str]) -> None:
+    """`lightclf bench-tune`: the tuner against a full grid of the same space."""
     from lightclf.study.tuning.bench import main as bench_tune_main
 
     bench_tune_main(argv)
 
 
 def gpu_study(argv: list[str]) -> None:
+    """`lightclf gpu-study`: the prepared converged study on a GPU box (or --smoke on a CPU)."""
     from lightclf.study.gpu import main as gpu_main
 
     gpu_main(argv)
 
 
 def report(argv: list[str]) -> None:
+    """`lightclf report`: a study's report (tables, verdicts, plots, W&B)."""
     from lightclf.study.report import main as report_main
 
     report_main(argv)
 
 
 def export(argv: list[str]) -> None:
+    """`lightclf export`: ONNX, TorchScript and int8 from a checkpoint, each checked and timed."""
     from lightclf.deploy.export import main as export_main
 
     export_main(argv)
 
 
 def erf(argv: list[str]) -> None:
+    """`lightclf erf`: the effective receptive field of a checkpoint."""
     from lightclf.deploy.receptive_field import main as erf_main
 
     erf_main(argv)
 
 
 def predict_images(argv: list[str]) -> None:
+    """`lightclf predict --input`: top-k classes for photos and folders."""
     from lightclf.deploy.predict import main as predict_main
 
     predict_main(argv)
@@ -165,6 +176,7 @@ def _command(argv: list[str]) -> Callable[[list[str]], None]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     tune_host_allocator()  # before the first tensor: CPU steps otherwise re-fault their activations

@@ -40,6 +40,7 @@ def _latency_ms(fn, x: torch.Tensor, repeats: int = 5, iters: int = 5) -> float:
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> ExportCheck:
+    """Export the classifier to ONNX and check it against PyTorch on the same images."""
     model = model.eval()
     run = onnx_session(model, example, path, dynamic_batch=True)
     return _check_export(model, run, example, path, torch_ms_per_image=round(_latency_ms(model, example), 4))
@@ -63,6 +64,7 @@ def _check_export(
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> ExportCheck:
+    """Export the classifier to TorchScript and check it against PyTorch on the same images."""
     model = model.eval()
     with torch.inference_mode():
         traced = torch.jit.trace(model, example)
@@ -135,6 +137,7 @@ def _example(run: LoadedRun, datamodule=None, batch: int = 8) -> tuple[torch.Ten
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--format", nargs="+", default=["onnx"], choices=["onnx", "torchscript", "int8"])

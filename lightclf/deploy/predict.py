@@ -40,6 +40,7 @@ def preprocess(image, run: LoadedRun) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_paths(run: LoadedRun, paths: list[Path], topk: int = 5, batch_size: int = 32) -> list[dict]:
+    """Top-k class names and probabilities for each image file under ``paths`` (folders walked)."""
     from PIL import Image
 
     results, batch, batch_paths = [], [], []
@@ -69,6 +70,7 @@ def predict_paths(run: LoadedRun, paths: list[Path], topk: int = 5, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf predict", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a lightclf checkpoint (runs/<project>/<id>/checkpoints/*.ckpt)")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders (searched recursively)")

@@ -15,6 +15,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf erf", description=__doc__.splitlines()[0].partition(": ")[2])
     parser.add_argument(
         "--ckpt", required=True, help="a lightclf checkpoint (its run folder's config.yaml rebuilds the data)"

@@ -35,6 +35,8 @@ __all__ = [
 
 @dataclass
 class BenchRow:
+    """One inference result: network, resolution, backend, format, precision, img/s and latency."""
+
     network: str  # the spec as given, e.g. ddsnet:width_multiplier=0.5
     resolution: int
     memory_format: str  # contiguous | channels_last
@@ -110,6 +112,8 @@ def alternating_rounds(cases: list, rounds: int, run, log=None) -> None:
 
 
 def time_rounds(cases: list, repeats: int, iters: int, log=None) -> None:
+    """Time every case ``repeats`` times, the cases alternating within each round."""
+
     def run(case) -> None:
         timer = getattr(case, "timer", None)
         if timer is not None:
@@ -125,6 +129,8 @@ BACKENDS = ("eager", "compile", "compile-reduce-overhead", "onnxruntime")
 
 
 class BenchCase:
+    """One network at one resolution, memory format, backend and precision, ready to time."""
+
     def __init__(
         self,
         spec: str,
@@ -259,10 +265,12 @@ def run_bench(
 
 
 def write_csv(rows: list[BenchRow], path: str | Path, append: bool = False) -> Path:
+    """Write benchmark rows to ``path`` (appending keeps one header)."""
     return write_table(path, (asdict(r) for r in rows), CSV_FIELDS, append=append)
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Benchmark rows back from a CSV, numbers as numbers."""
     with Path(path).open() as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:

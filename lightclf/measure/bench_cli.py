@@ -17,6 +17,7 @@ __all__ = ["format_table", "main", "run_compare", "compare_main", "COMPARISONS"]
 
 
 def format_table(rows: list[BenchRow]) -> str:
+    """The benchmark rows as an aligned console table."""
     head = "| network | px | format | backend | batch | img/s | ms/img | spread | MMACs |\n|---|---|---|---|---|---|---|---|---|\n"
     return head + "\n".join(
         f"| {r.network} | {r.resolution} | {r.memory_format} | {r.backend} | {r.batch_size} | {r.images_per_s:.0f} | "
@@ -26,6 +27,7 @@ def format_table(rows: list[BenchRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--models",
@@ -141,6 +143,7 @@ def run_compare(
 
 
 def compare_main(argv: list[str] | None = None) -> None:
+    """`lightclf bench-compare`: parse ``argv``, run the comparisons and write their CSV."""
     parser = ToolArgumentParser(prog="lightclf bench-compare", description=run_compare.__doc__)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[32, 64, 96, 160, 224])
     parser.add_argument("--formats", nargs="+", default=["contiguous", "channels_last"])

@@ -48,6 +48,8 @@ DEFAULT_SPECS = [
 
 @dataclass
 class TrainRow:
+    """One training-throughput result: network, resolution, format, precision, img/s (median, min, max) and cost."""
+
     network: str
     resolution: int
     memory_format: str
@@ -129,6 +131,7 @@ def run_train_bench(
     log=print,
     device: str = "cpu",
 ) -> list[TrainCase]:
+    """Time training steps of every case, interleaved over rounds; one row per case."""
     check_model_specs(specs)
     cases = []
     for spec in specs:
@@ -151,6 +154,7 @@ def run_train_bench(
 
 
 def rows_of(cases: list[TrainCase]) -> list[TrainRow]:
+    """The rows of finished training cases."""
     return [
         TrainRow(
             network=c.spec,
@@ -223,6 +227,7 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
 
 
 def bench_optimizer(params):
+    """The optimizer the training benchmark steps (the fast recipe's SGD-Nesterov)."""
     return torch.optim.AdamW(params, lr=1e-3)
 
 

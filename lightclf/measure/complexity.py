@@ -22,6 +22,8 @@ __all__ = ["Complexity", "measure_complexity", "count_macs", "ddsnet_macs", "inf
 
 @dataclass(frozen=True)
 class Complexity:
+    """A network's static cost: parameters, forward MACs, size on disk and receptive field."""
+
     params: int  # parameters of the deployed (inference) network
     trainable_params: int
     train_params: int  # incl. training-only parts (GoogLeNet's auxiliary heads)
@@ -44,10 +46,12 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters of ``model`` (only those that train with ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the fp32 ``state_dict`` as ``torch.save`` writes it."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.tell()
@@ -103,6 +107,7 @@ def ddsnet_macs(model: DDSNet, resolution: int) -> int:
 
 
 def receptive_field(model: nn.Module) -> int | None:
+    """Theoretical receptive field (px) of a DDSNet-family network, else None."""
     return model.receptive_field() if isinstance(model, DDSNet) else None
 
 

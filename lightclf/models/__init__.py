@@ -18,6 +18,7 @@ TORCHVISION_NETWORKS = ("googlenet",)
 
 
 def is_known_network(name: str) -> bool:
+    """True when ``name`` is a torchvision network lightclf builds or a model in timm's registry."""
     return name in TORCHVISION_NETWORKS or timm.is_model(name)
 
 

@@ -164,6 +164,7 @@ class Slot:
 
 
 def cpu_cores() -> int:
+    """The cores this process may use (its affinity mask), else the machine's."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -323,6 +324,7 @@ def kill_fits() -> None:
 
 
 def wait_for_fits(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the fits this process started."""
     deadline = time.time() + timeout
     for proc in list(_children):
         try:

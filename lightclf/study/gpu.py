@@ -47,6 +47,7 @@ REPORT_MARGIN_S = 90  # kept for the bench and the report after the fits
 
 
 def prepare(target: Path, data: Path = Path("/usr/share/datasets/fashion-mnist")) -> None:
+    """Gather what the GPU box lacks (Fashion-MNIST files, wheels) into ``out``."""
     target.mkdir(parents=True, exist_ok=True)
     if not data.is_dir():
         raise ConfigError(f"gpu-study --prepare: {data} not found: apt-get install dataset-fashion-mnist")
@@ -61,6 +62,7 @@ def prepare(target: Path, data: Path = Path("/usr/share/datasets/fashion-mnist")
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf gpu-study", description=__doc__.splitlines()[0].partition(": ")[2])
     parser.add_argument("--config", default="configs/study/fmnist_gpu.yaml", help="study YAML")
     parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock limit for fits, bench and report")

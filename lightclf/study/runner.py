@@ -251,6 +251,7 @@ def select_point(study: Study, items: list[str]) -> list[RunSpec]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf study", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="study YAML (configs/study/*.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")

@@ -42,6 +42,8 @@ __all__ = ["SlurmOptions", "StudyTask", "TunerTask", "submit_study", "submit_tun
 
 @dataclass(frozen=True)
 class SlurmOptions:
+    """How each array task is submitted: partition, minutes, GPUs and cores per task, parallelism."""
+
     partition: str | None = None
     minutes: int = 240
     gpus_per_job: int = 1

@@ -119,6 +119,8 @@ class RunSpec:
 
 @dataclass
 class Study:
+    """A study: base fit config(s), grid and extra runs, seeds, protocol, questions, choices and tuning."""
+
     name: str
     base_config: str | list[str]  # one fit config, or several merged in order (model + recipe)
     grid: dict[str, list[Any]]
@@ -251,6 +253,7 @@ class Study:
 
 
 def load_study(path: str | Path) -> Study:
+    """Read and check a study YAML (one-line errors), without torch."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())

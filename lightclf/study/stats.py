@@ -36,6 +36,8 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Summary:
+    """Mean, sample std, n and the 95% t interval of a metric over seeds."""
+
     mean: float
     std: float  # sample standard deviation (n - 1); 0 for n = 1
     n: int

@@ -45,6 +45,7 @@ def _iter_payloads(data: bytes) -> Iterator[bytes]:
 
 
 def iter_records(path: str | Path) -> Iterator[Any]:
+    """Each finished run of a W&B group as the records a study archives."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     for payload in _iter_payloads(Path(path).read_bytes()):

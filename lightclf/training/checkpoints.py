@@ -31,6 +31,8 @@ def read_checkpoint(path: str | Path, option: str) -> dict:
 
 @dataclass
 class LoadedRun:
+    """A trained classifier from a checkpoint with its preprocessing, class names and run folder."""
+
     module: ImageClassifier
     ckpt_path: Path
     preprocessing: Preprocessing

@@ -84,6 +84,7 @@ def _picked_cell(outcome: ChoiceOutcome, option: OptionRuns) -> str:
 
 
 def choice_table(outcomes: list[ChoiceOutcome]) -> str:
+    """The markdown table of the study's settings picked on validation."""
     lines = [
         "| setting | option | runs (seeds) | val top-1 % | test top-1 % (not used to pick) | picked |",
         "|---|---|---|---|---|---|",
@@ -99,6 +100,7 @@ def choice_table(outcomes: list[ChoiceOutcome]) -> str:
 
 
 def choice_csv_rows(outcomes: list[ChoiceOutcome]) -> list[dict[str, object]]:
+    """The rows of ``choices.csv``: each option of each choice with its figures."""
     return [
         {"setting": o.choice.name, "option": opt.label, "runs": len(opt.runs), "val_top1": opt.val_top1,
          "test_top1": opt.top1, "picked": o.picked == opt.label if o.picked is not None else None}

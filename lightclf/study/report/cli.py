@@ -14,6 +14,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="study YAML (its name, save_dir and project are used)")
     parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<study name>/")

@@ -57,6 +57,7 @@ def _plot_panel(ax, pts: list[ConfigurationRow], key: str, xlabel: str, log: boo
 
 
 def plot_accuracy_vs_cost(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
+    """Plots of test top-1 against params, MACs and img/s, with the Pareto front."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -298,6 +298,7 @@ def _heatmaps(rows: list[ConfigurationRow], out_dir: Path) -> str | None:
 
 
 def write_question_report(study: Study, out_root: str | Path = "reports", notes: str = "") -> Path:
+    """Write the question report (report.md, runs.csv, verdicts.csv) for a study."""
     out_dir = Path(out_root) / study.name
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_results(study)

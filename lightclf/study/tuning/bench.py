@@ -68,6 +68,7 @@ def _run(study: Study, jobs: int, enqueue: list[dict] | None = None) -> list[Tri
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf bench-tune", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a study YAML with one tuned arm and a tune: block")
     parser.add_argument("--points", type=int, default=5, help="grid values per range (default 5)")

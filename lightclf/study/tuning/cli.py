@@ -37,6 +37,7 @@ def check_space(study: Study, log=print) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf tune", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="study YAML with a tune: block (or a tune YAML)")
     parser.add_argument("--jobs", type=int, default=1, help="trials at once; each runs its seeds side by side")

@@ -170,5 +170,6 @@ def read_trials(folder: Path, tune: TuneSpec) -> list[TrialRow]:
 
 
 def read_picks(folder: Path) -> dict[str, dict[str, Any]]:
+    """``picks.yaml`` back: arm key -> the arm's pick, its value and trial counts."""
     path = Path(folder) / "picks.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}

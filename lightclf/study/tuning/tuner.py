@@ -120,6 +120,8 @@ def open_storage(path: Path):
 
 @dataclass(frozen=True)
 class TrialOutcome:
+    """How one trial ended: COMPLETE (with its value), PRUNED, FAIL or STOPPED (re-queued)."""
+
     arm: str
     number: int
     state: str  # COMPLETE / PRUNED / FAIL / STOPPED (this runner was stopped: re-queued)
