@@ -366,7 +366,7 @@ def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp
     """Runs trained on different budgets (study overrides) are separate configurations; a run
     folder a killed process left "running" does not hide the finished copy in the records."""
     from lightclf.runs import RunRecord
-    from lightclf.study.report import aggregate, collect_runs, effects
+    from lightclf.study.report import aggregate, collect_runs, compare_configurations
 
     factors = {"study": "s", "network": "ddsnet", "width_multiplier": 1.0, "resolution": 28, "dilation": 2,
                "seed": 0, "overrides": {"data.init_args.train_subset": 20000, "trainer.max_epochs": 2}}  # fmt: skip
@@ -384,7 +384,8 @@ def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp
         for width, top1 in ((0.25, 0.90), (0.5, 0.91)):
             runs.append(_run({"network": "ddsnet", "width_multiplier": width, "resolution": 28, "dilation": 2,
                          "budget": "full", "seed": seed, "top1": top1 + seed / 1000, "run_id": f"{width}-{seed}"}))  # fmt: skip
-    found = {compared.split(",")[0]: e for name, compared, e in effects(aggregate(runs)) if name == "width multiplier"}
+    knobs = compare_configurations(aggregate(runs)).knobs
+    found = {k.compared.split(",")[0]: k.effect for k in knobs if k.name == "width multiplier"}
     assert set(found) == {"0.5 vs 0.25"} and found["0.5 vs 0.25"].n == 3  # 1.0 (20k x 2 ep) pairs with nothing
     assert len(aggregate(runs)) == 3
 

@@ -1,40 +1,147 @@
-"""The configuration report's statistics: paired effects of the knobs and the proposed net against
-each baseline (the maths is lightclf.study.stats)."""
+"""Every comparison a report makes, computed once, with one pairing rule (``compare``) and one typed
+result (``Comparison``): the question report's verdicts, and the configuration report's knob effects
+and baselines (``compare_configurations``). The maths is lightclf.study.stats; rendering is markdown.py,
+questions.py and the W&B modules."""
 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from lightclf.factors import MOVES_WITH
-from lightclf.study.report.collect import KEY_FACTORS, ConfigurationRow
-from lightclf.study.stats import Effect, paired_effect, unpaired_effect
+from lightclf.factors import MOVES_WITH, Question
+from lightclf.study.report.collect import ConfigurationRow, RunRow
+from lightclf.study.stats import (
+    Effect,
+    Improvement,
+    paired_effect,
+    paired_tests,
+    probability_of_improvement,
+    unpaired_effect,
+    unpaired_tests,
+)
 
 __all__ = [
+    "LINKED",
     "Comparison",
+    "compare",
+    "KnobEffect",
+    "BaselineComparison",
+    "ConfigurationComparisons",
+    "compare_configurations",
     "factor_effect",
     "factor_values",
-    "effects",
-    "baseline_comparison",
-    "googlenet_claim",
-    "other_comparisons",
 ]
 
-# The proposed width-1.0 net, one baseline configuration, and the difference (baseline first).
-Comparison = tuple[ConfigurationRow, ConfigurationRow, Effect]
+
+# Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
+# the DDSNet family has (None for baselines).
+LINKED = {
+    **MOVES_WITH,
+    "network": ("separable", "small_input", "dilation", "dilation_schedule", "width_multiplier"),
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The runs a question compares: each arm's runs and, where runs pair, the pairs (a, b)."""
+
+    a: list[RunRow]
+    b: list[RunRow]
+    pairs: list[tuple[RunRow, RunRow]]
+
+    @property
+    def unpaired(self) -> int:
+        """Runs of either arm left out of the pairs (0 when compared unpaired: Welch uses all)."""
+        return len(self.a) + len(self.b) - 2 * len(self.pairs) if self.pairs else 0
+
+    @staticmethod
+    def configurations(arm: list[RunRow]) -> dict[str, int]:
+        """Each configuration an arm's runs belong to, with its number of runs."""
+        return dict(Counter(r.factors.configuration.label for r in arm))
+
+    def improvement(self) -> Improvement | None:
+        """P(b > a) with its bootstrap interval, over the pairs, else over the arms (unpaired)."""
+        if self.pairs:
+            return probability_of_improvement(pairs=[(a.top1, b.top1) for a, b in self.pairs])
+        return probability_of_improvement(a=[r.top1 for r in self.a], b=[r.top1 for r in self.b])
+
+    def paired_effect(self) -> Effect:
+        """``b - a`` on top-1 over the pairs only (n = 0 when none pair)."""
+        return paired_effect([(a.top1, b.top1) for a, b in self.pairs])
+
+    def effect(self, margin: float) -> tuple[Effect, tuple]:
+        """``b - a`` on top-1 over the pairs, else over the arms unpaired (Welch)."""
+        if self.pairs:
+            pairs = [(a.top1, b.top1) for a, b in self.pairs]
+            return paired_effect(pairs), paired_tests(pairs, margin)
+        a, b = [r.top1 for r in self.a], [r.top1 for r in self.b]
+        return unpaired_effect(a, b), unpaired_tests(a, b, margin)
+
+
+def compare(question: Question, runs: list[RunRow], linked: dict[str, tuple[str, ...]] = LINKED) -> Comparison:
+    """The runs of each arm among those matching ``where``, paired one to one by seed and every
+    factor the question does not vary (nor those ``linked`` to what it varies): the one pairing rule
+    of every report."""
+    pool = [r for r in runs if r.factors.matches(question.where)]
+    group_a = [r for r in pool if r.factors.matches(question.a)]
+    group_b = [r for r in pool if r.factors.matches(question.b)]
+    varied = set(question.a) | set(question.b)
+    varied |= {other for name in varied for other in linked.get(name, ())}
+    pairs, used = [], set()
+    for b in group_b:  # one-to-one: a run of arm a is never counted in two pairs
+        partners = [a for a in group_a if a.run_id not in used and a.factors.differs_only_in(b.factors, *varied)]
+        if len(partners) == 1:
+            used.add(partners[0].run_id)
+            pairs.append((partners[0], b))
+    return Comparison(group_a, group_b, pairs)
+
+
+# -- the configuration report: the paper's knobs and the baselines, computed once -------------------
+@dataclass(frozen=True)
+class KnobEffect:
+    """One knob's paired effect on top-1: its name, what was held equal, and the effect."""
+
+    name: str
+    compared: str
+    effect: Effect
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """The proposed width-1.0 net against one baseline configuration on the same budget (Welch:
+    different networks share no initialisation)."""
+
+    proposed: ConfigurationRow
+    baseline: ConfigurationRow
+    comparison: Comparison
+    effect: Effect
+
+
+@dataclass(frozen=True)
+class ConfigurationComparisons:
+    """Everything the configuration report compares, once: knob effects, the GoogLeNet claim and the
+    other baselines."""
+
+    knobs: list[KnobEffect]
+    claim: BaselineComparison | None
+    others: list[BaselineComparison]
+
+    @property
+    def baselines(self) -> list[BaselineComparison]:
+        return ([self.claim] if self.claim else []) + self.others
+
+
+def _runs(rows: list[ConfigurationRow]) -> list[RunRow]:
+    return [run for row in rows for run in row.runs if run.top1 is not None]
 
 
 def factor_effect(rows: list[ConfigurationRow], factor: str, a: Any, b: Any, **match: Any) -> Effect:
-    """top-1(b) - top-1(a), paired by seed and every other key factor (runs matching ``match``)."""
-    free = (factor, *MOVES_WITH.get(factor, ()))  # e.g. the schedule moves with the dilation rate
-    cells: dict[tuple, dict[Any, float]] = defaultdict(dict)
-    for run in (run for row in rows for run in row.runs):
-        if run.top1 is None or not run.factors.matches(match):
-            continue
-        key = tuple(getattr(run.factors, k) for k in (*KEY_FACTORS, "seed") if k not in free)
-        cells[key][getattr(run.factors, factor)] = run.top1
-    return paired_effect([(c[a], c[b]) for c in cells.values() if a in c and b in c])
+    """top-1(b) - top-1(a), paired by seed and every other factor (runs matching ``match``); only the
+    factors that move with ``factor`` within the DDSNet family (MOVES_WITH) are left free."""
+    question = Question(factor, {factor: a}, {factor: b}, dict(match))
+    return compare(question, _runs(rows), linked=MOVES_WITH).paired_effect()
 
 
 def factor_values(rows: list[ConfigurationRow], factor: str) -> list[Any]:
@@ -42,26 +149,32 @@ def factor_values(rows: list[ConfigurationRow], factor: str) -> list[Any]:
     return sorted({getattr(r.factors, factor) for r in rows if getattr(r.factors, factor) is not None})
 
 
-def effects(rows: list[ConfigurationRow]) -> list[tuple[str, str, Effect]]:
-    """The paper's knobs as paired effects on top-1, each (name, what is compared, effect)."""
+def _knob_effects(rows: list[ConfigurationRow]) -> list[KnobEffect]:
+    """The paper's knobs as paired effects on top-1."""
     out = []
     proposed = [r for r in rows if r.factors.network == "ddsnet"]
     dilations = factor_values(proposed, "dilation")
     if len(dilations) > 1:
         e = factor_effect(rows, "dilation", dilations[0], dilations[-1], network="ddsnet")
         if e.n:
-            out.append(("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/budget/seed", e))
+            out.append(
+                KnobEffect("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/budget/seed", e)
+            )
     if any(r.factors.network == "ddsnet_plainconv" for r in rows):
         e = factor_effect(rows, "network", "ddsnet_plainconv", "ddsnet")
         if e.n:
             out.append(
-                ("separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/budget/seed", e)
+                KnobEffect(
+                    "separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/budget/seed", e
+                )
             )
     for factor in ("width_multiplier", "resolution"):
         for low, high in itertools.combinations(factor_values(proposed, factor), 2):  # only one budget's runs pair up
             e = factor_effect(rows, factor, low, high, network="ddsnet")
             if e.n:
-                out.append((factor.replace("_", " "), f"{high} vs {low}, other factors, budget and seed equal", e))
+                out.append(
+                    KnobEffect(factor.replace("_", " "), f"{high} vs {low}, other factors, budget and seed equal", e)
+                )
     return out
 
 
@@ -70,33 +183,24 @@ def _baseline_rows(rows: list[ConfigurationRow]) -> list[ConfigurationRow]:
                   key=lambda r: (r.factors.network != "googlenet", r.factors.network, r.factors.resolution or 0))  # fmt: skip
 
 
-def baseline_comparison(rows: list[ConfigurationRow], baseline: ConfigurationRow) -> Comparison | None:
-    """The paper's kind of comparison: the proposed (dilated) width-1.0 net vs one baseline
-    configuration trained on the same budget, unpaired (Welch: different networks share no
-    initialisation); None when no such proposed run shares the baseline's budget."""
+def _against(rows: list[ConfigurationRow], baseline: ConfigurationRow) -> BaselineComparison | None:
+    """The best proposed (dilated) width-1.0 configuration on the baseline's budget against it,
+    unpaired; None when no such proposed run shares the baseline's budget."""
     proposed = [r for r in rows if r.factors.network == "ddsnet" and r.factors.width_multiplier == 1.0
                 and r.role == "proposed" and r.factors.budget == baseline.factors.budget and r.n]  # fmt: skip
     if not proposed or not baseline.n:
         return None
     p = max(proposed, key=lambda r: r.mean())
-    tested = (
-        [run.top1 for run in baseline.runs if run.top1 is not None],
-        [run.top1 for run in p.runs if run.top1 is not None],
-    )
-    effect = unpaired_effect(*tested)
-    return p, baseline, effect
+    comparison = Comparison(_runs([baseline]), _runs([p]), [])
+    return BaselineComparison(p, baseline, comparison, unpaired_effect(*(
+        [run.top1 for run in arm] for arm in (comparison.a, comparison.b))))  # fmt: skip
 
 
-def googlenet_claim(rows: list[ConfigurationRow]) -> Comparison | None:
-    """The paper's comparison: the proposed width-1.0 net vs GoogLeNet at its largest input (where
-    its stride-32 stem collapses least), same recipe and budget (Welch)."""
+def compare_configurations(rows: list[ConfigurationRow]) -> ConfigurationComparisons:
+    """The configuration report's comparisons: the knobs, the paper's GoogLeNet claim (GoogLeNet at
+    its largest input, where its stride-32 stem collapses least) and every other baseline."""
     google = [r for r in rows if r.factors.network == "googlenet"]
-    if not google:
-        return None
-    return baseline_comparison(rows, max(google, key=lambda r: (r.factors.resolution or 0, r.n)))
-
-
-def other_comparisons(rows: list[ConfigurationRow], claim: Comparison | None) -> list[Comparison]:
-    """The proposed width-1.0 net against every baseline configuration but the GoogLeNet claim's."""
-    found = [baseline_comparison(rows, b) for b in _baseline_rows(rows) if not claim or b is not claim[1]]
-    return [f for f in found if f]
+    target = max(google, key=lambda r: (r.factors.resolution or 0, r.n)) if google else None
+    claim = _against(rows, target) if target is not None else None
+    others = [_against(rows, b) for b in _baseline_rows(rows) if not claim or b is not claim.baseline]
+    return ConfigurationComparisons(_knob_effects(rows), claim, [o for o in others if o])

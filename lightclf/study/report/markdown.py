@@ -9,7 +9,7 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
-from lightclf.study.report.comparisons import effects, factor_values, googlenet_claim, other_comparisons
+from lightclf.study.report.comparisons import ConfigurationComparisons, compare_configurations, factor_values
 from lightclf.study.report.plots import plot_accuracy_vs_cost
 from lightclf.study.report.throughput import attach_throughput
 from lightclf.study.stats import Effect
@@ -125,11 +125,12 @@ def _effect_sentence(effect: Effect) -> str:
     return f"{100 * effect.mean:+.2f} points (95% CI {_ci(effect)}, n = {effect.n} {pairing}): **{effect.verdict}**"
 
 
-def answers(rows: list[ConfigurationRow]) -> list[str]:
+def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons | None = None) -> list[str]:
     """Verdicts on the paper's three knobs, separability and its GoogLeNet claim, from the runs."""
+    found = found or compare_configurations(rows)
     out = []
-    for name, compared, effect in effects(rows):
-        out.append(f"**{name.capitalize()}** ({compared}): {_effect_sentence(effect)}.")
+    for knob in found.knobs:
+        out.append(f"**{knob.name.capitalize()}** ({knob.compared}): {_effect_sentence(knob.effect)}.")
     sep = _find(rows, network="ddsnet_plainconv")
     if sep:
         f = sep.factors
@@ -141,9 +142,9 @@ def answers(rows: list[ConfigurationRow]) -> list[str]:
                 f"parameters and {sep.first.macs / twin.first.macs:.1f}x the MACs of the separable one "
                 f"(α={f.width_multiplier}, {f.resolution} px)."
             )
-    claim = googlenet_claim(rows)
+    claim = found.claim
     if claim:
-        p, g, effect = claim
+        p, g, effect = claim.proposed, claim.baseline, claim.effect
         out.append(
             f"**The paper's GoogLeNet claim** (DDSNet α=1.0 at {p.factors.resolution} px vs GoogLeNet at "
             f"{g.factors.resolution} px, same recipe{_budget_words(p, g)}): top-1 {_pct(p.mean(), p.std())}% "
@@ -151,7 +152,8 @@ def answers(rows: list[ConfigurationRow]) -> list[str]:
             f"{_cost_words(p, g)} (GoogLeNet counted as deployed, without its aux heads). The paper claims about "
             "+1 point and 3.7M fewer parameters."
         )
-    for p, b, effect in other_comparisons(rows, claim):
+    for other in found.others:
+        p, b, effect = other.proposed, other.baseline, other.effect
         out.append(
             f"**Against {b.factors.network}** at {b.factors.resolution} px (same recipe{_budget_words(p, b)}): "
             f"DDSNet α=1.0 {_pct(p.mean(), p.std())}% (n={p.n}) vs {_pct(b.mean(), b.std())}% (n={b.n}), "
@@ -180,16 +182,16 @@ def _budget_words(*rows: ConfigurationRow) -> str:
     return f" and training budget, {budgets.pop()}" if len(budgets) == 1 and None not in budgets else ""
 
 
-def _effects_table(rows: list[ConfigurationRow]) -> str:
-    found = effects(rows)
-    claim = googlenet_claim(rows)
-    for _, b, effect in ([claim] if claim else []) + other_comparisons(rows, claim):
+def _effects_table(found: ConfigurationComparisons) -> str:
+    table = [(k.name, k.compared, k.effect) for k in found.knobs]
+    for c in found.baselines:
+        b = c.baseline
         compared = f"unpaired (Welch), {b.factors.resolution} px, budget {b.factors.budget}"
-        found.append((f"DDSNet α=1.0 vs {b.factors.network}", compared, effect))
-    if not found:
+        table.append((f"DDSNet α=1.0 vs {b.factors.network}", compared, c.effect))
+    if not table:
         return ""
     lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
-    for name, compared, e in found:
+    for name, compared, e in table:
         lines.append(f"| {name} | {compared} | {e.n} | {100 * e.mean:+.2f} | {_ci(e)} | {e.verdict} |")
     return "\n".join(lines)
 
@@ -254,7 +256,8 @@ def write_report(
         sections.append("## Protocol\n\n" + protocol.strip() + "\n")
     if after_protocol:
         sections.append("\n".join(after_protocol))
-    found = answers(rows)
+    compared = compare_configurations(rows)  # every comparison once; the sections below render it
+    found = answers(rows, compared)
     if found:
         sections.append("## Verdicts\n\n" + "\n".join(f"- {a}" for a in found) + "\n")
     if notes:
@@ -262,7 +265,7 @@ def write_report(
     sections.append(
         "## Every configuration (test top-1: mean ± std over seeds, n runs)\n\n" + _table(rows, HEADLINE) + "\n"
     )
-    table = _effects_table(rows)
+    table = _effects_table(compared)
     if table:
         sections.append(
             "## Effects (paired by seed and the other factors; 95% t intervals from scipy.stats)\n\n" + table + "\n"

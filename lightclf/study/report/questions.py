@@ -17,14 +17,13 @@ the report.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-from lightclf.factors import MOVES_WITH, Choice, Factors, Question
+from lightclf.factors import Choice, Factors, Question
 from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
+from lightclf.study.report.comparisons import Comparison, compare
 from lightclf.study.report.tuning import tuning_section
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
@@ -32,11 +31,6 @@ from lightclf.study.stats import (
     Improvement,
     Verdict,
     judge,
-    paired_effect,
-    paired_tests,
-    probability_of_improvement,
-    unpaired_effect,
-    unpaired_tests,
 )
 from lightclf.tables import write_csv
 
@@ -52,14 +46,6 @@ __all__ = [
 ]
 
 
-# Factors that move together (lightclf.factors.MOVES_WITH); across networks also the factors only
-# the DDSNet family has (None for baselines).
-LINKED = {
-    **MOVES_WITH,
-    "network": ("separable", "small_input", "dilation", "dilation_schedule", "width_multiplier"),
-}
-
-
 def collect_results(study: Study) -> list[RunRow]:
     """Every finished, tested run of the study (its folder here, else its archived record)."""
     out = []
@@ -68,56 +54,6 @@ def collect_results(study: Study) -> list[RunRow]:
         if record.finished and "test/acc1" in record.test_metrics:
             out.append(RunRow.from_record(record, Factors.from_study({**spec.factors}), spec.run_id))
     return out
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The runs a question compares: each arm's runs and, where runs pair, the pairs (a, b)."""
-
-    a: list[RunRow]
-    b: list[RunRow]
-    pairs: list[tuple[RunRow, RunRow]]
-
-    @property
-    def unpaired(self) -> int:
-        """Runs of either arm left out of the pairs (0 when compared unpaired: Welch uses all)."""
-        return len(self.a) + len(self.b) - 2 * len(self.pairs) if self.pairs else 0
-
-    @staticmethod
-    def configurations(arm: list[RunRow]) -> dict[str, int]:
-        """Each configuration an arm's runs belong to, with its number of runs."""
-        return dict(Counter(r.factors.configuration.label for r in arm))
-
-    def improvement(self) -> Improvement | None:
-        """P(b > a) with its bootstrap interval, over the pairs, else over the arms (unpaired)."""
-        if self.pairs:
-            return probability_of_improvement(pairs=[(a.top1, b.top1) for a, b in self.pairs])
-        return probability_of_improvement(a=[r.top1 for r in self.a], b=[r.top1 for r in self.b])
-
-    def effect(self, margin: float) -> tuple[Effect, tuple]:
-        """``b - a`` on top-1 over the pairs, else over the arms unpaired (Welch)."""
-        if self.pairs:
-            pairs = [(a.top1, b.top1) for a, b in self.pairs]
-            return paired_effect(pairs), paired_tests(pairs, margin)
-        a, b = [r.top1 for r in self.a], [r.top1 for r in self.b]
-        return unpaired_effect(a, b), unpaired_tests(a, b, margin)
-
-
-def compare(question: Question, runs: list[RunRow]) -> Comparison:
-    """The runs of each arm among those matching ``where``, paired one to one by seed and every
-    factor the question does not vary."""
-    pool = [r for r in runs if r.factors.matches(question.where)]
-    group_a = [r for r in pool if r.factors.matches(question.a)]
-    group_b = [r for r in pool if r.factors.matches(question.b)]
-    varied = set(question.a) | set(question.b)
-    varied |= {linked for name in varied for linked in LINKED.get(name, ())}
-    pairs, used = [], set()
-    for b in group_b:  # one-to-one: a run of arm a is never counted in two pairs
-        partners = [a for a in group_a if a.run_id not in used and a.factors.differs_only_in(b.factors, *varied)]
-        if len(partners) == 1:
-            used.add(partners[0].run_id)
-            pairs.append((partners[0], b))
-    return Comparison(group_a, group_b, pairs)
 
 
 def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effect, tuple]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lightclf.study.report.collect import RunRow, aggregate
-from lightclf.study.report.comparisons import effects
+from lightclf.study.report.comparisons import compare_configurations
 from lightclf.study.report.throughput import attach_throughput
 
 __all__ = ["log_summary_run"]
@@ -37,7 +37,7 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
         effect_rows = [
             {"effect": name, "comparison": compared, "n": e.n, "delta_top1": e.mean, "ci_low": e.ci_low,
              "ci_high": e.ci_high, "verdict": e.verdict}
-            for name, compared, e in effects(rows)
+            for name, compared, e in ((k.name, k.compared, k.effect) for k in compare_configurations(rows).knobs)
         ]  # fmt: skip
         payload = {
             "runs": table([r.csv_row() for r in runs]),

@@ -36,6 +36,8 @@ def grid_points(space: tuple[Param, ...], points: int) -> list[dict]:
             axes.append([p.low + (p.high - p.low) * i / (points - 1) for i in range(points)])
         if p.integer:
             axes[-1] = sorted({round(v) for v in axes[-1]})
+        elif p.choices is None:  # exp(log(high)) may land a rounding error past the bound
+            axes[-1] = [min(max(v, p.low), p.high) for v in axes[-1]]
     return [dict(zip((p.key for p in space), values)) for values in itertools.product(*axes)]
 
 
