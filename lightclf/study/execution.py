@@ -88,7 +88,12 @@ class Claim:
 
     A claim whose holder is a dead process of this host, or an earlier try of this SLURM task
     (a requeue: a lower ``SLURM_RESTART_COUNT``), is stale and taken over, under a lock so that of
-    several runners seeing it one takes it; a live or foreign claim is respected."""
+    several runners seeing it one takes it; a live or foreign claim is respected.
+
+    Hand-written on purpose: filelock was considered. It gives a lock held while its process lives,
+    but a claim must outlive the runner's crash as a readable record (who held it, which SLURM try) and
+    be taken over only when that holder is known dead; ``O_EXCL`` creation plus ``flock`` for the
+    takeover step is that, in a few lines, on local and NFS folders alike."""
 
     path: Path
 

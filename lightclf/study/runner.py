@@ -54,7 +54,11 @@ __all__ = ["Study", "RunSpec", "load_study", "run_status", "archive_run", "run_s
 
 
 class Progress:
-    """Counts runs done / running / left and estimates the time left from the runs timed so far."""
+    """Counts runs done / running / left and estimates the time left from the runs timed so far.
+
+    Hand-written on purpose: tqdm was considered. Its bar redraws one terminal line, but a study's
+    progress goes to a log (often a file, several workers writing whole lines under a lock), and its
+    ETA assumes items of one length, while a study's runs differ by configuration and run N at a time."""
 
     def __init__(self, total: int, jobs: int, log) -> None:
         self.total, self.jobs, self.log = total, jobs, log
