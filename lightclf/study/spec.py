@@ -152,6 +152,8 @@ class Study:
     tune: dict[str, Any] | None = None
     # Where the report goes (tuning.csv and picks.yaml too); default reports/<name>.
     report_dir: str | None = None
+    # One line at the top of the report pointing to the study that reruns its questions better.
+    superseded_by: str | None = None
 
     @property
     def report_folder(self) -> Path:

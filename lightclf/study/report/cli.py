@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from lightclf.study.report.tuning import tuning_section
 
-        path = write_report(study.name, runs, out, notes, study.protocol, tuning_section(study, out))
+        path = write_report(
+            study.name, runs, out, notes, study.protocol, tuning_section(study, out), study.superseded_by
+        )
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:
         from lightclf.training.wandb_env import configure_wandb

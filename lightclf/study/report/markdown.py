@@ -238,6 +238,7 @@ def write_report(
     notes: str = "",
     protocol: str = "",
     after_protocol: list[str] = (),
+    superseded_by: str | None = None,
 ) -> Path:
     """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots;
     ``after_protocol``: markdown lines that follow the protocol (the tuning section)."""
@@ -252,6 +253,8 @@ def write_report(
     write_csv(out / "runs.csv", [r.csv_row() for r in rows])
     write_csv(out / "runs_per_seed.csv", [r.csv_row() for r in runs])
     sections = [f"# Study: {name}\n"]
+    if superseded_by:
+        sections.append(f"> Superseded by {superseded_by}; this report stays as it was run.\n")
     if protocol:
         sections.append("## Protocol\n\n" + protocol.strip() + "\n")
     if after_protocol:

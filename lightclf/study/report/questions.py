@@ -249,6 +249,8 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
     schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
     # Protocol first, then a verdict per question; the study's notes (status, caveats) follow them.
     parts = [f"# Study `{study.name}`", ""]
+    if study.superseded_by:
+        parts += [f"> Superseded by {study.superseded_by}; this report stays as it was run.", ""]
     parts += [
         f"**{len(runs)} of {planned} planned runs finished**"
         + (
