@@ -224,3 +224,18 @@ def test_committed_reports_regenerate_identically_from_their_records(name, tmp_p
     for table in ("verdicts.csv", "runs.csv", "runs_per_seed.csv", "report.md"):
         if (committed / table).exists():
             assert (out / table).read_text() == (committed / table).read_text(), table
+
+
+def test_the_report_shows_the_field_per_block_where_runs_measured_it(tmp_path):
+    study = _study(tmp_path, seeds=range(3))
+    for spec in study.specs():  # the early arm's field grows faster in the first blocks
+        folder = tmp_path / "records" / spec.run_id
+        erf = json.loads((folder / RunRecord.ERF).read_text())
+        grow = 2.0 if Factors.from_study(spec.factors).dilation_schedule == "early" else 1.0
+        erf["blocks"] = [{"block": b, "r50": grow * (b + 1), "r95": 2 * grow * (b + 1), "share50": 0.1 * (b + 1),
+                          "share95": 0.2, "feature_map": [28, 28]} for b in range(3)]  # fmt: skip
+        write_json(folder / RunRecord.ERF, erf)
+    text = write_question_report(study, tmp_path / "out").read_text()
+    assert "### Per block" in text and (tmp_path / "out" / "q" / "erf_per_block.png").stat().st_size > 5000
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | 28x28 |"))
+    assert "3.0 ± 0.0 / 30 ± 0%" in row and "6.0 ± 0.0 / 30 ± 0%" in row  # none/late at 3 px, early at 6 px

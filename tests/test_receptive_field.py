@@ -70,3 +70,30 @@ def test_erf_of_a_known_convolution(dilation):
     heat = np.asarray(field.heatmap)
     assert heat.sum() == pytest.approx(1.0, abs=1e-5) and (heat > 0).sum() == 9  # batch statistics would spread it
     assert net.training  # the mode it came in with is restored
+
+
+class _ThreeConvs(nn.Module):
+    """Three 3x3 all-ones convs as timm-style ``blocks``: the field grows by a tap each block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        convs = [nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(3)]
+        for conv in convs:
+            nn.init.ones_(conv.weight)
+        self.blocks = nn.Sequential(*convs)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+def test_erf_per_block_grows_block_by_block_and_matches_the_last_layer():
+    from lightclf.measure.receptive_field import receptive_field_per_block
+
+    net = _ThreeConvs()
+    images = torch.randn(4, 1, 15, 15)
+    fields = receptive_field_per_block(net, images, batch_size=2)
+    assert [f.block for f in fields] == [0, 1, 2] and all(f.feature_map == (15, 15) for f in fields)
+    assert fields[0].r50 == pytest.approx(1.0, abs=1e-3)  # one 3x3 conv: as the single-conv test
+    assert fields[0].r50 < fields[1].r50 < fields[2].r50 and fields[0].share50 < fields[2].share50
+    last = effective_receptive_field(net, images, batch_size=2)
+    assert (fields[-1].r50, fields[-1].r95) == (last.r50, last.r95)

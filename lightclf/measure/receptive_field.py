@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from lightclf.errors import ConfigError
-from lightclf.geometry import mass_radius
+from lightclf.geometry import mass_area, mass_radius
 
-__all__ = ["ReceptiveField", "effective_receptive_field"]
+__all__ = ["ReceptiveField", "BlockField", "effective_receptive_field", "receptive_field_per_block"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +81,50 @@ def effective_receptive_field(network: nn.Module, images: torch.Tensor, batch_si
         feature_map=feature_map,
         heatmap=[[round(float(v), 7) for v in row] for row in heatmap],
     )
+
+
+@dataclass(frozen=True)
+class BlockField:
+    """The effective receptive field at the output of one block: its radii, the share of the image
+    (heaviest pixels first) holding 50% / 95% of the gradient, and the map it was probed on."""
+
+    block: int
+    r50: float
+    r95: float
+    share50: float
+    share95: float
+    feature_map: tuple[int, int]
+
+
+class _UpToBlock(nn.Module):
+    """A network seen up to one block: its ``forward_features`` returns what that block's hook caught."""
+
+    def __init__(self, network: nn.Module, caught: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.network, self.caught = network, caught
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.caught.clear()
+        self.network.forward_features(x)
+        return self.caught[0]
+
+
+def receptive_field_per_block(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> list[BlockField]:
+    """The effective receptive field at the output of each of ``network.blocks`` (timm's convention),
+    the centre unit of each block's map probed as :func:`effective_receptive_field` probes the last
+    one. At the last layer of a small-image net every arm may already cover most of the image; the
+    early blocks are where dilation can change what a unit sees."""
+    blocks = getattr(network, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not hasattr(network, "forward_features"):
+        raise ConfigError(f"{type(network).__name__} has no blocks to probe one by one")
+    out = []
+    for index, block in enumerate(blocks):
+        outputs: list[torch.Tensor] = []
+        handle = block.register_forward_hook(lambda module, args, output, caught=outputs: caught.append(output))
+        try:
+            field = effective_receptive_field(_UpToBlock(network, outputs), images, batch_size)
+        finally:
+            handle.remove()
+        share50, share95 = mass_area(field.heatmap)
+        out.append(BlockField(index, field.r50, field.r95, round(share50, 4), round(share95, 4), field.feature_map))
+    return out

@@ -4,13 +4,14 @@ the tested weights."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from lightclf.measure.accuracy import count_correct
-from lightclf.measure.receptive_field import effective_receptive_field
+from lightclf.measure.receptive_field import effective_receptive_field, receptive_field_per_block
 from lightclf.runs import RunRecord
 from lightclf.training.run_folder import record_writer, run_record
 
@@ -81,11 +82,14 @@ class ReceptiveFieldProbe(L.Callback):
         if not trainer.is_global_zero or trainer.datamodule is None or not hasattr(network, "forward_features"):
             return
         try:
-            field = effective_receptive_field(network, probe_images(trainer.datamodule, self.images, pl_module.device))
+            images = probe_images(trainer.datamodule, self.images, pl_module.device)
+            field = effective_receptive_field(network, images)
+            # Per block too (timm's ``blocks``): the last layer of a small-image net may be saturated.
+            blocks = receptive_field_per_block(network, images) if hasattr(network, "blocks") else []
         except (ValueError, RuntimeError) as err:  # a probe that cannot run never fails a finished run
             warnings.warn(f"lightclf: effective receptive field not measured: {str(err).splitlines()[0]}", stacklevel=2)
             return
-        record_writer(trainer).write(RunRecord.ERF, field.as_dict())
+        record_writer(trainer).write(RunRecord.ERF, {**field.as_dict(), "blocks": [asdict(b) for b in blocks]})
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(field.summary)

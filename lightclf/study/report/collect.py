@@ -50,6 +50,7 @@ class RunRow:
     erf_r50: float | None = None  # effective receptive field radii (px), when measured
     erf_r95: float | None = None
     heatmap: list[list[float]] | None = field(default=None, repr=False)
+    erf_blocks: list[dict] = field(default_factory=list, repr=False)  # per-block fields, when measured
     export: ExportFigures | None = None
 
     @classmethod
@@ -69,6 +70,7 @@ class RunRow:
             erf_r50=record.erf.get("r50"),
             erf_r95=record.erf.get("r95"),
             heatmap=record.erf.get("heatmap"),
+            erf_blocks=list(record.erf.get("blocks") or []),
             export=record.export_figures,
         )
 
@@ -79,7 +81,9 @@ class RunRow:
     def csv_row(self) -> dict[str, Any]:
         """A runs_per_seed.csv line: the factors, then the figures (no heat map, no export)."""
         figures = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("factors", "heatmap", "export")
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("factors", "heatmap", "export", "erf_blocks")
         }
         return {**self.factors.as_dict(), **figures}
 

@@ -206,6 +206,56 @@ def _erf_table(rows: list[ConfigurationRow]) -> str | None:
     return "\n".join(head + lines)
 
 
+def _erf_blocks(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
+    """The effective receptive field at each block's output, per configuration (mean ± std over seeds):
+    r50 in px and the share of the image holding half the gradient; a table and a plot."""
+    measured = [(row, [m.erf_blocks for m in row.runs if m.erf_blocks]) for row in rows]
+    measured = [(row, runs) for row, runs in measured if runs]
+    if not measured:
+        return []
+    blocks = max(len(runs[0]) for _, runs in measured)
+    head = ["block", "map"] + [f"{row.label}: r50 px / 50% share" for row, _ in measured]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in range(blocks):
+        first = next(runs[0][b] for _, runs in measured if len(runs[0]) > b)
+        cells = [str(b), "x".join(map(str, first["feature_map"]))]
+        for _, runs in measured:
+            r50 = [r[b]["r50"] for r in runs if len(r) > b]
+            share = [r[b]["share50"] for r in runs if len(r) > b]
+            cells.append(f"{_mean_std(r50, digits=1)} / {_mean_std(share, 100, digits=0)}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for row, runs in measured:
+        means = [statistics.fmean(r[b]["r50"] for r in runs if len(r) > b) for b in range(len(runs[0]))]
+        spread = [statistics.stdev([r[b]["r50"] for r in runs]) if len(runs) > 1 else 0.0 for b in range(len(runs[0]))]
+        ax.errorbar(
+            range(len(means)), means, yerr=spread, marker="o", ms=3, capsize=2, label=f"{row.label} (n={len(runs)})"
+        )
+    ax.set_xlabel("block (its output)")
+    ax.set_ylabel("ERF r50 (px)")
+    ax.set_title("Effective receptive field per block (mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "erf_per_block.png", dpi=110)
+    plt.close(fig)
+    return [
+        "### Per block",
+        "",
+        "The same measurement at the output of each block (its centre unit), where the arms can differ:",
+        "at the last layer every arm may already cover most of a small image.",
+        "",
+        "\n".join(lines),
+        "",
+        "![ERF per block](erf_per_block.png)",
+        "",
+    ]
+
+
 def _heatmaps(rows: list[ConfigurationRow], out_dir: Path) -> str | None:
     """One figure: the mean effective-receptive-field heat map of each DDSNet configuration."""
     panels = [(r.factors, [m.heatmap for m in r.runs if m.heatmap]) for r in rows if r.factors.proposed]
@@ -322,6 +372,7 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         ]
         parts += [erf_table, ""] if erf_table else []
         parts += [f"![ERF heat maps]({heatmap})", ""] if heatmap else []
+        parts += _erf_blocks(rows, out_dir)
     parts += ["## Every configuration", "", _configuration_table(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
