@@ -109,9 +109,9 @@ def test_recipes_compose_with_model_configs(recipe, tmp_path):
 
 
 def test_every_network_has_a_config():
-    from lightclf.models import PROPOSED_NETWORKS
-
     import yaml
+
+    from lightclf.models import PROPOSED_NETWORKS
 
     # A file named after a network must configure that network (a file's name alone proves nothing).
     configured = {}
