@@ -174,6 +174,8 @@ class Factors:
         name that is a config key (a generic factor) is left out of the settings compared, and the
         ``other`` label that carries it is compared through the settings instead."""
         names = {canonical(n) for n in names}
+        if names & set(_BUDGET_KEYS):  # the budget label is made of these keys: it moves with them
+            names.add("budget")
         generic = {n for n in names if n not in _FIELDS}
         mine, theirs = self.as_dict(), other.as_dict()
         if not generic:
