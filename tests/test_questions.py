@@ -239,3 +239,21 @@ def test_the_report_shows_the_field_per_block_where_runs_measured_it(tmp_path):
     assert "### Per block" in text and (tmp_path / "out" / "q" / "erf_per_block.png").stat().st_size > 5000
     row = next(line for line in text.splitlines() if line.startswith("| 2 | 28x28 |"))
     assert "3.0 ± 0.0 / 30 ± 0%" in row and "6.0 ± 0.0 / 30 ± 0%" in row  # none/late at 3 px, early at 6 px
+
+
+def test_generic_factors_match_and_pair_by_config_key():
+    base = {"network": "mobilenetv3_small_050", "resolution": 56, "seed": 1}
+    off = Factors.from_study({**base, "model.network_kwargs.drop_path_rate": 0.0})
+    on = Factors.from_study({**base, "model.network_kwargs.drop_path_rate": 0.1})
+    other_seed = Factors.from_study({**base, "seed": 2, "model.network_kwargs.drop_path_rate": 0.0})
+    assert on.matches({"model.network_kwargs.drop_path_rate": 0.1}) and not off.matches(
+        {"model.network_kwargs.drop_path_rate": 0.1}
+    )
+    assert on.label == "mobilenetv3_small_050 56px drop_path_rate=0.1"
+    assert on.differs_only_in(off, "model.network_kwargs.drop_path_rate")
+    assert not on.differs_only_in(other_seed, "model.network_kwargs.drop_path_rate")  # the seed still pairs
+    # Short names are aliases of their config keys; a budget key frees the budget label it makes.
+    ddsnet = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.5, "overrides": {"trainer.max_epochs": 8}})
+    assert ddsnet.matches({"model.network_kwargs.width_multiplier": 0.5, "trainer.max_epochs": 8})
+    longer = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.5, "overrides": {"trainer.max_epochs": 16}})
+    assert longer.differs_only_in(ddsnet, "trainer.max_epochs") and not longer.differs_only_in(ddsnet)
