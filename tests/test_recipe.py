@@ -67,9 +67,31 @@ def test_fast_path_off_in_eval_and_export_paths():
     with torch.inference_mode():
         assert not conv._fast_path_applies(x)
     assert type(conv(x).grad_fn).__name__ == "_DilatedDepthwise3x3Backward"  # the path taken, not just "a graph"
-    assert not conv._fast_path_applies(x.bfloat16())
+    assert not conv._fast_path_applies(x.bfloat16())  # a bf16 layer input outside autocast: PyTorch's path
     with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv._fast_path_applies(x)  # bf16 autocast: the fast backward too
+    with torch.autocast("cpu", dtype=torch.float16):
         assert not conv._fast_path_applies(x)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fast_dilated_conv_under_bf16_autocast_matches_autocast_nn_conv2d(memory_format):
+    torch.manual_seed(0)
+    fast = DilatedDepthwiseConv2d(16, 2)
+    ref = nn.Conv2d(16, 16, 3, 1, 2, 2, groups=16, bias=False)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 16, 7, 7).contiguous(memory_format=memory_format)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ya, yb = fast(xa), ref(xb)
+    assert type(ya.grad_fn).__name__ == "_DilatedDepthwise3x3Backward" and ya.dtype == yb.dtype == torch.bfloat16
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)  # autocast's own bf16 forward
+    assert xa.grad.dtype == torch.float32 and fast.weight.grad.dtype == torch.float32  # each in its input's dtype
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=2e-2, atol=2e-2)  # bf16 rounding
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=2e-2, atol=5e-2)
 
 
 def test_augmentation_is_per_sample_and_seeded_by_step():

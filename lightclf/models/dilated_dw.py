@@ -11,9 +11,10 @@ fast path keeps oneDNN's forward and replaces the backward:
   CPU type with torch's cpp_extension (``-march=native``) and cached under
   ``~/.cache/torch_extensions`` in a build named by the CPU's instruction-set flags.
 
-It is used only where it applies (CPU, float32, no autocast, grad enabled, 3x3, stride 1,
+It is used only where it applies (CPU, float32 or bf16 autocast, grad enabled, 3x3, stride 1,
 padding = dilation > 1, no bias); everything else, eval, export and GPUs included, runs
-``nn.Conv2d`` unchanged. If the kernel cannot be built (no C++ compiler), a one-time warning
+``nn.Conv2d`` unchanged. Under bf16 autocast the convs run in bf16, as autocast would run them, and
+the weight gradient is accumulated in float32. If the kernel cannot be built (no C++ compiler), a one-time warning
 says so and the layer falls back to PyTorch's own backward. ``LIGHTCLF_FAST_DILATED=0`` turns
 the fast path off.
 """
@@ -96,11 +97,17 @@ def _build() -> bool:
 
 
 class _DilatedDepthwise3x3(torch.autograd.Function):
+    """oneDNN's forward; the fast backward. ``compute``: the dtype the convs run in (float32, or bfloat16
+    under CPU autocast, as autocast would run ``nn.Conv2d``); the weight gradient is accumulated in
+    float32 by the C++ kernel either way, and every gradient comes back in its input's dtype."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.dilation = dilation
-        return F.conv2d(x, weight, None, 1, dilation, dilation, x.shape[1])
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int, compute: torch.dtype) -> torch.Tensor:
+        ctx.dilation, ctx.dtypes = dilation, (x.dtype, weight.dtype)
+        xc, wc = x.to(compute), weight.to(compute)
+        ctx.save_for_backward(xc, wc)
+        with torch.autocast("cpu", enabled=False):
+            return F.conv2d(xc, wc, None, 1, dilation, dilation, x.shape[1])
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -109,18 +116,19 @@ class _DilatedDepthwise3x3(torch.autograd.Function):
         # One memory format throughout: a grad in another layout than x sends oneDNN and the
         # neighbouring BN/ReLU backward kernels down their slow mixed-format paths.
         memory_format = _format(x)
-        grad_out = grad_out.contiguous(memory_format=memory_format)
+        grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.flip((2, 3)), None, 1, d, d, groups)
-            grad_x = grad_x.contiguous(memory_format=memory_format)
+            with torch.autocast("cpu", enabled=False):
+                grad_x = F.conv2d(grad_out, weight.flip((2, 3)), None, 1, d, d, groups)
+            grad_x = grad_x.to(ctx.dtypes[0]).contiguous(memory_format=memory_format)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.lightclf_dw.dw3x3_grad_weight(x, grad_out, d)
-            if grad_w.stride() != weight.stride():
+            grad_w = torch.ops.lightclf_dw.dw3x3_grad_weight(x.float(), grad_out.float(), d)
+            if grad_w.stride() != weight.stride() or grad_w.dtype != ctx.dtypes[1]:
                 # The weight's own strides (channels_last (C,1,3,3) differs only in a size-1 dim):
                 # DDP's gradient buckets mirror the parameters', and a mismatch costs a copy per step.
-                grad_w = torch.empty_like(weight).copy_(grad_w)
-        return grad_x, grad_w, None
+                grad_w = torch.empty_like(weight, dtype=ctx.dtypes[1]).copy_(grad_w)
+        return grad_x, grad_w, None, None
 
 
 def _format(x: torch.Tensor) -> torch.memory_format:
@@ -141,16 +149,22 @@ class DilatedDepthwiseConv2d(nn.Conv2d):
             and self.dilation[0] > 1
             and torch.is_grad_enabled()
             and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
+            and self._compute_dtype(x) is not None
             and not torch.jit.is_scripting()
             and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
             and fast_dilated_available()
         )
 
+    def _compute_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """float32 for a float32 layer and input; bfloat16 under CPU bf16 autocast (what autocast would
+        run the conv in); None otherwise (another dtype: PyTorch's own path)."""
+        if torch.is_autocast_enabled("cpu"):
+            autocast_dtype = torch.get_autocast_dtype("cpu")
+            return autocast_dtype if autocast_dtype == torch.bfloat16 and self.weight.dtype == torch.float32 else None
+        return torch.float32 if x.dtype == torch.float32 and self.weight.dtype == torch.float32 else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast_path_applies(x):
-            return _DilatedDepthwise3x3.apply(x, self.weight, self.dilation[0])
+            return _DilatedDepthwise3x3.apply(x, self.weight, self.dilation[0], self._compute_dtype(x))
         return super().forward(x)

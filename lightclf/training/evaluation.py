@@ -85,7 +85,8 @@ class ReceptiveFieldProbe(L.Callback):
             images = probe_images(trainer.datamodule, self.images, pl_module.device)
             field = effective_receptive_field(network, images)
             # Per block too (timm's ``blocks``): the last layer of a small-image net may be saturated.
-            blocks = receptive_field_per_block(network, images) if hasattr(network, "blocks") else []
+            # 64 images a block: the radii average over images, and 14 probes must stay cheap for every fit.
+            blocks = receptive_field_per_block(network, images[:64]) if hasattr(network, "blocks") else []
         except (ValueError, RuntimeError) as err:  # a probe that cannot run never fails a finished run
             warnings.warn(f"lightclf: effective receptive field not measured: {str(err).splitlines()[0]}", stacklevel=2)
             return
