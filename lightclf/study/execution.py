@@ -112,9 +112,6 @@ class Claim:
         except (OSError, ValueError):
             return {}
 
-    def stale(self, claim: dict[str, Any]) -> bool:
-        return holder_is_gone(claim)
-
     def acquire(self) -> dict[str, Any] | None:
         """Claim the run; None when it is done. Returns the live holder's claim when another holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +122,7 @@ class Claim:
                 with open(self.path.with_name("claim.lock"), "a") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX)  # read, judge and move the stale claim as one step
                     claim = self.read()
-                    if claim and not self.stale(claim):
+                    if claim and not holder_is_gone(claim):
                         return claim
                     try:
                         os.rename(self.path, self.path.with_name(f"claim.stale-{os.getpid()}-{time.time_ns()}"))

@@ -59,7 +59,15 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha1(json.dumps(self.factors, sort_keys=True).encode()).hexdigest()[:10]
+        """``<study>-<hash>`` of the factors and of what else sets the run apart: the arm's pick (a
+        re-tuned arm's runs are new runs, never resumed or counted under another pick) and a split
+        drawn from the seed (studies with one fixed split keep the ids they always had)."""
+        identity = dict(self.factors)
+        if self.tuned:
+            identity["tuned"] = self.tuned
+        if self.data_seed is not None:
+            identity["split"] = "per_seed"
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.study[:20]}-{digest}"
 
     @property
@@ -170,10 +178,11 @@ class Study:
 
     def picks(self) -> dict[str, dict[str, Any]]:
         """Each tuned arm's picked settings, by arm key (``picks.yaml``, written by ``lightclf tune``)."""
-        path = self.report_folder / "picks.yaml"
-        if not self.tune or not path.is_file():
+        if not self.tune:
             return {}
-        raw = yaml.safe_load(path.read_text()) or {}
+        from lightclf.study.tuning.records import read_picks
+
+        raw = read_picks(self.report_folder)
         return {key: dict(entry.get("params") or {}) for key, entry in raw.items() if isinstance(entry, dict)}
 
     def specs(self) -> list[RunSpec]:
@@ -291,9 +300,21 @@ def load_study(path: str | Path) -> Study:
     if raw.get("split", "per_seed") not in SPLITS:
         raise ConfigError(f"study config {path}: split must be one of {SPLITS}, got {raw['split']!r}")
     if raw.get("tune") is not None:
+        from lightclf.factors import ALIASES
         from lightclf.study.tuning.space import TuneSpec
 
-        TuneSpec.parse(raw["tune"])  # a broken search space: one line now, before anything runs
+        tune = TuneSpec.parse(raw["tune"])  # a broken search space: one line now, before anything runs
+        varied = set(raw["grid"]) | {k for run in raw.get("runs") or [] for k in run}
+        varied |= (
+            {ALIASES.get(k, k) for k in varied}
+            | {f"model.network_kwargs.{k}" for run in raw.get("runs") or [] for k in (run.get("network_kwargs") or {})}
+            | {k for run in raw.get("runs") or [] for k in (run.get("overrides") or {})}
+        )
+        clash = sorted({p.key for p in tune.space} & varied)
+        if clash:
+            raise ConfigError(
+                f"study config {path}: {clash} both set the arms apart and are tuned: the pick would overwrite the arms"
+            )
     if raw.get("questions") or raw.get("choices"):
         from lightclf.factors import Choice, Question
 

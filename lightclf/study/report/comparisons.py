@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from lightclf.factors import MOVES_WITH, Question
+from lightclf.factors import MOVES_WITH, Question, canonical
 from lightclf.study.report.collect import ConfigurationRow, RunRow
 from lightclf.study.stats import (
     Effect,
@@ -87,7 +87,7 @@ def compare(question: Question, runs: list[RunRow], linked: dict[str, tuple[str,
     pool = [r for r in runs if r.factors.matches(question.where)]
     group_a = [r for r in pool if r.factors.matches(question.a)]
     group_b = [r for r in pool if r.factors.matches(question.b)]
-    varied = set(question.a) | set(question.b)
+    varied = {canonical(name) for name in (*question.a, *question.b)}  # short names and config keys alike
     varied |= {other for name in varied for other in linked.get(name, ())}
     pairs, used = [], set()
     for b in group_b:  # one-to-one: a run of arm a is never counted in two pairs

@@ -49,7 +49,7 @@ __all__ = [
 def collect_results(study: Study) -> list[RunRow]:
     """Every finished, tested run of the study (its folder here, else its archived record)."""
     out = []
-    for spec in study.specs():
+    for spec in study.with_picks(study.specs())[0]:  # tuned arms' runs are named by their pick
         record = study.record(spec)
         if record.finished and "test/acc1" in record.test_metrics:
             out.append(RunRow.from_record(record, Factors.from_study({**spec.factors}), spec.run_id))

@@ -57,7 +57,8 @@ def _arm_table(rows: list[TrialRow], picks: dict, tune: TuneSpec) -> str:
     for key in dict.fromkeys(r.arm_key for r in rows):
         mine = [r for r in rows if r.arm_key == key]
         complete = [r for r in mine if r.state == "COMPLETE" and r.value is not None]
-        counts = [len(complete), sum(r.state == "PRUNED" for r in mine), sum(r.state == "FAIL" for r in mine)]
+        failed = [r for r in mine if r.state == "FAIL" and r.note != "stopped, re-queued"]  # re-queued: retried later
+        counts = [len(complete), sum(r.state == "PRUNED" for r in mine), len(failed)]
         best = max((r.value for r in complete), default=None)
         flat = sum(r.value >= best - FLAT_WITHIN for r in complete) if best is not None else 0
         pick = picks.get(key)

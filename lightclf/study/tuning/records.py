@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ __all__ = ["TrialRow", "Pick", "write_records", "read_trials", "read_picks", "BA
 RUNNER, ROOT, SEED_VALUES, FIT_SECONDS = "runner", "retry_of", "seed_values", "fit_seconds"
 ERROR, DIVERGED = "error", "diverged"
 
-BASE_FIELDS = ("arm", "arm_key", "trial", "state", "value", "seed_values", "epochs", "fit_seconds")
+BASE_FIELDS = ("arm", "arm_key", "trial", "state", "value", "seed_values", "epochs", "fit_seconds", "note")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TrialRow:
     epochs: int  # epochs reported to the pruner (every seed had reached them)
     fit_seconds: float | None
     params: dict[str, Any]
+    note: str = ""  # "diverged" (scored 0, never picked), a fit's error, or "stopped, re-queued"
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,20 @@ def trial_rows(storage, arms) -> list[TrialRow]:
                     epochs=len(t.intermediate_values),
                     fit_seconds=t.user_attrs.get(FIT_SECONDS),
                     params=dict(t.params),
+                    note=_note(t),
                 )
             )
     return rows
+
+
+def _note(trial) -> str:
+    if trial.user_attrs.get(DIVERGED):
+        return "diverged"
+    if trial.user_attrs.get(ERROR):
+        return str(trial.user_attrs[ERROR])
+    if trial.state.name == "FAIL":
+        return "stopped, re-queued"  # its runner stopped or died; the retry is a later trial
+    return ""
 
 
 def picks_of(rows: list[TrialRow], tune: TuneSpec) -> list[Pick]:
@@ -90,9 +103,10 @@ def picks_of(rows: list[TrialRow], tune: TuneSpec) -> list[Pick]:
         mine = [r for r in rows if r.arm_key == key]
         complete = [r for r in mine if r.state == "COMPLETE" and r.value is not None]
         pruned = [r for r in mine if r.state == "PRUNED"]
-        if len(complete) + len(pruned) < tune.n_trials or not complete:
+        candidates = [r for r in complete if r.note != "diverged"]  # a diverged setting is never a pick
+        if len(complete) + len(pruned) < tune.n_trials or not candidates:
             continue
-        best = max(complete, key=lambda r: (r.value, -r.trial))
+        best = max(candidates, key=lambda r: (r.value, -r.trial))
         picks.append(Pick(best.arm, key, best.params, best.value, best.trial, len(complete), len(pruned)))
     return picks
 
@@ -112,11 +126,14 @@ def write_records(study: Study, tune: TuneSpec, storage, arms) -> tuple[Path, Pa
             "seed_values": json.dumps([None if v is None else round(v, 6) for v in r.seed_values]),
             "epochs": r.epochs,
             "fit_seconds": "" if r.fit_seconds is None else r.fit_seconds,
+            "note": r.note,
             **{k: r.params.get(k, "") for k in keys},
         }
         for r in rows
     ]
-    csv_path = write_csv(folder / "tuning.csv", table, [*BASE_FIELDS, *keys])
+    # Written aside, then moved in: a study or report reading them meanwhile never sees half a file.
+    csv_path = write_csv(folder / f".tuning.csv.{os.getpid()}", table, [*BASE_FIELDS, *keys])
+    csv_path = csv_path.replace(folder / "tuning.csv")
     picks = {
         p.arm_key: {
             "arm": p.arm,
@@ -130,7 +147,9 @@ def write_records(study: Study, tune: TuneSpec, storage, arms) -> tuple[Path, Pa
     }
     picks_path = folder / "picks.yaml"
     header = "# Each tuned arm's pick (lightclf tune): its best complete trial on mean validation top-1.\n"
-    picks_path.write_text(header + yaml.safe_dump(picks, sort_keys=False))
+    aside = folder / f".picks.yaml.{os.getpid()}"
+    aside.write_text(header + yaml.safe_dump(picks, sort_keys=False))
+    aside.replace(picks_path)
     return csv_path, picks_path
 
 
@@ -164,6 +183,7 @@ def read_trials(folder: Path, tune: TuneSpec) -> list[TrialRow]:
                     epochs=int(raw["epochs"] or 0),
                     fit_seconds=float(raw["fit_seconds"]) if raw.get("fit_seconds") else None,
                     params=params,
+                    note=raw.get("note") or "",
                 )
             )
     return rows

@@ -23,6 +23,7 @@ settings re-queued; the retry resumes the dead trial's fits from their last chec
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import shutil
@@ -38,7 +39,16 @@ from typing import Any
 from lightclf.errors import ConfigError
 from lightclf.factors import Factors
 from lightclf.runs import RunRecord
-from lightclf.study.execution import Claim, Slot, forget_fit, holder_is_gone, start_fit, stop_fits, stopping
+from lightclf.study.execution import (
+    INTERRUPTED,
+    Claim,
+    Slot,
+    forget_fit,
+    holder_is_gone,
+    start_fit,
+    stop_fits,
+    stopping,
+)
 from lightclf.study.spec import RunSpec, Study
 from lightclf.study.tuning.records import DIVERGED, ERROR, FIT_SECONDS, ROOT, RUNNER, SEED_VALUES, write_records
 from lightclf.study.tuning.space import TuneSpec
@@ -236,10 +246,21 @@ class Tuner:
         for trial in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             holder = trial.user_attrs.get(RUNNER)
             if holder and holder_is_gone(holder):
-                ostudy.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                root = trial.user_attrs.get(ROOT, trial.number)
-                ostudy.enqueue_trial(trial.params, user_attrs={ROOT: root})
+                self._requeue(ostudy, trial.number, trial.params, trial.user_attrs.get(ROOT, trial.number), locked=True)
                 self.log(f"tune: trial {trial.number} of {ostudy.study_name} lost its runner: re-queued")
+
+    def _requeue(self, ostudy, number: int, params: dict[str, Any], root: int, locked: bool = False) -> None:
+        """Mark a trial that is no result (its runner stopped or died) FAIL and queue its settings again,
+        the retry keeping its fit folders (``root``). Under the ask lock, queued before the FAIL is told:
+        another runner counting in between sees the trial either running or waiting, never missing."""
+        from optuna.trial import TrialState
+
+        with contextlib.ExitStack() as stack:
+            if not locked:
+                lock_file = stack.enter_context(open(f"{self.path}.ask.lock", "a"))
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            ostudy.enqueue_trial(params, user_attrs={ROOT: root})
+            ostudy.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
     # -- one trial -----------------------------------------------------------------------------
     def run_trial(self, arm: Arm, trial, params: dict[str, Any], slots: list[Slot]) -> TrialOutcome:
@@ -250,20 +271,23 @@ class Tuner:
         folders = [self.study.run_dir(spec) for spec in specs]
         started = time.time()
         procs = []
+        never_started = False
         for spec, folder, slot in zip(specs, folders, slots):
             record = RunRecord.read(folder)
-            if record.factors.get("tuned") != params and folder.exists():
-                shutil.rmtree(folder)  # another search's fit under this id (its journal was removed): start anew
+            if record.factors.get("tuned") != spec.tuned and folder.exists():
+                shutil.rmtree(folder)  # another search's fit under this id (other settings or budget): start anew
                 record = RunRecord.read(folder)
             if record.status in ("fit_done", "finished"):  # a retried trial whose fit had ended
                 procs.append(None)
                 continue
-            RunRecord(folder=folder).write(RunRecord.STUDY, {"study": spec.study, **spec.factors, "tuned": params})
+            RunRecord(folder=folder).write(RunRecord.STUDY, {"study": spec.study, **spec.factors, "tuned": spec.tuned})
             args = spec.cli_args(self.study.base_config, self.study.save_dir, self.study.project)
             args += ["--validation_only", "true", *self.extra]
             if record.last_ckpt.exists():
                 args += ["--ckpt_path", str(record.last_ckpt)]
-            procs.append(start_fit([*self.fit_command, *args], slot, folder / "fit.log"))
+            proc = start_fit([*self.fit_command, *args], slot, folder / "fit.log")
+            never_started |= proc is None  # this runner is stopping: the trial must not look finished
+            procs.append(proc)
         described = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in params.items())
         self.log(f"tune: {arm.label} trial {trial.number}: {described}")
         reported: set[int] = set()
@@ -281,13 +305,14 @@ class Tuner:
                         pruned = True
                         break
                 running = [p for p in procs if p is not None and p.poll() is None]
-                if pruned or not running or stopping.is_set():
-                    break
+                failed = [p for p in procs if p is not None and p.poll() not in (None, 0)]
+                if pruned or not running or failed or never_started or stopping.is_set():
+                    break  # a failed seed fails the trial: its siblings stop too
                 time.sleep(POLL_SECONDS)
             for proc in procs:
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)  # the fit saves interrupted.ckpt and exits
-            codes = [p.wait() if p is not None else 0 for p in procs]
+            codes = [p.wait() if p is not None else (-15 if never_started else 0) for p in procs]
             if not pruned:  # epochs that ended between the last poll and the fits' exit
                 curves = [_val_curve(folder) for folder in folders]
                 for epoch in sorted(set.intersection(*(set(c) for c in curves)) - reported):
@@ -304,12 +329,13 @@ class Tuner:
         if pruned:
             state, value = "PRUNED", None
             ostudy.tell(trial, state=TrialState.PRUNED)
-        elif stopping.is_set() and any(c != 0 for c in codes):
+        elif (
+            never_started or (stopping.is_set() and any(c != 0 for c in codes)) or any(c in INTERRUPTED for c in codes)
+        ):
             # This runner was stopped (Ctrl-C, SIGTERM, a time limit): the trial is not a result;
             # its settings are queued again and the retry resumes its fits.
             state, value = "STOPPED", None
-            ostudy.tell(trial, state=TrialState.FAIL)
-            ostudy.enqueue_trial(params, user_attrs={ROOT: root})
+            self._requeue(ostudy, trial.number, params, root)
         elif any(c != 0 for c in codes) or any(v is None for v in finals):
             errors = [RunRecord.read(f).error or "" for f in folders]
             bad = [str(f / "fit.log") for f, c in zip(folders, codes) if c != 0]
