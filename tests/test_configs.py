@@ -18,6 +18,8 @@ MODEL_BASE = REPO / "configs/models/base.yaml"
 MODELS = sorted(p for p in [*REPO.glob("configs/models/*.yaml"), *REPO.glob("baselines/*.yaml")] if p != MODEL_BASE)
 CONFIGS = sorted([*REPO.glob("configs/*.yaml"), *MODELS])
 STUDIES = sorted(p for p in REPO.glob("configs/study/*.yaml") if not p.stem.endswith("_base"))
+# The compression studies: each compares the proposed net with the paper's baselines.
+COMPRESSION_STUDIES = ("cifar10_compression", "fmnist_compression", "fmnist_fast", "fmnist_dilation", "fmnist_gpu")
 
 
 def _cli(configs: list[Path], save_dir: Path) -> LightclfCLI:
@@ -132,8 +134,9 @@ def test_study_configs_load(path, monkeypatch):
     study = load_study(path)
     specs = study.specs()
     networks = {s.factors["network"] for s in specs}
-    if study.tune:  # a tuned study asks its questions of a few arms: each arm tuned and buildable
-        assert len({s.run_id for s in specs}) == len(specs) and all(tuned for _, tuned in study.arms())
+    if path.stem not in COMPRESSION_STUDIES:  # a focused study (tuned arms, a plateau check, a timm knob)
+        assert len({s.run_id for s in specs}) == len(specs) >= 1
+        assert all(tuned for _, tuned in study.arms()) if study.tune else True
     else:
         assert len({s.run_id for s in specs}) == len(specs) >= 10
         # the proposed net, its plain-conv ablation, the paper's baseline and MobileNet v1 (the fair baseline)

@@ -153,7 +153,8 @@ def test_two_tuners_share_one_storage_and_never_run_a_trial_twice(tmp_path):
     import optuna
 
     from lightclf.study.tuning.records import RUNNER
-    from lightclf.study.tuning.tuner import open_storage, storage_path, tuning_arms
+    from lightclf.study.tuning.storage import open_storage, storage_path
+    from lightclf.study.tuning.tuner import tuning_arms
 
     storage = open_storage(storage_path(study, study.tuning))
     pids = {
@@ -180,7 +181,8 @@ def test_a_killed_tuner_resumes_with_the_interrupted_trial_failed_and_retried(tm
     study = load_study(path)
     import optuna
 
-    from lightclf.study.tuning.tuner import open_storage, storage_path, tuning_arms
+    from lightclf.study.tuning.storage import open_storage, storage_path
+    from lightclf.study.tuning.tuner import tuning_arms
 
     storage = open_storage(storage_path(study, study.tuning))
     first = tuning_arms(study)[0]
@@ -202,7 +204,8 @@ def test_a_killed_tuner_resumes_with_the_interrupted_trial_failed_and_retried(tm
 def test_a_clearly_worse_trial_is_pruned(tmp_path):
     import optuna
 
-    from lightclf.study.tuning.tuner import open_storage, storage_path, tuning_arms
+    from lightclf.study.tuning.storage import open_storage, storage_path
+    from lightclf.study.tuning.tuner import tuning_arms
 
     path = tune_study(tmp_path, n_trials=3, pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0})
     raw = yaml.safe_load(path.read_text())
@@ -255,7 +258,9 @@ def test_tiny_tune_on_digits_then_the_study_uses_each_arms_pick(tmp_path):
 
     ran = run_lightclf("study", "--config", str(path), "--no-bench", timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    for spec in study.specs():
+    ready, waiting = study.with_picks(study.specs())
+    assert not waiting and len(ready) == 2
+    for spec in ready:  # a tuned arm's runs are named by their pick too
         folder = study.run_dir(spec)
         used = yaml.safe_load((folder / "config.yaml").read_text())["model"]["optimizer"]["init_args"]["lr"]
         assert used == pytest.approx(picks[spec.arm_key]["params"][LR])
@@ -285,7 +290,7 @@ def test_study_waits_for_untuned_arms_and_tune_false_keeps_the_recipe(tmp_path):
     assert [s.factors["network"] for s in ready] == ["mobilenetv3_small_050"] and len(waiting) == 2
     args = ready[0].cli_args("base.yaml", "runs", "p")
     assert "recipe" in json.loads(args[args.index("--trainer.logger.init_args.tags") + 1])
-    # A pick for one arm releases that arm's runs, carrying the pick (not as a factor: same run id).
+    # A pick for one arm releases that arm's runs, carrying the pick (not a factor: the arm is the same).
     study.report_folder.mkdir(parents=True)
     key = arms[0][0].arm_key
     (study.report_folder / "picks.yaml").write_text(yaml.safe_dump({key: {"params": {LR: 0.05}}}))
@@ -294,7 +299,8 @@ def test_study_waits_for_untuned_arms_and_tune_false_keeps_the_recipe(tmp_path):
     assert len(tuned) == 1 and tuned[0].tuned == {LR: 0.05} and len(waiting) == 1
     args = tuned[0].cli_args("base.yaml", "runs", "p")
     assert args[args.index(f"--{LR}") + 1] == "0.05"
-    assert tuned[0].run_id == next(s for s in study.specs() if s.arm_key == key).run_id
+    untuned = next(s for s in study.specs() if s.arm_key == key)
+    assert tuned[0].arm_key == untuned.arm_key and tuned[0].run_id != untuned.run_id  # another pick: another run
 
 
 def test_split_per_seed_sets_the_data_seed_and_fixed_keeps_the_base(tmp_path):

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     tune = study.tuning
     if tune is None:
         raise ConfigError(f"study config {args.config} has no tune: block (space, n_trials, seeds, budget)")
-    from lightclf.study.tuning.tuner import Tuner, check_storage, storage_path, tuning_arms
+    from lightclf.study.tuning.storage import check_storage, storage_path
+    from lightclf.study.tuning.tuner import Tuner, tuning_arms
 
     arms = tuning_arms(study)
     if not arms:

@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from lightclf.study.spec import Study
 from lightclf.study.tuning.space import TuneSpec
 from lightclf.tables import write_csv
 
@@ -111,8 +110,9 @@ def picks_of(rows: list[TrialRow], tune: TuneSpec) -> list[Pick]:
     return picks
 
 
-def write_records(study: Study, tune: TuneSpec, storage, arms) -> tuple[Path, Path]:
-    """``tuning.csv`` and ``picks.yaml`` in the study's report folder, from the storage."""
+def write_records(study: Any, tune: TuneSpec, storage, arms) -> tuple[Path, Path]:
+    """``tuning.csv`` and ``picks.yaml`` in the study's report folder, from the storage. (``study`` is a
+    ``lightclf.study.spec.Study``, left untyped: the spec reads these records, so no import back.)"""
     rows = trial_rows(storage, arms)
     folder = study.report_folder
     keys = [p.key for p in tune.space]

@@ -8,12 +8,8 @@ trial its value (the mean final validation top-1), PRUNED or FAIL. Rebuilding a 
 fit process (optuna-integration's Lightning callback) would need the trial there and, under DDP, an
 RDB storage; the runner already owns the processes and their records, so it owns the trial too.
 
-The Optuna studies (one per arm) live in one journal file beside the study's runs:
-``JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))``. The journal is appended
-under a lock with fsync, which several processes (two shells, ``--jobs``, SLURM array tasks on a
-shared file system) can share; SQLite is "not recommended for parallel optimization" in Optuna's own
-docs (whole-file locking, unsafe on NFS). The open-file lock (an ``O_EXCL`` lock file) is the one
-Optuna documents for NFS.
+The Optuna studies (one per arm) live in one journal file (``lightclf.study.tuning.storage``: why a
+journal and not SQLite).
 
 Trials never run twice and never overshoot ``n_trials``: the count and the ``ask`` happen under one
 file lock. Optuna's heartbeats do not work with ask-and-tell, so a trial whose runner died (a dead
@@ -31,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +47,9 @@ from lightclf.study.execution import (
 from lightclf.study.spec import RunSpec, Study
 from lightclf.study.tuning.records import DIVERGED, ERROR, FIT_SECONDS, ROOT, RUNNER, SEED_VALUES, write_records
 from lightclf.study.tuning.space import TuneSpec
+from lightclf.study.tuning.storage import open_storage, storage_path
 
-__all__ = ["Arm", "Tuner", "TrialOutcome", "tuning_arms", "check_storage", "open_storage", "storage_path", "trial_spec"]
+__all__ = ["Arm", "Tuner", "TrialOutcome", "tuning_arms", "trial_spec"]
 
 POLL_SECONDS = 1.0
 
@@ -93,39 +89,6 @@ def trial_spec(study: Study, tune: TuneSpec, arm: Arm, root: int, seed: int, par
         tags=(f"arm={arm.key}", arm.label[:60], f"trial={root}"),
         group=name,
     )
-
-
-def storage_path(study: Study, tune: TuneSpec) -> Path:
-    """The journal file: ``tune.storage``, else ``<save_dir>/tuning/<study>.journal`` (beside, not among, the
-    run folders)."""
-    return Path(tune.storage) if tune.storage else Path(study.save_dir) / "tuning" / f"{study.name}.journal"
-
-
-def check_storage(path: Path) -> None:
-    """Fail in one line, creating nothing, when the journal cannot be written at ``path``."""
-    import os
-
-    if path.exists():
-        if not path.is_file() or not os.access(path, os.W_OK):
-            raise ConfigError(f"tune storage {path} cannot be written (not a writable file)")
-        return
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"tune storage {path} cannot be written ({ancestor} is not a writable folder)")
-
-
-def open_storage(path: Path):
-    """The Optuna journal storage at ``path`` (created with its folder; an unwritable place is one line)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-
-    check_storage(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 
 
 @dataclass(frozen=True)
