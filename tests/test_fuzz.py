@@ -121,6 +121,35 @@ def _cases(config: Path, ckpt: Path, f: dict[str, Path]) -> list[tuple[str, list
 SUBPROCESS_CASES = ("broken yaml", "unknown network", "export text ckpt", "predict corrupt image", "study broken yaml")
 
 
+# The command words and the shared smoke config say nothing about a case's own mistake.
+_COMMON = {
+    "fit",
+    "test",
+    "export",
+    "predict",
+    "study",
+    "report",
+    "bench",
+    "bench-train",
+    "--config",
+    "--ckpt",
+    "--input",
+}
+
+
+def _names_cause(message: str, args: list[str], config: Path) -> bool:
+    """True when ``message`` names something the case itself got wrong: a flag's key (its last dotted
+    part), a value, or a file's name, among the arguments other than the command and shared config."""
+    text = message.lower()
+    tokens = set()
+    for arg in args:
+        if arg in _COMMON or arg == str(config):
+            continue
+        key = arg.lstrip("-").split("+=")[0]
+        tokens |= {key.rsplit(".", 1)[-1], Path(arg).name, arg.split("+=")[-1].rsplit(".", 1)[-1]}
+    return any(token and token.lower() in text for token in tokens)
+
+
 def _one_error_line(code: int | None, stderr: str) -> bool:
     lines = stderr.strip().splitlines()
     return (
@@ -153,6 +182,9 @@ def test_cli_fuzz_one_line_errors(tmp_path, trained_checkpoint, bad_files, run_h
             elif result.stderr.strip().splitlines()[-1] != messages.get(name):
                 failures.append(f"{name}: the subprocess says {result.stderr.strip().splitlines()[-1]!r}")
     assert not failures, "\n".join(failures)
+    # Each message names its cause: the flag, value or file the case got wrong appears in it.
+    unnamed = [f"{name}: {messages[name]}" for name, args in cases if not _names_cause(messages[name], args, config)]
+    assert not unnamed, "\n".join(unnamed)
     # Each case names its own problem: a catch-all message would repeat. (A few cases share one
     # problem on purpose, e.g. a missing --ckpt for export and for predict.)
     assert len(set(messages.values())) >= len(cases) - 5, sorted(messages.values())

@@ -65,7 +65,10 @@ class OneLineErrorParser(LightningArgumentParser):
             super().error(message, ex)  # raises: a parent parser reports it, or the user debugs
         parser = getattr(ex, "subcommand_parser", None) or self
         prog = parser.prog.replace(" [options]", "")
-        exit_with_error(f"{one_line_error(message)} (options: {prog} --help)")
+        line = one_line_error(message)
+        if line.startswith("Problems parsing config") and CONFIG_FILES:  # jsonargparse does not say which file
+            line = f"--config {' / '.join(CONFIG_FILES)}: {line}"
+        exit_with_error(f"{line} (options: {prog} --help)")
 
 
 class LightclfCLI(LightningCLI):
@@ -147,8 +150,13 @@ def _check_checkpoint(config, ckpt_path: str, resume: bool) -> None:
             init_args["resume"] = "allow"
 
 
+# The --config files of the command line being parsed, for an error that cannot name its file.
+CONFIG_FILES: list[str] = []
+
+
 def run_cli(argv: list[str], commands: list[str] = ()) -> None:
     """``lightclf fit|validate|test|predict ...``; ``commands`` are the other commands, for --help."""
+    CONFIG_FILES[:] = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
     if not any(a in ("-h", "--help") or a.startswith("--print_config") for a in argv):  # no run starts
         configure_wandb()
     LightclfCLI(

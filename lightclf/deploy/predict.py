@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = _expand(args.input)
     results = predict_paths(run, paths, args.topk, args.batch_size)
     if not results:  # every input was skipped as unreadable (each named in a warning above)
-        raise ConfigError(f"--input: none of the {len(paths)} image(s) could be read")
+        named = ", ".join(Path(p).name for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        raise ConfigError(f"--input: none of the {len(paths)} image(s) could be read ({named})")
     for result in results:
         if args.json:
             print(json.dumps(result))
