@@ -137,6 +137,7 @@ def test_broken_yaml_and_unknown_key(tmp_path, run_here):
     result = run_here("fit", "--config", str(broken))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "Problems parsing config" in result.stderr and "line 3, column 1" in result.stderr
+    assert f"--config {broken}:" in result.stderr  # which file: jsonargparse alone does not say
     config = smoke_config(tmp_path)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(config.read_text().replace("network: ddsnet", "netwrk: ddsnet"))
