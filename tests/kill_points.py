@@ -50,3 +50,14 @@ class NoTestDigits(Digits):
         if not train and os.environ.get("LIGHTCLF_FORBID_TEST"):
             raise AssertionError("the test split was read during tuning")
         return super().load_split(train)
+
+
+class InterruptAtStep(Callback):
+    """Before batch ``step``, raise KeyboardInterrupt: what Ctrl-C does to a fit."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

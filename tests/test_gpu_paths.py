@@ -184,6 +184,7 @@ def test_peak_flops_table_by_device_name(name, bf16, fp32):
     assert table_flops(name, "bf16-mixed", tf32=True) == int(bf16)
     assert table_flops(name, "32", tf32=False) == int(fp32)
     assert table_flops("NVIDIA GeForce GTX 1080", "bf16-mixed", tf32=True) is None
+    assert table_flops("NVIDIA RTX A1000", "bf16-mixed", tf32=True) is None  # not an A100
     assert table_flops("NVIDIA H200 NVL", "bf16-mixed", tf32=True) is None  # other clocks: no guess
 
 
@@ -225,6 +226,18 @@ def test_throughput_counts_whole_windows_with_the_data_wait():
         assert metrics["train/device/samples_per_sec"] == pytest.approx(320.0)
         assert metrics["train/device/flops_per_sec"] == pytest.approx(4 * 1000 / 0.4)
     assert float(trainer.callback_metrics["train/device/samples_per_sec"]) == pytest.approx(320.0)
+    # A short last window is logged at the epoch's end; a fit resumed mid-epoch (no epoch start) times
+    # from its first batch's end and does not count that batch.
+    for _ in range(2):
+        now[0] += 0.1
+        callback.on_train_batch_end(trainer, module, None, batch, 0)
+    callback.on_train_epoch_end(trainer, module)
+    assert len(logged) == 3 and logged[-1]["train/device/samples_per_sec"] == pytest.approx(320.0)
+    resumed = TrainThroughput(window_size=2, clock=lambda: now[0], sync=lambda device: None)
+    for _ in range(3):
+        now[0] += 0.1
+        resumed.on_train_batch_end(trainer, module, None, batch, 0)
+    assert resumed.last["train/device/samples_per_sec"] == pytest.approx(320.0)  # 2 batches in 0.2 s, not 3
 
 
 # -- 9. data-loading workers and shards for several fits and ranks ------------------------------------------
@@ -268,3 +281,17 @@ def test_imports_stay_light():
     code = "import sys, lightclf.devices, lightclf.study.execution; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_ctrl_c_in_a_fit_exits_130_naming_the_checkpoint_it_wrote(tmp_path):
+    """Lightning handles Ctrl-C inside a fit and exits 1; lightclf makes it 130 with its resume line."""
+    stop = {"class_path": "kill_points.InterruptAtStep", "init_args": {"step": 3}}
+    config = smoke_config(tmp_path, **{"trainer.max_epochs": 1, "trainer.callbacks": [*SMOKE_CALLBACKS, stop]})
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+    done = subprocess.run([sys.executable, "-m", "lightclf", "fit", "--config", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    (folder,) = (tmp_path / "runs" / "smoke").iterdir()
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"lightclf: interrupted by Ctrl-C; resume with --ckpt_path {folder}/checkpoints/interrupted.ckpt"
+    )

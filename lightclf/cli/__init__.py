@@ -99,12 +99,19 @@ def trainer(argv: list[str]) -> None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lightclf.cli.lightning_cli import run_cli
+    from lightclf.training.run_folder import INTERRUPTED_BY, RESUME_FROM
 
+    INTERRUPTED_BY.clear()  # this command's own stop only (tests run several in one process)
+    RESUME_FROM.clear()
     try:
         run_cli(argv, commands=list(COMMANDS))
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
         _interrupted("SIGTERM", 143)
+    except SystemExit:
+        if INTERRUPTED_BY:  # Lightning handled a Ctrl-C inside the fit and exits 1: 130 and the resume line
+            _interrupted(INTERRUPTED_BY[0], 130)
+        raise
     except ValueError as err:
         # jsonargparse wraps errors raised while instantiating a subclass (the data module).
         if "Does not validate against any of the Union subtypes" not in str(err):

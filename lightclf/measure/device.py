@@ -73,6 +73,12 @@ PEAK_TFLOPS: dict[str, tuple[float, float, float]] = {
 }
 
 
+def _names(token: str, word: str) -> bool:
+    """``word`` names the chip in ``token``: equal, or followed by letters only ("pcie" in "pcie");
+    never "a100" in "a1000", nor "l4" in "l40s"."""
+    return token == word or (token.startswith(word) and not token[len(word)].isdigit() and word != "l4")
+
+
 def table_flops(device_name: str, precision: str, tf32: bool) -> int | None:
     """Peak FLOP/s from ``PEAK_TFLOPS`` for a CUDA device name (``torch.cuda.get_device_name``): bf16
     for ``bf16-mixed``, else TF32 where float32 matmuls may use it, else plain FP32."""
@@ -81,9 +87,7 @@ def table_flops(device_name: str, precision: str, tf32: bool) -> int | None:
         return None
     for pattern in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "h100 pcie" before "h100", "l40s" before "l4"
         words = pattern.split()
-        if all(
-            any(token.startswith(word) and (word != "l4" or token == "l4") for token in name.split()) for word in words
-        ):
+        if all(any(_names(token, word) for token in name.split()) for word in words):
             bf16, tf32_flops, fp32 = PEAK_TFLOPS[pattern]
             teraflops = bf16 if precision == "bf16-mixed" else tf32_flops if tf32 else fp32
             return int(teraflops * 1e12)

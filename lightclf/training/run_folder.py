@@ -21,7 +21,16 @@ from lightclf.factors import Factors
 from lightclf.runs import RunRecord, run_path
 from lightclf.training.resume import AgreedStop
 
-__all__ = ["run_dir", "run_record", "record_writer", "run_factors", "RESUME_FROM", "RunRecorder", "RunConfigSaver"]
+__all__ = [
+    "run_dir",
+    "run_record",
+    "record_writer",
+    "run_factors",
+    "RESUME_FROM",
+    "INTERRUPTED_BY",
+    "RunRecorder",
+    "RunConfigSaver",
+]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -75,6 +84,8 @@ def _scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 # The checkpoint an interrupted fit of this process can resume from (set when it stops), for the CLI's message.
 RESUME_FROM: list[str] = []
+# Set when a fit of this process was stopped by Ctrl-C (Lightning exits 1 on it itself).
+INTERRUPTED_BY: list[str] = []
 
 
 class RunRecorder(L.Callback):
@@ -175,6 +186,8 @@ class RunRecorder(L.Callback):
         # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
         # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
         lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
+        if isinstance(exception, KeyboardInterrupt):
+            INTERRUPTED_BY[:] = ["Ctrl-C"]  # Lightning turns it into exit 1; the CLI makes it 130 with its line
         if interrupted:
             # What the CLI's one line names to resume from: the file this stop leaves (no last.ckpt exists
             # before the first epoch ends; a stop that could not save keeps the last epoch's).
@@ -187,6 +200,8 @@ class RunRecorder(L.Callback):
                 RESUME_FROM[:] = [str(path)]
             except OSError:  # rank 0 could not write: still meet the other ranks at the barrier
                 trainer.strategy.barrier("interrupted.ckpt")
+            except FloatingPointError:  # the weights went bad since the last check: keep last.ckpt only
+                pass
         if trainer.is_global_zero:
             error = f"{type(exception).__name__}: {exception}"[:500]
             self._record(trainer, status="interrupted" if interrupted else "failed", error=error)

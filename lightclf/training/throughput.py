@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 __all__ = ["TrainThroughput"]
 
@@ -59,7 +60,8 @@ class TrainThroughput(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightclf.measure.device import available_flops
 
-        precision = "bf16-mixed" if "bf16" in str(trainer.precision) else "32"
+        # fp16 and bf16 share the tensor cores' peak; anything else counts against the fp32/tf32 one.
+        precision = "bf16-mixed" if "16" in str(trainer.precision) else "32"
         self._peak_flops = available_flops(trainer.strategy.root_device, precision)
 
     def _restart(self, trainer: L.Trainer) -> None:
@@ -68,17 +70,30 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restart(trainer)  # before the first batch is fetched: its data wait is in the window
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation inside fitting (mid-epoch or at its end): the window so far is logged, and the
+        # validation's time stays out of the next one. (Lightning sets ``trainer.training`` False here.)
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and self._batches:
+            self._log_window(trainer, pl_module)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training and not trainer.sanity_checking:  # a validation inside an epoch: not training time
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self._restart(trainer)
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._batches:  # the epoch's last, partial window: a short epoch still logs its img/s
+            self._log_window(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, *args) -> None:
-        if self._started is None:
+        if self._started is None:  # a fit resumed mid-epoch (no epoch start): time from here on
             self._restart(trainer)
+            return
         self._images += _batch_size(batch)
         self._batches += 1
-        if self._batches < self.window_size:
-            return
+        if self._batches >= self.window_size:
+            self._log_window(trainer, pl_module)
+
+    def _log_window(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = self._now(trainer)
         seconds = now - self._started
         if seconds > 0:
@@ -93,7 +108,7 @@ class TrainThroughput(L.Callback):
                     metrics["train/device/mfu"] = metrics["train/device/flops_per_sec"] / self._peak_flops
             self.last = metrics
             if trainer.is_global_zero:
-                for logger in trainer.loggers:
-                    logger.log_metrics(metrics, step=trainer.global_step)
+                for logger in trainer.loggers:  # the step the batch's own metrics are logged at
+                    logger.log_metrics(metrics, step=max(0, trainer.global_step - 1))
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         self._started, self._images, self._batches = now, 0, 0
