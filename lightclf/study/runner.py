@@ -318,14 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.launcher == "slurm":
         from lightclf.study.slurm import SlurmOptions, submit_study
 
-        options = SlurmOptions(
-            partition=args.slurm_partition,
-            minutes=args.slurm_time,
-            gpus_per_job=args.slurm_gpus_per_job,
-            parallelism=args.slurm_parallelism,
-            cpus_per_job=args.slurm_cpus_per_job,
-            cluster=None if args.slurm_cluster == "auto" else args.slurm_cluster,
-        )
+        options = SlurmOptions.from_args(args, parallelism=args.slurm_parallelism)
         outcome = submit_study(study, args.config, specs, options, extra, dry_run=args.dry_run, wait=args.wait, log=log)
         _fail_on(outcome)
         return

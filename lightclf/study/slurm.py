@@ -51,6 +51,31 @@ class SlurmOptions:
     parallelism: int = 8
     cluster: str | None = None  # None: SLURM when sbatch is there; "local" runs the same tasks here
 
+    @classmethod
+    def from_args(cls, args, parallelism: int) -> SlurmOptions:
+        """From a tool's ``--slurm-*`` flags (``study`` and ``tune`` share them)."""
+        return cls(
+            partition=args.slurm_partition,
+            minutes=args.slurm_time,
+            gpus_per_job=args.slurm_gpus_per_job,
+            cpus_per_job=args.slurm_cpus_per_job,
+            parallelism=parallelism,
+            cluster=None if args.slurm_cluster == "auto" else args.slurm_cluster,
+        )
+
+    def executor(self, folder: Path, name: str):
+        """A submitit executor for one job array of these tasks, logging into ``folder``."""
+        executor = _submitit().AutoExecutor(folder=str(folder), cluster=self.cluster)
+        executor.update_parameters(
+            name=name,
+            timeout_min=self.minutes,
+            gpus_per_node=self.gpus_per_job,
+            cpus_per_task=self.cpus_per_job,
+            slurm_array_parallelism=self.parallelism,
+            **({"slurm_partition": self.partition} if self.partition else {}),
+        )
+        return executor
+
 
 def _submitit():
     try:
@@ -60,7 +85,19 @@ def _submitit():
     return submitit
 
 
-class StudyTask(Checkpointable):
+class _RequeuedTask(Checkpointable):
+    """An array task whose fits stop cleanly on SLURM's warning signal before it is requeued."""
+
+    def checkpoint(self, *args, **kwargs):
+        """SLURM's warning signal (time-out or preemption): stop the fit (it records itself as
+        interrupted), then requeue this task with the same arguments; the rerun resumes the run."""
+        stop_fits()
+        wait_for_fits(60)
+        kill_fits()
+        return super().checkpoint(*args, **kwargs)
+
+
+class StudyTask(_RequeuedTask):
     """One array task: run ``run_id`` of the study at ``study_path``. On preemption or time-out
     submitit calls ``checkpoint`` (Checkpointable's: requeue with the same arguments), and the rerun
     resumes from the run's last checkpoint."""
@@ -82,14 +119,6 @@ class StudyTask(Checkpointable):
         finally:
             claim.release()
 
-    def checkpoint(self, *args, **kwargs):
-        """SLURM's warning signal (time-out or preemption): stop the fit (it records itself as
-        interrupted), then requeue this task with the same arguments; the rerun resumes the run."""
-        stop_fits()
-        wait_for_fits(60)
-        kill_fits()
-        return super().checkpoint(*args, **kwargs)
-
 
 def submit_study(
     study: Study,
@@ -102,21 +131,13 @@ def submit_study(
     log=print,
 ) -> dict[str, str]:
     """Submit the runs of ``specs`` not yet finished as one job array; with ``wait``, wait for it."""
-    submitit = _submitit()
+    _submitit()  # one line now if it is missing
     todo = [spec for spec in specs if run_status(study, spec) != "finished"]
     log(f"study {study.name}: {len(specs) - len(todo)} finished, {len(todo)} to submit")
     if not todo or dry_run:
         return {spec.run_id: "dry-run" for spec in todo}
     folder = Path(study.save_dir) / "slurm" / study.name
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
-    executor.update_parameters(
-        name=f"lightclf-{study.name}",
-        timeout_min=options.minutes,
-        gpus_per_node=options.gpus_per_job,
-        cpus_per_task=options.cpus_per_job,
-        slurm_array_parallelism=options.parallelism,
-        **({"slurm_partition": options.partition} if options.partition else {}),
-    )
+    executor = options.executor(folder, f"lightclf-{study.name}")
     jobs = executor.map_array(
         StudyTask(), [study_path] * len(todo), [spec.run_id for spec in todo], [extra] * len(todo)
     )
@@ -134,7 +155,7 @@ def submit_study(
     return outcome
 
 
-class TunerTask(Checkpointable):
+class TunerTask(_RequeuedTask):
     """One array task of ``lightclf tune --launcher slurm``: a tuner (one trial at a time, its seeds on
     the allocation) sharing the study's journal with the other tasks. On preemption its running trial
     is stopped and re-queued; the requeued task (or any other) resumes its fits."""
@@ -147,27 +168,12 @@ class TunerTask(Checkpointable):
         outcomes = Tuner(study, slots, extra).run()
         return f"{len(outcomes)} trial(s)"
 
-    def checkpoint(self, *args, **kwargs):
-        stop_fits()
-        wait_for_fits(60)
-        kill_fits()
-        return super().checkpoint(*args, **kwargs)
-
 
 def submit_tuners(study: Study, study_path: str, workers: int, options: SlurmOptions, extra: list[str], log=print):
     """Submit ``workers`` tuner tasks as one job array; they share the journal (one storage, no trial
     twice, ``n_trials`` per arm in all)."""
-    submitit = _submitit()
     folder = Path(study.save_dir) / "slurm" / f"{study.name}-tune"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
-    executor.update_parameters(
-        name=f"lightclf-tune-{study.name}",
-        timeout_min=options.minutes,
-        gpus_per_node=options.gpus_per_job,
-        cpus_per_task=options.cpus_per_job,
-        slurm_array_parallelism=options.parallelism,
-        **({"slurm_partition": options.partition} if options.partition else {}),
-    )
+    executor = options.executor(folder, f"lightclf-tune-{study.name}")
     jobs = executor.map_array(TunerTask(), [study_path] * workers, [extra] * workers)
     log(f"submitted {len(jobs)} tuner task(s) as job array {jobs[0].job_id.split('_')[0]}; logs in {folder}")
     return jobs

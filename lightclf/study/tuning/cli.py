@@ -96,14 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.launcher == "slurm":
         from lightclf.study.slurm import SlurmOptions, submit_tuners
 
-        options = SlurmOptions(
-            partition=args.slurm_partition,
-            minutes=args.slurm_time,
-            gpus_per_job=args.slurm_gpus_per_job,
-            cpus_per_job=args.slurm_cpus_per_job,
-            parallelism=args.workers,
-            cluster=None if args.slurm_cluster == "auto" else args.slurm_cluster,
-        )
+        options = SlurmOptions.from_args(args, parallelism=args.workers)
         submit_tuners(study, args.config, args.workers, options, extra, log=log)
         return
     slots = plan_slots(args.jobs * len(tune.seeds), visible_gpus(args.devices), args.threads)
