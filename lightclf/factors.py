@@ -15,7 +15,17 @@ from typing import Any
 
 from lightclf.errors import ConfigError
 
-__all__ = ["Factors", "Question", "Choice", "PROPOSED_FAMILY", "MOVES_WITH", "ALIASES", "canonical", "fold_settings"]
+__all__ = [
+    "Factors",
+    "Question",
+    "Choice",
+    "PROPOSED_FAMILY",
+    "MOVES_WITH",
+    "ALIASES",
+    "canonical",
+    "fold_settings",
+    "check_factor_names",
+]
 
 PROPOSED_FAMILY = ("ddsnet", "ddsnet_nodilation", "ddsnet_plainconv", "ddsnet_plainconv_nodilation")
 _KWARGS = ("width_multiplier", "dilation", "dilation_schedule", "small_input")
@@ -198,7 +208,7 @@ class Question:
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Question:
         for part in ("a", "b", "where"):
-            _check_factor_names("study questions", raw.get("name"), part, raw.get(part))
+            check_factor_names("study questions", raw.get("name"), part, raw.get(part))
         if not raw.get("name") or not raw.get("a") or not raw.get("b"):
             raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
         return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))
@@ -219,13 +229,13 @@ class Choice:
         options = raw.get("options")
         if not raw.get("name") or not isinstance(options, dict) or len(options) < 2:
             raise ConfigError(f"study choices: each needs a name and two or more options, got {raw}")
-        _check_factor_names("study choices", raw["name"], "where", raw.get("where"))
+        check_factor_names("study choices", raw["name"], "where", raw.get("where"))
         for label, wanted in options.items():
             if not isinstance(wanted, dict) or not wanted:
                 raise ConfigError(
                     f"study choices: {raw['name']!r} option {label!r} must name the factors its runs have"
                 )
-            _check_factor_names("study choices", raw["name"], f"option {label!r}", wanted)
+            check_factor_names("study choices", raw["name"], f"option {label!r}", wanted)
         return cls(raw["name"], {str(k): dict(v) for k, v in options.items()}, dict(raw.get("where") or {}))
 
 
@@ -244,7 +254,8 @@ def fold_settings(factors: dict[str, Any]) -> dict[str, Any]:
     return folded
 
 
-def _check_factor_names(section: str, name: Any, part: str, wanted: dict[str, Any] | None) -> None:
+def check_factor_names(section: str, name: Any, part: str, wanted: dict[str, Any] | None) -> None:
+    """A one-line error unless ``wanted`` maps known factors (short names or config keys) to values."""
     if wanted is not None and not isinstance(wanted, dict):
         raise ConfigError(f"{section}: {name!r} {part} must be a mapping of factors to values, got {wanted!r}")
     bad = {k for k in wanted or {} if k not in _FIELDS and "." not in k}

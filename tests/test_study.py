@@ -15,7 +15,11 @@ import yaml
 from conftest import REPO, run_lightclf, smoke_config
 from lightclf.factors import Factors
 from lightclf.study.report import RunRow, pareto_front
+from lightclf.study.report.plan import load_plan
 from lightclf.study.runner import load_study, sweep_config
+
+DDSNET_REPORT = REPO / "configs" / "report" / "ddsnet.yaml"  # the DDSNet studies' roles, knobs and claim
+DDSNET = load_plan(str(DDSNET_REPORT))
 
 
 def _run(values: dict) -> RunRow:
@@ -42,6 +46,7 @@ def tiny_study(tmp_path):
         },  # fmt: skip
         "runs": [{"network": "mobilenetv3_small_050", "resolution": 32}],
         "seeds": [0],
+        "report": str(DDSNET_REPORT),
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -186,7 +191,7 @@ def test_report_statistics_from_seeded_runs(tmp_path):
         "int8": {"top1": 0.907, "file_mb": 0.3, "ms_per_image": 0.2, "speedup_vs_fp32_onnxruntime": 1.6,
                  "calibration_images": 256, "method": "onnxruntime static QDQ"},
     }))  # fmt: skip
-    path = write_report("stats", runs, tmp_path, protocol="Three epochs on digits.")
+    path = write_report("stats", runs, tmp_path, protocol="Three epochs on digits.", plan=DDSNET)
     text = path.read_text()
     assert text.index("## Protocol") < text.index("## Verdicts") < text.index("## Every configuration")
     dilation_line = next(line for line in text.splitlines() if line.startswith("| dilation |"))
@@ -227,7 +232,7 @@ def test_report_survives_a_configuration_without_test_figures(tmp_path):
     untested = [_run({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "small_input": True,
                       "dilation": 4, "seed": 0, "top1": None, "run_id": "untested"}),
                 _run({"network": "googlenet", "resolution": 56, "seed": 0, "top1": None, "run_id": "g0"})]  # fmt: skip
-    text = write_report("partial", _fake_runs() + untested, tmp_path).read_text()
+    text = write_report("partial", _fake_runs() + untested, tmp_path, plan=DDSNET).read_text()
     assert "| 0.25 | 28 | full | 90.10 | 91.11 | - | +1.01 |" in text  # d=1, 2 and the untested d=4
     assert "Against googlenet" not in text  # nothing to compare with
 
@@ -320,7 +325,7 @@ def test_wandb_summary_run_offline(tiny_study, tmp_path):
 
     study = load_study(tiny_study)
     out = tmp_path / "reports" / "tiny"
-    write_report("tiny", _fake_runs(), out)
+    write_report("tiny", _fake_runs(), out, plan=DDSNET)
     log_summary_run(study, _fake_runs(), out)
     (segment,) = list(Path(study.save_dir).glob("wandb/offline-run-*/run-*.wandb"))
     for _ in range(20):  # under load the W&B service can still be flushing the file when finish() returns
@@ -384,7 +389,7 @@ def test_budgets_never_pair_and_a_stale_folder_does_not_hide_an_archived_run(tmp
         for width, top1 in ((0.25, 0.90), (0.5, 0.91)):
             runs.append(_run({"network": "ddsnet", "width_multiplier": width, "resolution": 28, "dilation": 2,
                          "budget": "full", "seed": seed, "top1": top1 + seed / 1000, "run_id": f"{width}-{seed}"}))  # fmt: skip
-    knobs = compare_configurations(aggregate(runs)).knobs
+    knobs = compare_configurations(aggregate(runs, DDSNET), DDSNET).knobs
     found = {k.compared.split(",")[0]: k.effect for k in knobs if k.name == "width multiplier"}
     assert set(found) == {"0.5 vs 0.25"} and found["0.5 vs 0.25"].n == 3  # 1.0 (20k x 2 ep) pairs with nothing
     assert len(aggregate(runs)) == 3
@@ -419,7 +424,7 @@ def test_baseline_comparisons_use_the_proposed_dilated_net_on_the_same_budget(tm
         runs.append(_run({**small, "budget": "full", "network": "ddsnet", "width_multiplier": 0.25, "dilation": 2,
                      "resolution": 28, "seed": seed, "top1": 0.915, "params": 215_642, "macs": 9.6e6,
                      "run_id": f"full{seed}"}))  # fmt: skip
-    text = write_report("baselines", runs, tmp_path).read_text()
+    text = write_report("baselines", runs, tmp_path, plan=DDSNET).read_text()
     from PIL import Image
 
     with Image.open(tmp_path / "accuracy_vs_params.png") as plot:  # two budgets: two panels side by side
@@ -454,6 +459,7 @@ def test_report_command_flags_out_notes_and_wandb_summary(tmp_path, run_here):
         "name": "flags", "base_config": str(Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"),
         "save_dir": str(tmp_path / "runs"), "project": "p", "records": str(tmp_path / "records"), "seeds": [0, 1],
         "grid": {"network": ["ddsnet"], "width_multiplier": [0.25], "resolution": [28], "dilation": [1, 2]},
+        "report": {"knobs": [{"factor": "dilation"}]},  # declared inline: the dilation effect, nothing else
     }))  # fmt: skip
     study = load_study(study_yaml)
     for i, spec in enumerate(study.specs()):

@@ -162,6 +162,17 @@ class Study:
     report_dir: str | None = None
     # One line at the top of the report pointing to the study that reruns its questions better.
     superseded_by: str | None = None
+    # What the configuration report says about whose runs (roles, knobs, the proposed net against the
+    # baselines, a paper's claim): a mapping, or the path of a YAML file with one
+    # (lightclf.study.report.plan; the DDSNet studies name configs/report/ddsnet.yaml).
+    report: str | dict[str, Any] | None = None
+
+    @property
+    def report_plan(self):
+        """The declared roles, knobs and comparisons (lightclf.study.report.plan.ReportPlan)."""
+        from lightclf.study.report.plan import load_plan
+
+        return load_plan(self.report)
 
     @property
     def report_folder(self) -> Path:
@@ -322,6 +333,10 @@ def load_study(path: str | Path) -> Study:
             Question.parse(question)  # unknown factors or a missing arm: one line now, not at report time
         for choice in raw.get("choices") or []:
             Choice.parse(choice)
+    if raw.get("report") is not None:
+        from lightclf.study.report.plan import load_plan
+
+        load_plan(raw["report"])  # a malformed declaration: one line now, not at report time
     if raw.get("order", "configurations") not in ("configurations", "seeds"):
         raise ConfigError(f"study config {path}: order must be 'configurations' or 'seeds', got {raw['order']!r}")
     bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]

@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> None:
         from lightclf.study.report.tuning import tuning_section
 
         path = write_report(
-            study.name, runs, out, notes, study.protocol, tuning_section(study, out), study.superseded_by
+            study.name,
+            runs,
+            out,
+            notes,
+            study.protocol,
+            tuning_section(study, out),
+            study.superseded_by,
+            study.report_plan,
         )
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:

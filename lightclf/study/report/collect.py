@@ -12,24 +12,15 @@ from typing import Any
 
 from lightclf.factors import Factors
 from lightclf.runs import ExportFigures, RunRecord
+from lightclf.study.report.plan import ReportPlan
 from lightclf.study.stats import Summary, summarize
 
-__all__ = ["KEY_FACTORS", "RunRow", "ConfigurationRow", "collect_runs", "collect_wandb_runs", "aggregate", "role"]
+__all__ = ["KEY_FACTORS", "RunRow", "ConfigurationRow", "collect_runs", "collect_wandb_runs", "aggregate"]
 
 # The configuration's factors, as in ``Factors`` (the seed aside). "budget" (training images x
 # epochs) and "other" (other kwargs and recipe overrides) are factors too: runs trained on different
 # budgets or recipes are different configurations, never paired, never in one row of a factor table.
 KEY_FACTORS = tuple(f.name for f in fields(Factors) if f.name not in ("seed", "settings"))
-
-
-def role(factors: Factors) -> str:
-    """proposed, ablation: <what> or baseline (any network outside the DDSNet family)."""
-    name = factors.network
-    if name == "ddsnet":
-        return "proposed" if (factors.dilation or 2) > 1 else "ablation: no dilation"
-    if name.startswith("ddsnet"):
-        return "ablation: " + name.removeprefix("ddsnet_").replace("_", ", ")
-    return "baseline"
 
 
 @dataclass(frozen=True)
@@ -100,6 +91,7 @@ class ConfigurationRow:
     fit_seconds: Summary
     images_per_s: float | None = None
     memory_format: str | None = None  # the benchmark's faster format for images_per_s
+    role: str = ""  # as the study's report plan declares it (lightclf.study.report.plan); "" when none
 
     @classmethod
     def of(cls, runs: list[RunRow]) -> ConfigurationRow:
@@ -114,13 +106,9 @@ class ConfigurationRow:
         return self.factors.label
 
     @property
-    def role(self) -> str:
-        return role(self.factors)
-
-    @property
     def is_baseline(self) -> bool:
-        """Any network outside the DDSNet family is a baseline (and gets its comparison)."""
-        return not self.factors.proposed
+        """A baseline (role declared by the study) gets its comparison with the proposed configuration."""
+        return self.role == "baseline"
 
     @property
     def seeds(self) -> list[int | None]:
@@ -210,9 +198,13 @@ def collect_wandb_runs(path: str, study: str) -> list[RunRow]:
     return runs
 
 
-def aggregate(runs: list[RunRow]) -> list[ConfigurationRow]:
-    """Merge seeds: one row per configuration (``Factors`` up to the seed), in first-seen order."""
+def aggregate(runs: list[RunRow], plan: ReportPlan | None = None) -> list[ConfigurationRow]:
+    """Merge seeds: one row per configuration (``Factors`` up to the seed), in first-seen order, each
+    with the role the study's plan gives it."""
     groups: dict[Factors, list[RunRow]] = defaultdict(list)
     for run in runs:
         groups[run.factors.configuration].append(run)
-    return [ConfigurationRow.of(members) for members in groups.values()]
+    rows = [ConfigurationRow.of(members) for members in groups.values()]
+    for row in rows:
+        row.role = plan.role(row.factors) if plan else ""
+    return rows

@@ -12,6 +12,7 @@ from typing import Any
 
 from lightclf.factors import MOVES_WITH, Question, canonical
 from lightclf.study.report.collect import ConfigurationRow, RunRow
+from lightclf.study.report.plan import Knob, ReportPlan, Versus
 from lightclf.study.stats import (
     Effect,
     Improvement,
@@ -32,6 +33,7 @@ __all__ = [
     "compare_configurations",
     "factor_effect",
     "factor_values",
+    "knob_pairs",
 ]
 
 
@@ -98,7 +100,7 @@ def compare(question: Question, runs: list[RunRow], linked: dict[str, tuple[str,
     return Comparison(group_a, group_b, pairs)
 
 
-# -- the configuration report: the paper's knobs and the baselines, computed once -------------------
+# -- the configuration report: the declared knobs and baselines, computed once ----------------------
 @dataclass(frozen=True)
 class KnobEffect:
     """One knob's paired effect on top-1: its name, what was held equal, and the effect."""
@@ -110,7 +112,7 @@ class KnobEffect:
 
 @dataclass(frozen=True)
 class BaselineComparison:
-    """The proposed width-1.0 net against one baseline configuration on the same budget (Welch:
+    """The proposed configuration against one baseline configuration on the same budget (Welch:
     different networks share no initialisation)."""
 
     proposed: ConfigurationRow
@@ -121,7 +123,7 @@ class BaselineComparison:
 
 @dataclass(frozen=True)
 class ConfigurationComparisons:
-    """Everything the configuration report compares, once: knob effects, the GoogLeNet claim and the
+    """Everything the configuration report compares, once: knob effects, the declared claim and the
     other baselines."""
 
     knobs: list[KnobEffect]
@@ -139,55 +141,42 @@ def _runs(rows: list[ConfigurationRow]) -> list[RunRow]:
 
 def factor_effect(rows: list[ConfigurationRow], factor: str, a: Any, b: Any, **match: Any) -> Effect:
     """top-1(b) - top-1(a), paired by seed and every other factor (runs matching ``match``); only the
-    factors that move with ``factor`` within the DDSNet family (MOVES_WITH) are left free."""
+    factors that move with ``factor`` (MOVES_WITH) are left free."""
     question = Question(factor, {factor: a}, {factor: b}, dict(match))
     return compare(question, _runs(rows), linked=MOVES_WITH).paired_effect()
 
 
 def factor_values(rows: list[ConfigurationRow], factor: str) -> list[Any]:
     """The values ``factor`` takes among ``rows``, sorted (None left out)."""
-    return sorted({getattr(r.factors, factor) for r in rows if getattr(r.factors, factor) is not None})
+    return sorted({r.factors.value(factor) for r in rows if r.factors.value(factor) is not None})
 
 
-def _knob_effects(rows: list[ConfigurationRow]) -> list[KnobEffect]:
-    """The paper's knobs as paired effects on top-1."""
+def knob_pairs(rows: list[ConfigurationRow], knob: Knob) -> list[tuple[Any, Any]]:
+    """The (a, b) value pairs a declared knob compares among the rows it is read in."""
+    if knob.a is not None:
+        return [(knob.a, knob.b)]
+    values = factor_values([r for r in rows if r.factors.matches(knob.where)], knob.factor)
+    if len(values) < 2:
+        return []
+    return list(itertools.combinations(values, 2)) if knob.pairs == "all" else [(values[0], values[-1])]
+
+
+def _knob_effects(rows: list[ConfigurationRow], knobs: tuple[Knob, ...]) -> list[KnobEffect]:
+    """The declared knobs as paired effects on top-1 (those with no pair left out)."""
     out = []
-    proposed = [r for r in rows if r.factors.network == "ddsnet"]
-    dilations = factor_values(proposed, "dilation")
-    if len(dilations) > 1:
-        e = factor_effect(rows, "dilation", dilations[0], dilations[-1], network="ddsnet")
-        if e.n:
-            out.append(
-                KnobEffect("dilation", f"d={dilations[-1]} vs d={dilations[0]}, same width/resolution/budget/seed", e)
-            )
-    if any(r.factors.network == "ddsnet_plainconv" for r in rows):
-        e = factor_effect(rows, "network", "ddsnet_plainconv", "ddsnet")
-        if e.n:
-            out.append(
-                KnobEffect(
-                    "separability", "depthwise-separable vs plain 3x3 convs, same width/resolution/d/budget/seed", e
-                )
-            )
-    for factor in ("width_multiplier", "resolution"):
-        for low, high in itertools.combinations(factor_values(proposed, factor), 2):  # only one budget's runs pair up
-            e = factor_effect(rows, factor, low, high, network="ddsnet")
-            if e.n:
-                out.append(
-                    KnobEffect(factor.replace("_", " "), f"{high} vs {low}, other factors, budget and seed equal", e)
-                )
+    for knob in knobs:
+        for a, b in knob_pairs(rows, knob):
+            effect = factor_effect(rows, knob.factor, a, b, **knob.where)
+            if effect.n:
+                out.append(KnobEffect(knob.title, knob.compared.format(a=a, b=b), effect))
     return out
 
 
-def _baseline_rows(rows: list[ConfigurationRow]) -> list[ConfigurationRow]:
-    return sorted((r for r in rows if r.is_baseline),
-                  key=lambda r: (r.factors.network != "googlenet", r.factors.network, r.factors.resolution or 0))  # fmt: skip
-
-
-def _against(rows: list[ConfigurationRow], baseline: ConfigurationRow) -> BaselineComparison | None:
-    """The best proposed (dilated) width-1.0 configuration on the baseline's budget against it,
-    unpaired; None when no such proposed run shares the baseline's budget."""
-    proposed = [r for r in rows if r.factors.network == "ddsnet" and r.factors.width_multiplier == 1.0
-                and r.role == "proposed" and r.factors.budget == baseline.factors.budget and r.n]  # fmt: skip
+def _against(rows: list[ConfigurationRow], versus: Versus, baseline: ConfigurationRow) -> BaselineComparison | None:
+    """The best proposed configuration on the baseline's budget against it, unpaired; None when no
+    such proposed run shares the baseline's budget."""
+    proposed = [r for r in rows if r.role == "proposed" and r.factors.matches(versus.where)
+                and r.factors.budget == baseline.factors.budget and r.n]  # fmt: skip
     if not proposed or not baseline.n:
         return None
     p = max(proposed, key=lambda r: r.mean())
@@ -196,11 +185,18 @@ def _against(rows: list[ConfigurationRow], baseline: ConfigurationRow) -> Baseli
         [run.top1 for run in arm] for arm in (comparison.a, comparison.b))))  # fmt: skip
 
 
-def compare_configurations(rows: list[ConfigurationRow]) -> ConfigurationComparisons:
-    """The configuration report's comparisons: the knobs, the paper's GoogLeNet claim (GoogLeNet at
-    its largest input, where its stride-32 stem collapses least) and every other baseline."""
-    google = [r for r in rows if r.factors.network == "googlenet"]
-    target = max(google, key=lambda r: (r.factors.resolution or 0, r.n)) if google else None
-    claim = _against(rows, target) if target is not None else None
-    others = [_against(rows, b) for b in _baseline_rows(rows) if not claim or b is not claim.baseline]
-    return ConfigurationComparisons(_knob_effects(rows), claim, [o for o in others if o])
+def compare_configurations(rows: list[ConfigurationRow], plan: ReportPlan) -> ConfigurationComparisons:
+    """The configuration report's comparisons as the study declares them: the knobs, the claim (its
+    baseline at its largest input: for a stride-32 net, where its stem collapses least) and every
+    other baseline."""
+    versus = plan.versus
+    if versus is None:
+        return ConfigurationComparisons(_knob_effects(rows, plan.knobs), None, [])
+    in_claim = [r for r in rows if versus.claim and r.factors.matches(versus.claim.baseline)]
+    target = max(in_claim, key=lambda r: (r.factors.resolution or 0, r.n)) if in_claim else None
+    claim = _against(rows, versus, target) if target is not None else None
+    claimed = {id(r) for r in in_claim}
+    baselines = sorted((r for r in rows if r.is_baseline),
+                       key=lambda r: (id(r) not in claimed, r.factors.network, r.factors.resolution or 0))  # fmt: skip
+    others = [_against(rows, versus, b) for b in baselines if not claim or b is not claim.baseline]
+    return ConfigurationComparisons(_knob_effects(rows, plan.knobs), claim, [o for o in others if o])

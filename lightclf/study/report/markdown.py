@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from lightclf.errors import ConfigError
+from lightclf.factors import MOVES_WITH, canonical
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.report.comparisons import ConfigurationComparisons, compare_configurations, factor_values
+from lightclf.study.report.plan import Knob, ReportPlan
 from lightclf.study.report.plots import plot_accuracy_vs_cost
 from lightclf.study.report.throughput import attach_throughput
 from lightclf.study.stats import Effect
@@ -78,18 +80,20 @@ EVERY_RUN: list[Column] = [
 ]
 
 
-def _factor_table(rows: list[ConfigurationRow], factor: str, held: tuple[str, ...]) -> tuple[str, list[float]]:
-    """One row per setting of the held factors; columns per value of ``factor``; deltas vs the first value."""
-    proposed = [r for r in rows if r.factors.network == "ddsnet"]
-    values = factor_values(proposed, factor)
+def _factor_table(rows: list[ConfigurationRow], knob: Knob) -> tuple[str, list[float]]:
+    """One row per setting of the knob's held factors; columns per value of its factor among the runs it
+    is read in; deltas vs the first value."""
+    factor, held = knob.factor, knob.table
+    among = [r for r in rows if r.factors.matches(knob.where)]
+    values = factor_values(among, factor)
     if len(values) < 2:
         return "", []
     groups: dict[tuple, dict] = defaultdict(dict)
-    for r in proposed:
-        groups[tuple(getattr(r.factors, h) for h in held)][getattr(r.factors, factor)] = r
-    head = [*held, *[f"top-1 @ {factor}={v}" for v in values], "Δ top-1 (highest vs lowest value in the row)",
+    for r in among:
+        groups[tuple(r.factors.value(h) for h in held)][r.factors.value(factor)] = r
+    head = [*held, *[f"top-1 @ {factor.rsplit('.', 1)[-1]}={v}" for v in values], "Δ top-1 (highest vs lowest value in the row)",
             *[f"MACs @ {v}" for v in values], *[f"params @ {v}" for v in values]]  # fmt: skip
-    if factor == "dilation":
+    if knob.receptive_field:
         head += [f"RF @ {v}" for v in values]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     deltas = []
@@ -104,14 +108,10 @@ def _factor_table(rows: list[ConfigurationRow], factor: str, held: tuple[str, ..
         cells.append(f"{100 * delta:+.2f}")
         cells += [_millions(by_value[v].first.macs, 1) if v in by_value else "-" for v in values]
         cells += [_millions(by_value[v].first.params, 3) if v in by_value else "-" for v in values]
-        if factor == "dilation":
+        if knob.receptive_field:
             cells += [str(by_value[v].first.receptive_field) if v in by_value else "-" for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), deltas
-
-
-def _find(rows: list[ConfigurationRow], **match: Any) -> ConfigurationRow | None:
-    return next((r for r in rows if r.factors.matches(match)), None)
 
 
 def _ci(effect: Effect) -> str:
@@ -125,52 +125,60 @@ def _effect_sentence(effect: Effect) -> str:
     return f"{100 * effect.mean:+.2f} points (95% CI {_ci(effect)}, n = {effect.n} {pairing}): **{effect.verdict}**"
 
 
-def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons | None = None) -> list[str]:
-    """Verdicts on the paper's three knobs, separability and its GoogLeNet claim, from the runs."""
-    found = found or compare_configurations(rows)
+def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons, plan: ReportPlan) -> list[str]:
+    """Verdicts on the study's declared knobs, their costs, its claim and its other baselines, from the runs."""
     out = []
     for knob in found.knobs:
         out.append(f"**{knob.name.capitalize()}** ({knob.compared}): {_effect_sentence(knob.effect)}.")
-    sep = _find(rows, network="ddsnet_plainconv")
-    if sep:
-        f = sep.factors
-        twin = _find(rows, network="ddsnet", width_multiplier=f.width_multiplier, resolution=f.resolution,
-                     dilation=f.dilation)  # fmt: skip
-        if twin and twin.first.params and sep.first.params:
-            out.append(
-                f"Separability's cost: the plain-conv net has {sep.first.params / twin.first.params:.1f}x the "
-                f"parameters and {sep.first.macs / twin.first.macs:.1f}x the MACs of the separable one "
-                f"(α={f.width_multiplier}, {f.resolution} px)."
-            )
+    for knob in plan.knobs:
+        if knob.cost and knob.a is not None:
+            out += _cost_sentence(rows, knob)
+    versus = plan.versus
     claim = found.claim
-    if claim:
-        p, g, effect = claim.proposed, claim.baseline, claim.effect
+    if claim and versus and versus.claim:
+        p, g, effect, said = claim.proposed, claim.baseline, claim.effect, versus.claim
+        name = said.baseline_name or g.factors.network
+        note = f" ({said.note})" if said.note else ""
         out.append(
-            f"**The paper's GoogLeNet claim** (DDSNet α=1.0 at {p.factors.resolution} px vs GoogLeNet at "
+            f"**{said.title}** ({versus.label} at {p.factors.resolution} px vs {name} at "
             f"{g.factors.resolution} px, same recipe{_budget_words(p, g)}): top-1 {_pct(p.mean(), p.std())}% "
             f"(n={p.n}) vs {_pct(g.mean(), g.std())}% (n={g.n}), difference {_effect_sentence(effect)}; "
-            f"{_cost_words(p, g)} (GoogLeNet counted as deployed, without its aux heads). The paper claims about "
-            "+1 point and 3.7M fewer parameters."
+            f"{_cost_words(versus.name, p, g)}{note}." + (f" {said.says}" if said.says else "")
         )
     for other in found.others:
         p, b, effect = other.proposed, other.baseline, other.effect
         out.append(
             f"**Against {b.factors.network}** at {b.factors.resolution} px (same recipe{_budget_words(p, b)}): "
-            f"DDSNet α=1.0 {_pct(p.mean(), p.std())}% (n={p.n}) vs {_pct(b.mean(), b.std())}% (n={b.n}), "
-            f"difference {_effect_sentence(effect)}; {_cost_words(p, b)}."
+            f"{versus.label} {_pct(p.mean(), p.std())}% (n={p.n}) vs {_pct(b.mean(), b.std())}% (n={b.n}), "
+            f"difference {_effect_sentence(effect)}; {_cost_words(versus.name, p, b)}."
         )
     return out
 
 
-def _cost_words(proposed: ConfigurationRow, baseline: ConfigurationRow) -> str:
-    """DDSNet's parameters and MACs against a baseline's, in words."""
+def _cost_sentence(rows: list[ConfigurationRow], knob: Knob) -> list[str]:
+    """The knob's declared cost sentence: ``a``'s parameters and MACs over those of its twin at ``b``
+    (the first configuration at ``a`` that has one)."""
+    for row in rows:
+        if not row.factors.matches({knob.factor: knob.a}):
+            continue
+        linked = (knob.factor, *MOVES_WITH.get(canonical(knob.factor), ()))
+        twin = next((r for r in rows if r.factors.matches({knob.factor: knob.b})
+                     and r.factors.differs_only_in(row.factors, *linked)), None)  # fmt: skip
+        if twin and twin.first.params and row.first.params and twin.first.macs and row.first.macs:
+            ratios = {"params": row.first.params / twin.first.params, "macs": row.first.macs / twin.first.macs}
+            return [knob.cost.format(**row.factors.as_dict(), **ratios)]
+    return []
+
+
+def _cost_words(name: str, proposed: ConfigurationRow, baseline: ConfigurationRow) -> str:
+    """The proposed net's parameters and MACs against a baseline's, in words."""
     p, b = proposed.first.params, baseline.first.params
     if not p or not b:
         return "parameter counts unknown"
     if round(p / 1e4) == round(b / 1e4):
-        words = f"DDSNet has the same parameter count ({p / 1e6:.2f}M)"
+        words = f"{name} has the same parameter count ({p / 1e6:.2f}M)"
     else:
-        words = f"DDSNet has {abs(b - p) / 1e6:.2f}M {'fewer' if b > p else 'more'} parameters ({p / 1e6:.2f}M vs {b / 1e6:.2f}M)"
+        words = f"{name} has {abs(b - p) / 1e6:.2f}M {'fewer' if b > p else 'more'} parameters ({p / 1e6:.2f}M vs {b / 1e6:.2f}M)"
     pm, bm = proposed.first.macs, baseline.first.macs
     if pm and bm:
         words += f" and {pm / bm:.2f}x the MACs ({pm / 1e6:.1f}M vs {bm / 1e6:.1f}M)"
@@ -182,12 +190,12 @@ def _budget_words(*rows: ConfigurationRow) -> str:
     return f" and training budget, {budgets.pop()}" if len(budgets) == 1 and None not in budgets else ""
 
 
-def _effects_table(found: ConfigurationComparisons) -> str:
+def _effects_table(found: ConfigurationComparisons, plan: ReportPlan) -> str:
     table = [(k.name, k.compared, k.effect) for k in found.knobs]
     for c in found.baselines:
         b = c.baseline
         compared = f"unpaired (Welch), {b.factors.resolution} px, budget {b.factors.budget}"
-        table.append((f"DDSNet α=1.0 vs {b.factors.network}", compared, c.effect))
+        table.append((f"{plan.versus.label} vs {b.factors.network}", compared, c.effect))
     if not table:
         return ""
     lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
@@ -239,12 +247,15 @@ def write_report(
     protocol: str = "",
     after_protocol: list[str] = (),
     superseded_by: str | None = None,
+    plan: ReportPlan | None = None,
 ) -> Path:
     """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots;
-    ``after_protocol``: markdown lines that follow the protocol (the tuning section)."""
+    ``after_protocol``: markdown lines that follow the protocol (the tuning section); ``plan``: the
+    roles, knobs and baseline comparisons the study declares (none: the tables and plots only)."""
+    plan = plan or ReportPlan()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(runs)
+    rows = aggregate(runs, plan)
     if not rows:
         raise ConfigError(f"report: no finished runs for study {name!r}")
     attach_throughput(rows, out / "bench.csv")
@@ -259,26 +270,27 @@ def write_report(
         sections.append("## Protocol\n\n" + protocol.strip() + "\n")
     if after_protocol:
         sections.append("\n".join(after_protocol))
-    compared = compare_configurations(rows)  # every comparison once; the sections below render it
-    found = answers(rows, compared)
+    compared = compare_configurations(rows, plan)  # every comparison once; the sections below render it
+    found = answers(rows, compared, plan)
     if found:
         sections.append("## Verdicts\n\n" + "\n".join(f"- {a}" for a in found) + "\n")
     if notes:
         sections.append(notes.strip() + "\n")
     sections.append(
-        "## Every configuration (test top-1: mean ± std over seeds, n runs)\n\n" + _table(rows, HEADLINE) + "\n"
+        "## Every configuration (test top-1: mean ± std over seeds, n runs)\n\n"
+        + _table(rows, HEADLINE if plan.roles else [c for c in HEADLINE if c[0] != "role"])
+        + "\n"
     )
-    table = _effects_table(compared)
+    table = _effects_table(compared, plan)
     if table:
         sections.append(
             "## Effects (paired by seed and the other factors; 95% t intervals from scipy.stats)\n\n" + table + "\n"
         )
-    for factor, held in (("dilation", ("width_multiplier", "resolution", "budget")),
-                         ("width_multiplier", ("resolution", "dilation", "budget")),
-                         ("resolution", ("width_multiplier", "dilation", "budget"))):  # fmt: skip
-        table, _ = _factor_table(rows, factor, held)
+    for knob in plan.knobs:
+        table, _ = _factor_table(rows, knob) if knob.table else ("", [])
         if table:
-            sections.append(f"## Effect of {factor.replace('_', ' ')} (proposed net, means over seeds)\n\n{table}\n")
+            among = "proposed net, " if plan.versus else ""
+            sections.append(f"## Effect of {knob.title} ({among}means over seeds)\n\n{table}\n")
     deploy = _deployment_table(rows)
     if deploy:
         sections.append(deploy)

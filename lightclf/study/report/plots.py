@@ -27,8 +27,12 @@ def _cost(row: ConfigurationRow, key: str) -> float | None:
 
 def _plot_panel(ax, pts: list[ConfigurationRow], key: str, xlabel: str, log: bool) -> None:
     """Accuracy against one cost on one axis: error bars (± 1 std over seeds), labels, Pareto front."""
-    for kind, marker, color in (("proposed", "o", "C0"), ("ablation", "s", "C1"), ("baseline", "^", "C2")):
-        sel = [r for r in pts if r.role.startswith(kind)]
+    roles = (("proposed", "o", "C0"), ("ablation", "s", "C1"), ("baseline", "^", "C2"))
+    for kind, marker, color in (*roles, ("configuration", "D", "C3")):
+        if kind == "configuration":  # no declared role (or one outside the three): one style for the rest
+            sel = [r for r in pts if not r.role.startswith(tuple(k for k, _, _ in roles))]
+        else:
+            sel = [r for r in pts if r.role.startswith(kind)]
         if not sel:
             continue
         ax.errorbar(

@@ -84,7 +84,8 @@ def build_report(study, entity_project: str, protocol_md: str = ""):
     return wr.Report(
         project=project,
         entity=entity,
-        title=f"{study.name}: accuracy and cost of DDSNet vs baselines",
+        title=f"{study.name}: accuracy and cost of "
+        + (f"{versus.name} vs baselines" if (versus := study.report_plan.versus) else "every configuration"),
         description="Built by `lightclf report --wandb-report`: every configuration with its seeds.",
         blocks=blocks,
     )

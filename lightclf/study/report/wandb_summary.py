@@ -17,7 +17,8 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
     effects and the plots, so a reviewer in W&B needs no local files. Works offline (`wandb sync`)."""
     import wandb
 
-    rows = aggregate(runs)
+    plan = study.report_plan
+    rows = aggregate(runs, plan)
     attach_throughput(rows, out / "bench.csv")
     run = wandb.init(
         project=study.project,
@@ -37,7 +38,7 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
         effect_rows = [
             {"effect": name, "comparison": compared, "n": e.n, "delta_top1": e.mean, "ci_low": e.ci_low,
              "ci_high": e.ci_high, "verdict": e.verdict}
-            for name, compared, e in ((k.name, k.compared, k.effect) for k in compare_configurations(rows).knobs)
+            for name, compared, e in ((k.name, k.compared, k.effect) for k in compare_configurations(rows, plan).knobs)
         ]  # fmt: skip
         payload = {
             "runs": table([r.csv_row() for r in runs]),
