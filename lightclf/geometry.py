@@ -3,6 +3,11 @@ receptive fields. The network (``lightclf.models.ddsnet``) is built from it, and
 without loading torch (per-block map sizes, receptive fields and how many dilated taps land inside
 the map, for each schedule). ``mass_radius`` and ``mass_area`` size a measured effective receptive
 field (``lightclf.measure.receptive_field``): how far its mass reaches and how evenly it covers the image.
+
+It sits beside ``lightclf.models``, not in it, on purpose: importing anything under
+``lightclf.models`` runs that package's ``__init__``, which registers the DDSNet family in timm
+(the documented ``import lightclf.models`` contract) and so loads torch and timm, which ``report``
+and ``study --dry-run`` never load (tests/test_layout.py holds them to that).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_no_import_cycles():
             visit(module, [])
 
 
-def test_study_dry_run_and_errors_do_not_load_torch(tmp_path):
+def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     # A study of its own (fresh run folder, no records): the committed study's runs are archived as
     # finished, so its dry run would only print "skipped" lines and no fit command.
     study = tmp_path / "study.yaml"
@@ -93,6 +93,8 @@ def test_study_dry_run_and_errors_do_not_load_torch(tmp_path):
         "from lightclf.cli import main\n"
         "from lightclf.errors import ConfigError\n"
         f"main(['study', '--config', {str(study)!r}, '--dry-run'])\n"
+        # the question report reads DDSNet's geometry (lightclf/geometry.py: beside models/, see why there)
+        f"main(['report', '--study', 'configs/study/fmnist_dilation.yaml', '--out', {str(tmp_path / 'out')!r}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('no torch')\n"
     )
