@@ -101,6 +101,27 @@ def test_benchmarks_run_on_the_cpu_and_name_their_device_and_precision():
     assert train.device == "cpu" and train.images_per_s > 0 and train.mfu is None  # no known CPU peak
 
 
+def test_train_bench_compares_bf16_and_compile_with_fp32_eager_round_by_round(monkeypatch):
+    """Every bf16 or compiled case gets its per-round img/s ratio over the fp32 eager case of the same
+    net, size and format; a compiled case compiles its network in place, as `model.compile` does."""
+    from lightclf.measure import bench_train
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(type(self).__name__))
+    spec = "ddsnet:width_multiplier=0.25,small_input=true"
+    cases = run_train_bench([spec], [28], ["contiguous"], ["32", "bf16-mixed"], batch_size=2, rounds=2, steps=1,
+                            warmup=1, log=lambda m: None, backends=["eager", "compile"])  # fmt: skip
+    assert [(c.precision, c.backend) for c in cases] == [
+        ("32", "eager"), ("32", "compile"), ("bf16-mixed", "eager"), ("bf16-mixed", "compile")]  # fmt: skip
+    assert compiled == ["DDSNet", "DDSNet"] and {r.backend for r in rows_of(cases)} == {"eager", "compile"}
+    for case, rates in zip(cases, ([100, 200], [150, 200], [200, 100], [50, 400])):
+        case.rates = rates
+    found = {(r["precision"], r["backend"]): r for r in bench_train.speedups(cases)}
+    assert set(found) == {("32", "compile"), ("bf16-mixed", "eager"), ("bf16-mixed", "compile")}
+    assert (found[("32", "compile")]["ratio"], found[("32", "compile")]["ratio_min"]) == (1.25, 1.0)  # 1.5, 1.0
+    assert found[("bf16-mixed", "eager")]["ratio"] == 1.25 and found[("bf16-mixed", "compile")]["ratio_max"] == 2.0
+
+
 def test_benchmarks_refuse_a_missing_gpu_in_one_line(capsys):
     from lightclf.cli import main
 

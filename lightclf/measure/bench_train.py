@@ -12,6 +12,7 @@ timings drift 2-3x over minutes, so only ratios taken within a round are compare
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 from collections.abc import Callable
@@ -37,6 +38,7 @@ __all__ = [
     "rows_of",
     "write_rows",
     "dilation_ratios",
+    "speedups",
     "bench_optimizer",
     "main",
 ]
@@ -63,11 +65,15 @@ class TrainRow:
     device: str = "cpu"
     process_peak_mb: float | None = None  # CUDA only: this process's own peak allocation (siblings not counted)
     mfu: float | None = None  # model FLOPs utilisation, where Lightning knows the device's peak
+    backend: str = "eager"  # or "compile": the network compiled in place, as `model.compile: true` does
+
+
+TRAIN_BACKENDS = ("eager", "compile")
 
 
 @dataclass
 class TrainCase:
-    """One network in one memory format and precision on one device, with a fixed random batch."""
+    """One network in one memory format, precision and backend on one device, with a fixed random batch."""
 
     spec: str
     resolution: int
@@ -75,6 +81,7 @@ class TrainCase:
     precision: str
     batch_size: int
     device: str = "cpu"
+    backend: str = "eager"
     rates: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -88,6 +95,10 @@ class TrainCase:
         self.macs = count_macs(net, self.resolution)
         fmt = torch.channels_last if self.memory_format == "channels_last" else torch.contiguous_format
         self.net = net.train().to(device=self.timer.device, memory_format=fmt)
+        if (
+            self.backend == "compile"
+        ):  # as ImageClassifier(compile=True): in place, compiled on the first (warm-up) step
+            self.net.compile()
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(self.batch_size, 3, self.resolution, self.resolution, generator=gen)
@@ -130,16 +141,18 @@ def run_train_bench(
     warmup: int = 2,
     log=print,
     device: str = "cpu",
+    backends: list[str] = ("eager",),
 ) -> list[TrainCase]:
-    """Time training steps of every case, interleaved over rounds; one row per case."""
+    """Time training steps of every case, interleaved over rounds; one row per case (a compiled case
+    compiles during its warm-up steps, which are not timed)."""
     check_model_specs(specs)
     cases = []
     for spec in specs:
         for resolution in resolutions:
             for memory_format in memory_formats:
-                for precision in precisions:
+                for precision, backend in itertools.product(precisions, backends):
                     try:
-                        case = TrainCase(spec, resolution, memory_format, precision, batch_size, device)
+                        case = TrainCase(spec, resolution, memory_format, precision, batch_size, device, backend)
                     except ConfigError as err:
                         log(f"skip {spec} @ {resolution}px: {err}")
                         continue
@@ -170,6 +183,7 @@ def rows_of(cases: list[TrainCase]) -> list[TrainRow]:
             device=str(c.timer.device),
             process_peak_mb=c.process_peak_mb,
             mfu=c.mfu,
+            backend=c.backend,
         )
         for c in cases
     ]
@@ -185,7 +199,7 @@ def _undilated_spec(spec: str) -> str | None:
 def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
     """Per-round img/s ratio ddsnet / ddsnet_nodilation (same kwargs, resolution, precision):
     in each memory format, and with each net in its own faster format ("best")."""
-    by_key = {(c.spec, c.resolution, c.memory_format, c.precision): c for c in cases}
+    by_key = {(c.spec, c.resolution, c.memory_format, c.precision, c.backend): c for c in cases}
     out = []
     for c in cases:
         ref_spec = _undilated_spec(c.spec)
@@ -194,8 +208,8 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
         pairs = {}
         for fmt in ("contiguous", "channels_last"):
             dil, ref = (
-                by_key.get((c.spec, c.resolution, fmt, c.precision)),
-                by_key.get((ref_spec, c.resolution, fmt, c.precision)),
+                by_key.get((c.spec, c.resolution, fmt, c.precision, c.backend)),
+                by_key.get((ref_spec, c.resolution, fmt, c.precision, c.backend)),
             )
             if dil and ref:
                 pairs[fmt] = (dil, ref)
@@ -214,6 +228,7 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
                     "reference": ref_spec,
                     "resolution": c.resolution,
                     "precision": c.precision,
+                    "backend": c.backend,
                     "memory_format": label if label != "best" else f"best ({dil.memory_format} / {ref.memory_format})",
                     "dilated_images_per_s": round(statistics.median(dil.rates), 1),
                     "undilated_images_per_s": round(statistics.median(ref.rates), 1),
@@ -223,6 +238,28 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
                     "rounds": len(ratios),
                 }
             )
+    return out
+
+
+def speedups(cases: list[TrainCase]) -> list[dict[str, Any]]:
+    """Per-round img/s ratio of every bf16 or compiled case over the fp32 eager case of the same
+    network, resolution and memory format (timed in the same rounds, so drift cancels)."""
+    reference = {
+        (c.spec, c.resolution, c.memory_format): c for c in cases if c.precision == "32" and c.backend == "eager"
+    }
+    out = []
+    for c in cases:
+        ref = reference.get((c.spec, c.resolution, c.memory_format))
+        if ref is None or ref is c:
+            continue
+        ratios = [a / b for a, b in zip(c.rates, ref.rates)]
+        out.append({
+            "network": c.spec, "resolution": c.resolution, "memory_format": c.memory_format,
+            "precision": c.precision, "backend": c.backend, "images_per_s": round(statistics.median(c.rates), 1),
+            "fp32_eager_images_per_s": round(statistics.median(ref.rates), 1),
+            "ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3), "rounds": len(ratios),
+        })  # fmt: skip
     return out
 
 
@@ -247,6 +284,7 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
         "--formats", nargs="+", default=["contiguous", "channels_last"], choices=["contiguous", "channels_last"]
     )
     parser.add_argument("--precisions", nargs="+", default=["32"], choices=[*PRECISIONS, "fp32", "bf16"])
+    parser.add_argument("--backends", nargs="+", default=["eager"], choices=list(TRAIN_BACKENDS))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
@@ -263,17 +301,28 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
     resolve_device(args.device)  # one line before anything is built when the device is missing
     cases = run_train_bench(
         args.models, args.resolutions, args.formats, precisions, args.batch_size, args.rounds, args.steps, log=log,
-        device=args.device,
+        device=args.device, backends=args.backends,
     )  # fmt: skip
     out = Path(args.out)
     rows = [asdict(r) for r in rows_of(cases)]
     write_csv(out, rows)
-    print("| network | px | format | precision | img/s (min-max) |\n|---|---|---|---|---|")
+    print("| network | px | format | precision | backend | img/s (min-max) |\n|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['network']} | {r['resolution']} | {r['memory_format']} | {r['precision']} | "
+            f"| {r['network']} | {r['resolution']} | {r['memory_format']} | {r['precision']} | {r['backend']} | "
             f"{r['images_per_s']:.0f} ({r['images_per_s_min']:.0f}-{r['images_per_s_max']:.0f}) |"
         )
+    faster = speedups(cases)
+    if faster:
+        write_csv(out.with_name(out.stem + "_speedup.csv"), faster)
+        print(
+            "\n| network | px | format | precision | backend | / fp32 eager img/s (min-max) |\n|---|---|---|---|---|---|"
+        )
+        for r in faster:
+            print(
+                f"| {r['network']} | {r['resolution']} | {r['memory_format']} | {r['precision']} | {r['backend']} | "
+                f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
+            )
     ratios = dilation_ratios(cases)
     if ratios:
         write_csv(out.with_name(out.stem + "_dilation_ratio.csv"), ratios)
