@@ -122,6 +122,18 @@ def test_train_bench_compares_bf16_and_compile_with_fp32_eager_round_by_round(mo
     assert found[("bf16-mixed", "eager")]["ratio"] == 1.25 and found[("bf16-mixed", "compile")]["ratio_max"] == 2.0
 
 
+def test_train_bench_prices_deterministic_mode_and_restores_the_global_flag():
+    seen = []
+    cases = run_train_bench(["ddsnet:width_multiplier=0.25,small_input=true"], [28], ["contiguous"], ["32"],
+                            batch_size=2, rounds=1, steps=1, warmup=0, log=lambda m: None,
+                            backends=["eager", "deterministic"])  # fmt: skip
+    for case in cases:
+        real = case.net.forward
+        case.net.forward = lambda x, real=real: (seen.append(torch.are_deterministic_algorithms_enabled()), real(x))[1]
+        case.step()
+    assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
+
+
 def test_benchmarks_refuse_a_missing_gpu_in_one_line(capsys):
     from lightclf.cli import main
 

@@ -16,6 +16,7 @@ import itertools
 import statistics
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,28 @@ class TrainRow:
     device: str = "cpu"
     process_peak_mb: float | None = None  # CUDA only: this process's own peak allocation (siblings not counted)
     mfu: float | None = None  # model FLOPs utilisation, where Lightning knows the device's peak
-    backend: str = "eager"  # or "compile": the network compiled in place, as `model.compile: true` does
+    # or "compile": the network compiled in place, as `model.compile: true` does; or "deterministic":
+    # eager under what Lightning's `trainer.deterministic: warn` sets (deterministic algorithms, warn
+    # only; fresh memory filled with NaN), to price that setting
+    backend: str = "eager"
 
 
-TRAIN_BACKENDS = ("eager", "compile")
+TRAIN_BACKENDS = ("eager", "compile", "deterministic")
+
+
+@contextmanager
+def _deterministic(on: bool):
+    """torch.use_deterministic_algorithms(True, warn_only=True) for the block when ``on``, as
+    Lightning's ``deterministic="warn"`` sets it for a whole fit; the previous mode restored."""
+    if not on:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 @dataclass
@@ -107,13 +126,14 @@ class TrainCase:
         self.process_peak_mb: float | None = None
 
     def step(self) -> None:
-        with precision_context(self.timer.device, self.precision):
-            out = self.net(self.x)
-            logits = out.logits if hasattr(out, "logits") else out
-            loss = F.cross_entropy(logits.float(), self.y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with _deterministic(self.backend == "deterministic"):
+            with precision_context(self.timer.device, self.precision):
+                out = self.net(self.x)
+                logits = out.logits if hasattr(out, "logits") else out
+                loss = F.cross_entropy(logits.float(), self.y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
 
     def time(self, steps: int) -> None:
         self.timer.reset_peak_memory()
@@ -242,7 +262,7 @@ def dilation_ratios(cases: list[TrainCase]) -> list[dict[str, Any]]:
 
 
 def speedups(cases: list[TrainCase]) -> list[dict[str, Any]]:
-    """Per-round img/s ratio of every bf16 or compiled case over the fp32 eager case of the same
+    """Per-round img/s ratio of every bf16, compiled or deterministic case over the fp32 eager case of the same
     network, resolution and memory format (timed in the same rounds, so drift cancels)."""
     reference = {
         (c.spec, c.resolution, c.memory_format): c for c in cases if c.precision == "32" and c.backend == "eager"
