@@ -39,6 +39,9 @@ def isolated_environment():
 SMOKE_CALLBACKS = [
     {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/acc1", "mode": "max"}},
     {"class_path": "lightclf.training.throughput.TrainThroughput", "init_args": {"window_size": 4}},
+    # The end-of-test field probe on 32 images, not 256: every smoke fit runs it (14 probes with the
+    # per-block ones), and tests/test_receptive_field.py checks its numbers, not these fits.
+    {"class_path": "lightclf.training.evaluation.ReceptiveFieldProbe", "init_args": {"images": 32}},
 ]
 
 
