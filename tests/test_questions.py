@@ -8,8 +8,10 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import REPO
+from lightclf.errors import ConfigError
 from lightclf.factors import Choice, Factors, Question
 from lightclf.runs import RunRecord, write_json
 from lightclf.study.report.choices import choose
@@ -22,7 +24,7 @@ from lightclf.study.report.questions import (
     compare,
     write_question_report,
 )
-from lightclf.study.spec import Study
+from lightclf.study.spec import Study, load_study
 
 ARMS = {"none": 0.0, "late": 0.0001, "early": 0.01}  # true effects on top-1: none, ~nothing, +1 point
 LR_01 = '{"model.optimizer.init_args.lr": 0.1}'
@@ -257,3 +259,41 @@ def test_generic_factors_match_and_pair_by_config_key():
     assert ddsnet.matches({"model.network_kwargs.width_multiplier": 0.5, "trainer.max_epochs": 8})
     longer = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.5, "overrides": {"trainer.max_epochs": 16}})
     assert longer.differs_only_in(ddsnet, "trainer.max_epochs") and not longer.differs_only_in(ddsnet)
+
+
+def test_the_report_shows_what_changed_from_the_study_it_reruns(tmp_path):
+    """A study naming an earlier verdicts.csv gets, per question, the old effect and verdict beside
+    the new one; a one-seed row of the old file reads "one seed: no verdict", not "inconclusive"."""
+    from dataclasses import replace
+
+    old = tmp_path / "old" / "verdicts.csv"
+    old.parent.mkdir()
+    old.write_text(
+        "question,effect,n,paired,ci_low,ci_high,verdict\n"
+        "late (old),-0.001,9,True,-0.003,0.001,equivalent within ±0.3 points\n"
+        "early (old),-0.0057,9,True,-0.0078,-0.0035,worse\n"
+        "aux (old),0.01,1,True,,,inconclusive\n"
+    )
+    mapping = {"late vs none": "late (old)", "early vs none": "early (old)", "no aux vs aux": "aux (old)"}
+    study = replace(_study(tmp_path), previous={"verdicts": str(old), "label": "old study", "questions": mapping})
+    text = write_question_report(study, tmp_path / "out").read_text()
+    section = text.split("## What changed from the old study")[1].split("\n## ")[0]
+    assert "[" + str(old) + "](../../old/verdicts.csv)" in section  # linked relative to the report
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in section.splitlines() if line.startswith("| ")}
+    late, early, aux = rows["late vs none"], rows["early vs none"], rows["no aux vs aux"]
+    assert late[1] == "-0.10 [-0.30, +0.10], 9" and late[2] == late[4] == "equivalent within ±0.3 points"
+    assert late[5] == "no |" and early[2] == "worse" and early[4] == "better" and early[5] == "**yes** |"
+    assert aux[1] == "+1.00 [-, -], 1" and aux[2] == "one seed: no verdict"
+
+
+def test_a_previous_block_that_names_an_unasked_question_is_one_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    previous = {"verdicts": "v.csv", "questions": {"not asked": "old"}}
+    path.write_text(yaml.safe_dump({"name": "s", "base_config": str(REPO / "configs/quickstart.yaml"),
+                                    "grid": {"network": ["ddsnet"]}, "previous": previous}))  # fmt: skip
+    with pytest.raises(ConfigError, match="previous names questions this study does not ask: \\['not asked'\\]"):
+        load_study(path)
+    path.write_text(yaml.safe_dump({"name": "s", "base_config": str(REPO / "configs/quickstart.yaml"),
+                                    "grid": {"network": ["ddsnet"]}, "previous": {"questions": {}}}))  # fmt: skip
+    with pytest.raises(ConfigError, match="needs verdicts"):
+        load_study(path)

@@ -166,6 +166,9 @@ class Study:
     # baselines, a paper's claim): a mapping, or the path of a YAML file with one
     # (lightclf.study.report.plan; the DDSNet studies name configs/report/ddsnet.yaml).
     report: str | dict[str, Any] | None = None
+    # An earlier study whose questions this one takes up: its verdicts.csv, a label, new -> old
+    # question names; the question report shows both verdicts (lightclf.study.report.previous).
+    previous: dict[str, Any] | None = None
 
     @property
     def report_plan(self):
@@ -337,6 +340,16 @@ def load_study(path: str | Path) -> Study:
         from lightclf.study.report.plan import load_plan
 
         load_plan(raw["report"])  # a malformed declaration: one line now, not at report time
+    if raw.get("previous") is not None:
+        from lightclf.study.report.previous import Previous
+
+        previous = Previous.parse(raw["previous"])
+        asked = {q.get("name") for q in raw.get("questions") or [] if isinstance(q, dict)}
+        if set(previous.questions) - asked:
+            raise ConfigError(
+                f"study config {path}: previous names questions this study does not ask: "
+                f"{sorted(set(previous.questions) - asked)}"
+            )
     if raw.get("order", "configurations") not in ("configurations", "seeds"):
         raise ConfigError(f"study config {path}: order must be 'configurations' or 'seeds', got {raw['order']!r}")
     bases = [raw["base_config"]] if isinstance(raw["base_config"], str) else raw["base_config"]

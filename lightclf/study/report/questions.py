@@ -24,6 +24,7 @@ from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.report.comparisons import Comparison, compare
+from lightclf.study.report.previous import Previous, changes_table
 from lightclf.study.report.tuning import tuning_section
 from lightclf.study.spec import Study
 from lightclf.study.stats import (
@@ -333,6 +334,8 @@ def write_question_report(study: Study, out_root: str | Path = "reports", notes:
         _arms_table(compared),
         "",
     ]
+    if study.previous:  # the earlier study's verdicts beside these (lightclf.study.report.previous)
+        parts += changes_table(Previous.parse(study.previous), verdicts, out_dir)
     outcomes = [choose(Choice.parse(raw), runs) for raw in study.choices]
     if outcomes:
         parts += [
