@@ -113,7 +113,10 @@ class Factors:
             schedule = "/".join(str(int(d)) for d in schedule)
         if proposed:
             schedule = "none" if dilation == 1 else (schedule or "late")
-        other = {**{k: v for k, v in kwargs.items() if k not in ("width_multiplier", "small_input")}, **overrides}
+        # The DDSNet family's width and stem have fields of their own; any other network keeps them in
+        # ``other`` (a timm net's own width knob must not merge two configurations).
+        own = ("width_multiplier", "small_input") if proposed else ()
+        other = {**{k: v for k, v in kwargs.items() if k not in own}, **overrides}
         return cls(
             network=network,
             width_multiplier=kwargs.get("width_multiplier") if proposed else None,

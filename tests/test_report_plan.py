@@ -27,6 +27,7 @@ PLAN = {
             "name": "stochastic depth",
             "compared": "rate {b} vs {a}, same seed",
             "table": ["resolution"],
+            "among": "MobileNet v3 small",
         }
     ],  # fmt: skip
     "versus": {
@@ -69,7 +70,7 @@ def test_a_declared_plan_gives_another_networks_study_its_roles_knob_and_claim(t
     claim = next(line for line in text.splitlines() if line.startswith("- **The claim against ResNet-18**"))
     assert "MNv3-S with drop path at 32 px vs resnet18 at 32 px" in claim and "81.83 ± 0.29% (n=3)" in claim
     assert "MNv3-S has 10.00M fewer parameters" in claim and claim.endswith("The paper claims +2 points.")
-    assert "## Effect of stochastic depth (proposed net, means over seeds)" in text
+    assert "## Effect of stochastic depth (MobileNet v3 small, means over seeds)" in text
     assert "| MNv3-S with drop path vs resnet18 | unpaired (Welch), 32 px" in text
     assert "DDSNet" not in text and "GoogLeNet" not in text
 
@@ -97,8 +98,15 @@ def test_the_ddsnet_studies_share_one_declaration():
         ({"roles": [{"where": {}}]}, "each role needs a role name"),
         ({"knobs": [{"factor": "colour"}]}, "unknown factors \\['colour'\\]"),
         ({"knobs": [{"factor": "dilation", "a": 1}]}, "needs both a and b"),
+        ({"knobs": [{"factor": "dilation", "a": None, "b": 2}]}, "needs both a and b \\(not null\\)"),
+        ({"knobs": [{"factor": 5}]}, "each knob needs a factor"),
+        ({"knobs": [{"factor": "dilation", "table": "resolution"}]}, "table must be a list"),
+        ({"knobs": [{"factor": "dilation", "compared": "{c} vs {a}"}]}, "compared names \\['c'\\]"),
+        ({"knobs": [{"factor": "dilation", "cost": "{params}x"}]}, "cost compares a with b"),
+        ({"knobs": [{"factor": "dilation", "receptive_field": "no"}]}, "receptive_field must be true or false"),
         ({"versus": {"where": {}}}, "no role is named so"),
         ("missing/plan.yaml", "missing/plan.yaml not found"),
+        (".", "cannot be read"),
     ],
 )
 def test_a_broken_declaration_is_one_line_when_the_study_loads(tmp_path, report, message):

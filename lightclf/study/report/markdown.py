@@ -289,7 +289,7 @@ def write_report(
     for knob in plan.knobs:
         table, _ = _factor_table(rows, knob) if knob.table else ("", [])
         if table:
-            among = "proposed net, " if plan.versus else ""
+            among = f"{knob.among}, " if knob.among else ""
             sections.append(f"## Effect of {knob.title} ({among}means over seeds)\n\n{table}\n")
     deploy = _deployment_table(rows)
     if deploy:

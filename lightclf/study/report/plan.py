@@ -11,7 +11,8 @@ file, relative to the working directory as ``base_config`` is, or hold the mappi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import string
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ from lightclf.factors import Factors, canonical, check_factor_names
 
 __all__ = ["Role", "Knob", "Claim", "Versus", "ReportPlan", "load_plan"]
 
+_FACTOR_FIELDS = {f.name for f in fields(Factors) if f.name != "settings"}  # what a cost sentence may name
+
 
 def _mapping(section: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"study report: {section} must be a mapping of factors to values, got {value!r}")
+        raise ConfigError(f"study report: {section} must be a mapping, got {value!r}")
     return dict(value)
 
 
@@ -47,12 +50,13 @@ class Role:
 
 @dataclass(frozen=True)
 class Knob:
-    """A factor whose paired effect the report computes among the runs matching ``where``: ``b`` vs
-    ``a`` when given, else its lowest vs highest value (``pairs: extremes``) or every pair of values
-    (``pairs: all``). ``compared`` says what was held equal (``{a}``/``{b}`` filled in); ``table``
-    names the factors a per-value table holds fixed (none: no table); ``receptive_field`` adds the
-    theoretical field per value to that table; ``cost`` is a sentence on the parameters and MACs of
-    ``a`` against ``b`` (``{params}``, ``{macs}`` and ``a``'s factors filled in)."""
+    """A factor whose paired effect (``b`` minus ``a``) the report computes among the runs matching
+    ``where``: the given ``a`` and ``b``, else the highest value against the lowest (``pairs:
+    extremes``) or each higher value against each lower one (``pairs: all``). ``compared`` says what
+    was held equal (``{a}``/``{b}`` filled in); ``table`` names the factors a per-value table holds
+    fixed (none: no table) and ``among`` says whose runs it shows; ``receptive_field`` adds the
+    theoretical field per value to that table; ``cost`` (with ``a`` and ``b``) is a sentence on the
+    parameters and MACs of ``a`` against ``b`` (``{params}``, ``{macs}`` and ``a``'s factors filled in)."""
 
     factor: str
     name: str = ""
@@ -60,8 +64,9 @@ class Knob:
     a: Any = None
     b: Any = None
     pairs: str = "extremes"
-    compared: str = ""
+    compared: str = "{b} vs {a}"
     table: tuple[str, ...] = ()
+    among: str = ""
     receptive_field: bool = False
     cost: str = ""
 
@@ -116,21 +121,10 @@ class ReportPlan:
         roles = []
         for entry in raw.get("roles") or []:
             if not isinstance(entry, dict) or not entry.get("role"):
-                raise ConfigError(f"study report: each role needs a role name and where, got {entry!r}")
+                raise ConfigError(f"study report: each role needs a role name (and where, its factors), got {entry!r}")
             _known("a role", entry, {"role", "where"})
             roles.append(Role(str(entry["role"]), _checked("role " + str(entry["role"]), entry.get("where"))))
-        knobs = []
-        for entry in raw.get("knobs") or []:
-            if not isinstance(entry, dict) or not entry.get("factor"):
-                raise ConfigError(f"study report: each knob needs a factor, got {entry!r}")
-            _known("a knob", entry, set(Knob.__dataclass_fields__))
-            if entry.get("pairs", "extremes") not in ("extremes", "all"):
-                raise ConfigError(f"study report: knob {entry['factor']!r} pairs must be extremes or all")
-            if ("a" in entry) != ("b" in entry):
-                raise ConfigError(f"study report: knob {entry['factor']!r} needs both a and b, or neither")
-            _checked("knob " + entry["factor"], {entry["factor"]: None})
-            knobs.append(Knob(**{**entry, "where": _checked("knob", entry.get("where")),
-                                 "table": tuple(entry.get("table") or ())}))  # fmt: skip
+        knobs = [_knob(entry) for entry in raw.get("knobs") or []]
         versus = None
         if raw.get("versus") is not None:
             v = _mapping("versus", raw["versus"])
@@ -149,6 +143,47 @@ class ReportPlan:
         return cls(tuple(roles), tuple(knobs), versus)
 
 
+def _knob(entry: Any) -> Knob:
+    """One declared knob, every field checked (one-line errors), its sentences' fields included."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("factor"), str) or not entry["factor"]:
+        raise ConfigError(f"study report: each knob needs a factor (a name or config key), got {entry!r}")
+    factor = entry["factor"]
+    _known(f"knob {factor!r}", entry, set(Knob.__dataclass_fields__))
+    check_factor_names("study report", f"knob {factor}", "factor", {factor: None})
+    if entry.get("pairs", "extremes") not in ("extremes", "all"):
+        raise ConfigError(f"study report: knob {factor!r} pairs must be extremes or all")
+    given = [entry.get(k) is not None for k in ("a", "b")]
+    if any(given) and not all(given):
+        raise ConfigError(f"study report: knob {factor!r} needs both a and b (not null), or neither")
+    if all(given) and "pairs" in entry:
+        raise ConfigError(f"study report: knob {factor!r} names a and b, so pairs has nothing to choose")
+    if entry.get("cost") and not all(given):
+        raise ConfigError(f"study report: knob {factor!r} cost compares a with b: name both")
+    table = entry.get("table") or []
+    if not isinstance(table, list) or not all(isinstance(t, str) for t in table):
+        raise ConfigError(f"study report: knob {factor!r} table must be a list of factor names, got {table!r}")
+    check_factor_names("study report", f"knob {factor}", "table", dict.fromkeys(table))
+    if not isinstance(entry.get("receptive_field", False), bool):
+        raise ConfigError(f"study report: knob {factor!r} receptive_field must be true or false")
+    for key, allowed in (("compared", {"a", "b"}), ("cost", {"params", "macs", *_FACTOR_FIELDS})):
+        _check_format(f"knob {factor!r} {key}", entry.get(key, ""), allowed)
+    return Knob(**{**entry, "where": _checked(f"knob {factor}", entry.get("where")), "table": tuple(table)})
+
+
+def _check_format(section: str, text: Any, allowed: set[str]) -> None:
+    """A sentence template names only fields the report fills in (else a KeyError at report time)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"study report: {section} must be a string, got {text!r}")
+    try:
+        names = {
+            name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(text) if name is not None
+        }
+    except ValueError as err:
+        raise ConfigError(f"study report: {section} is not a valid template: {err}") from None
+    if names - allowed:
+        raise ConfigError(f"study report: {section} names {sorted(names - allowed)}; it may name {sorted(allowed)}")
+
+
 def _checked(section: str, where: Any) -> dict[str, Any]:
     where = _mapping(section, where)
     check_factor_names("study report", section, "where", where)
@@ -163,6 +198,8 @@ def load_plan(value: str | dict[str, Any] | None) -> ReportPlan:
             value = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"study report: {path} not found") from None
+        except OSError as err:
+            raise ConfigError(f"study report: {path} cannot be read ({err.strerror})") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"study report: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return ReportPlan.parse(value)
