@@ -294,6 +294,18 @@ def write_rows(rows: list[TrainRow], path: Path) -> Path:
     return path
 
 
+BY_CASE = [("network", "network"), ("px", "resolution"), ("format", "memory_format"), ("precision", "precision")]
+
+
+def _print_ratios(rows: list[dict[str, Any]], columns: list[tuple[str, str]], figure: str) -> None:
+    """A markdown table of per-round ratios (median, min-max) on stdout, one row per comparison."""
+    print("\n| " + " | ".join(title for title, _ in columns) + f" | {figure} (min-max) |")
+    print("|" + "---|" * (len(columns) + 1))
+    for r in rows:
+        cells = " | ".join(str(r[key]) for _, key in columns)
+        print(f"| {cells} | {r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |")
+
+
 def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, Any]] | None = None) -> None:
     """``fit_overhead``: the training layer's timing of `lightclf fit` against this bare loop
     (lightclf.training.overhead, passed in by the CLI: measuring stays below training)."""
@@ -335,25 +347,11 @@ def main(argv: list[str] | None = None, fit_overhead: Callable[..., dict[str, An
     faster = speedups(cases)
     if faster:
         write_csv(out.with_name(out.stem + "_speedup.csv"), faster)
-        print(
-            "\n| network | px | format | precision | backend | / fp32 eager img/s (min-max) |\n|---|---|---|---|---|---|"
-        )
-        for r in faster:
-            print(
-                f"| {r['network']} | {r['resolution']} | {r['memory_format']} | {r['precision']} | {r['backend']} | "
-                f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
-            )
+        _print_ratios(faster, BY_CASE + [("backend", "backend")], "/ fp32 eager img/s")
     ratios = dilation_ratios(cases)
     if ratios:
         write_csv(out.with_name(out.stem + "_dilation_ratio.csv"), ratios)
-        print(
-            "\n| dilated net | px | precision | format | dilated / undilated img/s (min-max) |\n|---|---|---|---|---|"
-        )
-        for r in ratios:
-            print(
-                f"| {r['network']} | {r['resolution']} | {r['precision']} | {r['memory_format']} | "
-                f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |"
-            )
+        _print_ratios(ratios, BY_CASE, "dilated / undilated img/s")
     if getattr(args, "fit_overhead", False):
         overhead = fit_overhead(log=log, device=args.device, precision=precisions[0])
         write_csv(out.with_name(out.stem + "_fit_overhead.csv"), [overhead])
