@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     """The command's entry point: parse ``argv`` and run it (one-line errors for bad input)."""
     parser = ToolArgumentParser(prog="lightclf report", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="study YAML (its name, save_dir and project are used)")
-    parser.add_argument("--out", default="reports", help="reports root; the report goes to <out>/<study name>/")
+    parser.add_argument(
+        "--out",
+        help="reports root: the report goes to <out>/<study name>/ (default: the study's report_dir, else reports/<study name>/)",
+    )
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read finished runs from the W&B API")
     parser.add_argument("--notes", metavar="FILE", help="markdown to put under the title (setup, caveats)")
     parser.add_argument("--bench", action="store_true", help="(re)measure inference img/s before writing")
@@ -38,9 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         local = {r.run_id for r in runs}
         runs += [r for r in collect_wandb_runs(args.wandb, study.name) if r.run_id not in local]
     if args.bench:
-        bench_study(study, args.out)
+        bench_study(study, args.out or "reports")
     notes = Path(args.notes).read_text() if args.notes else ""
-    out = Path(args.out) / study.name
+    out = Path(args.out) / study.name if args.out else study.report_folder
     if study.questions:  # a study that asks its questions: verdicts, geometry and ERF (lightclf.study.report.questions)
         from lightclf.study.report.questions import write_question_report
 

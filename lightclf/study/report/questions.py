@@ -284,9 +284,9 @@ def _heatmaps(rows: list[ConfigurationRow], out_dir: Path) -> str | None:
     return path.name
 
 
-def write_question_report(study: Study, out_root: str | Path = "reports", notes: str = "") -> Path:
+def write_question_report(study: Study, out_root: str | Path | None = None, notes: str = "") -> Path:
     """Write the question report (report.md, runs.csv, verdicts.csv) for a study."""
-    out_dir = Path(out_root) / study.name
+    out_dir = Path(out_root) / study.name if out_root is not None else study.report_folder
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_results(study)
     compared = compare_all(study, runs)
