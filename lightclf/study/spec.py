@@ -6,6 +6,7 @@ emitter; only YAML and JSON here, so ``study --dry-run`` and ``report`` start wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -170,9 +171,10 @@ class Study:
     # question names; the question report shows both verdicts (lightclf.study.report.previous).
     previous: dict[str, Any] | None = None
 
-    @property
+    @functools.cached_property
     def report_plan(self):
-        """The declared roles, knobs and comparisons (lightclf.study.report.plan.ReportPlan)."""
+        """The declared roles, knobs and comparisons (lightclf.study.report.plan.ReportPlan), read
+        once: the report, the W&B report and the summary run each ask for it."""
         from lightclf.study.report.plan import load_plan
 
         return load_plan(self.report)
