@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -19,6 +20,7 @@ from lightclf.data.sampling import rank_seed
 from lightclf.devices import HOST_READ_WINDOW, host_read_every
 from lightclf.errors import ConfigError
 from lightclf.measure.complexity import Complexity, measure_complexity
+from lightclf.measure.device import cpu_has_native_bf16
 from lightclf.models import DDSNet, create_network
 from lightclf.training.schedules import LRSchedule
 
@@ -191,6 +193,13 @@ class ImageClassifier(L.LightningModule):
             self.network.to(memory_format=torch.channels_last)
         if self.hparams.get("compile") and stage == "fit":
             self.network.compile(mode=self.hparams.get("compile_mode"))  # in place: state_dict keys unchanged
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu" and "bf16" in str(self.trainer.precision) and not cpu_has_native_bf16():
+            rank_zero_warn(
+                "lightclf: precision bf16 on a CPU without native bf16 kernels (no AVX512-BF16/AMX): "
+                "convs fall back to reference kernels, several times slower than precision 32 here"
+            )
 
     def _format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
