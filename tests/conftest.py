@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 # One thread per test process, set before torch loads (subprocess fits inherit it): the suite runs
 # two test processes at once (pytest-xdist), and tiny fits gain nothing from a second thread but
@@ -141,12 +143,10 @@ def tmp_config(tmp_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory) -> Path:
-    """One short real fit (ddsnet, digits) whose best checkpoint several tests reuse."""
-    tmp = tmp_path_factory.mktemp("trained")
+def _train_checkpoint(folder: Path) -> None:
+    """One short real fit (ddsnet, digits, 6 epochs) into ``folder``."""
     config = smoke_config(
-        tmp,
+        folder,
         **{
             "trainer.max_epochs": 6,
             "trainer.limit_train_batches": 1.0,
@@ -155,5 +155,25 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     )
     result = run_lightclf("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-2000:]
-    (folder,) = (tmp / "runs" / "smoke").iterdir()
-    return Path(json.loads((folder / "results.json").read_text())["best_ckpt"])
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, worker_id) -> Path:
+    """A trained run's best checkpoint, which several test files reuse. Trained once per test session
+    (pytest-xdist's documented pattern: the first worker trains under a file lock in the session's
+    shared temp folder, the others wait and reuse it), then copied per worker, so that a test
+    writing beside it (export records) never races a test checking that it is untouched (fuzz)."""
+    mine = tmp_path_factory.mktemp("trained")
+    if worker_id == "master":  # no xdist: this process is the session
+        _train_checkpoint(mine)
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "trained-checkpoint"
+        with FileLock(f"{shared}.lock"):
+            if not (shared / "done").exists():
+                shared.mkdir(exist_ok=True)
+                _train_checkpoint(shared)
+                (shared / "done").touch()
+        shutil.copytree(shared / "runs" / "smoke", mine / "runs" / "smoke")
+    (folder,) = (mine / "runs" / "smoke").iterdir()
+    best = Path(json.loads((folder / "results.json").read_text())["best_ckpt"])
+    return folder / best.relative_to(best.parent.parent)  # this copy's file, wherever it was trained

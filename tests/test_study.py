@@ -1,4 +1,5 @@
-"""A tiny study (2x2 grid + a baseline) runs end to end, reports, and resumes by skipping."""
+"""A tiny study (2x2 grid + a baseline) runs end to end, one or two at a time, reports, and resumes
+by skipping."""
 
 from __future__ import annotations
 
@@ -67,16 +68,45 @@ def parent_wandb_service(monkeypatch):
     wandb.teardown()
 
 
+def _test_metrics(study) -> dict[str, dict]:
+    out = {}
+    for spec in study.specs():
+        record = json.loads((study.run_dir(spec) / "results.json").read_text())
+        assert record["status"] == "finished"
+        out[spec.run_id] = record["test_metrics"]
+    return out
+
+
 def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_service):
     # The runner gives each run its own W&B service: with a shared one, resuming a run id
     # that an earlier process used failed with "run ID ... is in use" (CI, stop 6).
-    result = run_lightclf("study", "--config", str(tiny_study), "--no-bench")
+    one = ("--threads", "1")  # the same threads per run one and two at a time: the same numbers
+    result = run_lightclf("study", "--config", str(tiny_study), "--no-bench", "--jobs", "1", *one)
     assert result.returncode == 0, result.stderr[-3000:]
     folders = list((tmp_path / "runs" / "tiny-study").iterdir())
     assert len(folders) == 3
     for folder in folders:
         assert json.loads((folder / "results.json").read_text())["status"] == "finished"
         assert json.loads((folder / "study.json").read_text())["study"] == "tiny"
+
+    # The same three runs two at a time (elsewhere) give exactly the sequential metrics.
+    par_path = tmp_path / "parallel.yaml"
+    par_path.write_text(yaml.safe_dump({**yaml.safe_load(tiny_study.read_text()), "save_dir": str(tmp_path / "par")}))
+    parallel = run_lightclf("study", "--config", str(par_path), "--no-bench", "--jobs", "2", *one)
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    par = load_study(par_path)
+    assert _test_metrics(load_study(tiny_study)) == _test_metrics(par)  # run ids hash the factors: the same
+    lines = parallel.stderr.splitlines()
+    assert "study: 0 done, 0 running, 3 left (2 at a time)" in lines
+    assert sum(" ok in " in line and "test top-1" in line for line in lines) == 3  # one line per finished run
+    assert lines[-1].startswith("study: 3 done, 0 running, 0 left, ETA")
+    assert "Epoch" not in parallel.stderr  # the fits' own output went to their logs
+    for spec in par.specs():
+        log = (par.run_dir(spec) / "fit.log").read_text()
+        assert "$ " in log and "lightclf" in log and "test/acc1" in log
+        assert not (par.run_dir(spec) / "claim.json").exists()  # released
+    starts = sorted(line.split("]")[0] for line in lines if ": starting (" in line)
+    assert starts == ["[1/3", "[2/3", "[3/3"]  # each run once: three runs on two slots, from one queue
 
     # Re-running skips every finished run and trains nothing.
     again = run_lightclf("study", "--config", str(tiny_study), "--no-bench")

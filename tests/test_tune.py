@@ -237,15 +237,18 @@ def test_tiny_tune_on_digits_then_the_study_uses_each_arms_pick(tmp_path):
             "data.class_path": "kill_points.NoTestDigits",
         },
     )
-    path = tune_study(tmp_path, base=base, n_trials=2, budget={"trainer.max_epochs": 1})
+    # One trial per arm: the real fits prove what a stand-in cannot (a fit's records feed the tuner,
+    # the test split stays unread, trials keep no checkpoints, the study trains each arm's pick);
+    # several trials, pruning and resuming are tested on stand-in fits above, at no torch cost.
+    path = tune_study(tmp_path, base=base, n_trials=1, budget={"trainer.max_epochs": 1})
     started = time.time()
     result = run_lightclf("tune", "--config", str(path), env={"LIGHTCLF_FORBID_TEST": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     study = load_study(path)
     rows = read_trials(study.report_folder, study.tuning)
     per_arm = {key: [r for r in rows if r.arm_key == key] for key in {r.arm_key for r in rows}}
-    assert len(per_arm) == 2 and all(len(trials) == 2 for trials in per_arm.values())
-    assert all(r.state in ("COMPLETE", "PRUNED") and len(r.seed_values) == 2 for r in rows)
+    assert len(per_arm) == 2 and all(len(trials) == 1 for trials in per_arm.values())
+    assert all(r.state == "COMPLETE" and len(r.seed_values) == 2 for r in rows)
     header = (study.report_folder / "tuning.csv").read_text().splitlines()[0].split(",")
     assert header[:5] == ["arm", "arm_key", "trial", "state", "value"] and "seed_values" in header and LR in header
     for folder in (tmp_path / "runs" / "tt").iterdir():  # validation only: no test stage, no test figures

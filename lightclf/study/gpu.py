@@ -42,6 +42,10 @@ SMOKE_ARGS = [
     "--trainer.max_steps", "3", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
     "--trainer.limit_test_batches", "2", "--data.init_args.train_subset", "512", "--trainer.accelerator", "cpu",
     "--trainer.precision", "32-true",
+    # A path check, not a measurement: small batches and a 32-image field probe (the default 256
+    # images and 14 per-block probes of a width-1.0 net took most of a smoke fit's time).
+    "--data.init_args.batch_size", "32", "--trainer.callbacks+=lightclf.training.evaluation.ReceptiveFieldProbe",
+    "--trainer.callbacks.images", "32",
 ]  # fmt: skip
 REPORT_MARGIN_S = 90  # kept for the bench and the report after the fits
 
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     elif time.time() > deadline + REPORT_MARGIN_S / 2:
         log("gpu-study: no time left for the img/s table (run `lightclf bench-train --device cuda` later)")
     else:
-        _bench(study, specs, device, out_dir, smoke=args.smoke, log=log)
+        bench_specs = specs[:1] if args.smoke else specs  # the smoke checks the path: one net shows it
+        _bench(study, bench_specs, device, out_dir, smoke=args.smoke, log=log)
     from lightclf.study.report.questions import write_question_report
 
     path = write_question_report(study, args.out)
