@@ -79,6 +79,16 @@ def test_too_few_runs_give_no_test():
     assert unpaired_effect([0.9], [0.91]).ci_low is None
 
 
+def test_short_of_the_planned_seeds_is_an_interim_look_with_no_verdict():
+    pairs = [(0.90, 0.95), (0.91, 0.955), (0.90, 0.96), (0.92, 0.97)]  # a clear +5 points
+    named = [("late vs none", paired_effect(pairs), paired_tests(pairs, MARGIN))]
+    (interim,) = judge(named, MARGIN, planned=[8])
+    assert interim.word == "interim (4 of 8 seeds): no verdict" and interim.p_holm < 0.05  # figures kept
+    (done,) = judge(named, MARGIN, planned=[4])
+    assert done.word == "better"
+    assert judge(named, MARGIN)[0].word == "better"  # no plan given: judged as it stands
+
+
 def test_probability_of_improvement_paired_exact_interval_and_the_rule():
     from lightclf.study.stats import probability_of_improvement
 

@@ -117,7 +117,9 @@ class Verdict:
     """An effect judged within its family: ``better`` / ``worse`` when the Holm-adjusted two-sided p is
     below ``ALPHA``; ``equivalent`` when the TOST against ``+-margin`` says so (p < ALPHA); else
     ``inconclusive``. ``mde`` is the smallest true effect the n could detect with 80% power at
-    ``ALPHA`` (two-sided), given the observed spread."""
+    ``ALPHA`` (two-sided), given the observed spread. ``planned``, when given, is the n the study
+    declared: below it the figures are an interim look and carry no verdict, since testing as seeds
+    arrive and stopping at the first significant look inflates the false-positive rate."""
 
     name: str
     effect: Effect
@@ -126,11 +128,14 @@ class Verdict:
     tost_p: float | None
     mde: float | None
     margin: float
+    planned: int | None = None
 
     @property
     def word(self) -> str:
         if 0 < self.effect.n < 2:
             return "one seed: no verdict"
+        if self.planned is not None and self.effect.n < self.planned:
+            return f"interim ({self.effect.n} of {self.planned} seeds): no verdict"
         if self.p_holm is not None and self.p_holm < ALPHA:
             return "better" if self.effect.mean > 0 else "worse"
         if self.tost_p is not None and self.tost_p < ALPHA:
@@ -176,10 +181,13 @@ def unpaired_tests(a: list[float], b: list[float], margin: float) -> tuple[float
 
 
 def judge(
-    named: list[tuple[str, Effect, tuple[float | None, float | None, float | None]]], margin: float
+    named: list[tuple[str, Effect, tuple[float | None, float | None, float | None]]],
+    margin: float,
+    planned: list[int | None] | None = None,
 ) -> list[Verdict]:
     """Verdicts for a family of effects, each with its (p, TOST p, MDE): Holm's correction over the
-    family's two-sided p values (statsmodels ``multipletests``)."""
+    family's two-sided p values (statsmodels ``multipletests``). ``planned``: each effect's declared n
+    (see ``Verdict.planned``)."""
     from statsmodels.stats.multitest import multipletests
 
     tested = [i for i, (_, _, (p, _, _)) in enumerate(named) if p is not None]
@@ -188,7 +196,7 @@ def judge(
         adjusted = multipletests([named[i][2][0] for i in tested], alpha=ALPHA, method="holm")[1]
         holm = {i: float(q) for i, q in zip(tested, adjusted)}
     return [
-        Verdict(name, effect, p, holm.get(i), tost, mde, margin)
+        Verdict(name, effect, p, holm.get(i), tost, mde, margin, planned[i] if planned else None)
         for i, (name, effect, (p, tost, mde)) in enumerate(named)
     ]
 

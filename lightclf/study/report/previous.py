@@ -88,7 +88,8 @@ def changes_table(previous: Previous, verdicts: list[Verdict], out_dir: Path) ->
         now = f"{_points(e.mean)} [{_points(e.ci_low)}, {_points(e.ci_high)}], {e.n}" if e.n else "not run yet"
         was = f"{_points(before['effect'])} [{_points(before['ci_low'])}, {_points(before['ci_high'])}], {before['n']}"
         word = verdict.word if e.n else "-"
-        # One seed gives no verdict: nothing to compare yet, so no "changed" either.
-        changed = "-" if e.n < 2 else ("no" if word == _old_word(before) else "**yes**")
+        # One seed, or an interim look, gives no verdict: nothing to compare yet, so no "changed" either.
+        undecided = e.n < 2 or (verdict.planned is not None and e.n < verdict.planned)
+        changed = "-" if undecided else ("no" if word == _old_word(before) else "**yes**")
         lines.append(f"| {verdict.name} | {was} | {_old_word(before)} | {now} | {word} | {changed} |")
     return lines + [""] if len(lines) > 7 else []

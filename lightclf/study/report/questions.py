@@ -67,10 +67,19 @@ def compare_all(study: Study, runs: list[RunRow]) -> list[tuple[Question, Compar
     return [(question, compare(question, runs)) for question in map(Question.parse, study.questions)]
 
 
+def planned_n(study: Study, question: Question) -> int:
+    """The n a question will have once every planned run of the study has finished: the same
+    pairing, over every spec of the study (run or not)."""
+    planned = [RunRow(Factors.from_study({**spec.factors}), spec.run_id) for spec in study.specs()]
+    return compare(question, planned).n
+
+
 def answer_all(study: Study, compared: list[tuple[Question, Comparison]]) -> list[Verdict]:
-    """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested."""
+    """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested; a
+    question short of its planned n is an interim look (``Verdict.planned``)."""
     named = [(question.name, *comparison.effect(study.equivalence_margin)) for question, comparison in compared]
-    return judge(named, study.equivalence_margin)
+    planned = [planned_n(study, question) for question, _ in compared]
+    return judge(named, study.equivalence_margin, planned)
 
 
 # -- the report ------------------------------------------------------------------------------------
