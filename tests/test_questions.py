@@ -175,6 +175,7 @@ def test_a_question_short_of_its_planned_seeds_is_an_interim_look(tmp_path):
     for name in ("late vs none", "early vs none"):
         assert verdicts[name]["n"] == "2" and verdicts[name]["verdict"] == "interim (2 of 3 seeds): no verdict"
         assert verdicts[name]["effect"] and verdicts[name]["ci_low"]  # an interim look still shows its figures
+        assert verdicts[name]["p_improvement_call"] == "interim"  # and makes no call by the P rule either
     assert verdicts["no aux vs aux"]["n"] == "3" and not verdicts["no aux vs aux"]["verdict"].startswith("interim")
 
 

@@ -131,10 +131,15 @@ class Verdict:
     planned: int | None = None
 
     @property
+    def interim(self) -> bool:
+        """Fewer seeds than planned: figures to look at, no call of any kind."""
+        return self.planned is not None and self.effect.n < self.planned
+
+    @property
     def word(self) -> str:
         if 0 < self.effect.n < 2:
             return "one seed: no verdict"
-        if self.planned is not None and self.effect.n < self.planned:
+        if self.interim:
             return f"interim ({self.effect.n} of {self.planned} seeds): no verdict"
         if self.p_holm is not None and self.p_holm < ALPHA:
             return "better" if self.effect.mean > 0 else "worse"

@@ -89,7 +89,7 @@ def changes_table(previous: Previous, verdicts: list[Verdict], out_dir: Path) ->
         was = f"{_points(before['effect'])} [{_points(before['ci_low'])}, {_points(before['ci_high'])}], {before['n']}"
         word = verdict.word if e.n else "-"
         # One seed, or an interim look, gives no verdict: nothing to compare yet, so no "changed" either.
-        undecided = e.n < 2 or (verdict.planned is not None and e.n < verdict.planned)
+        undecided = e.n < 2 or verdict.interim
         changed = "-" if undecided else ("no" if word == _old_word(before) else "**yes**")
         lines.append(f"| {verdict.name} | {was} | {_old_word(before)} | {now} | {word} | {changed} |")
     return lines + [""] if len(lines) > 7 else []

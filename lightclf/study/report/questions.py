@@ -110,7 +110,7 @@ def _verdict_table(verdicts: list[Verdict], improvements: list[Improvement | Non
         prob, call = "-", "-"
         if better is not None:
             prob = f"{better.p:.2f} [{better.ci_low:.2f}, {better.ci_high:.2f}]"
-            call = better.call + (" (differs)" if _disagree(v, better) else "")
+            call = "interim" if v.interim else better.call + (" (differs)" if _disagree(v, better) else "")
         lines.append(
             f"| {v.name} | {_pts(e.mean, True)} | {e.n} {kind} | {ci} | {_pts(v.mde)} | {p} | {holm} | **{v.word}** "
             f"| {prob} | {call} |"
@@ -396,7 +396,7 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
              "ci_low": v.effect.ci_low, "ci_high": v.effect.ci_high, "mde": v.mde, "p": v.p_value,
              "p_holm": v.p_holm, "tost_p": v.tost_p, "verdict": v.word,
              "p_improvement": better.p if better else None, "p_improvement_low": better.ci_low if better else None,
-             "p_improvement_high": better.ci_high if better else None, "p_improvement_call": better.call if better else None}
+             "p_improvement_high": better.ci_high if better else None, "p_improvement_call": ("interim" if v.interim else better.call) if better else None}
             for v, better in zip(verdicts, improvements)
         ],
     )  # fmt: skip
