@@ -158,21 +158,23 @@ def _train_checkpoint(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory, worker_id) -> Path:
+def trained_checkpoint(tmp_path_factory) -> Path:
     """A trained run's best checkpoint, which several test files reuse. Trained once per test session
     (pytest-xdist's documented pattern: the first worker trains under a file lock in the session's
     shared temp folder, the others wait and reuse it), then copied per worker, so that a test
     writing beside it (export records) never races a test checking that it is untouched (fuzz)."""
     mine = tmp_path_factory.mktemp("trained")
-    if worker_id == "master":  # no xdist: this process is the session
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # no xdist: this process is the session
         _train_checkpoint(mine)
     else:
         shared = tmp_path_factory.getbasetemp().parent / "trained-checkpoint"
         with FileLock(f"{shared}.lock"):
-            if not (shared / "done").exists():
-                shared.mkdir(exist_ok=True)
-                _train_checkpoint(shared)
-                (shared / "done").touch()
+            if not shared.exists():  # trained aside and renamed: a failed fit leaves nothing to reuse
+                partial = shared.with_name(f"{shared.name}.{os.environ['PYTEST_XDIST_WORKER']}")
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir()
+                _train_checkpoint(partial)
+                partial.rename(shared)
         shutil.copytree(shared / "runs" / "smoke", mine / "runs" / "smoke")
     (folder,) = (mine / "runs" / "smoke").iterdir()
     best = Path(json.loads((folder / "results.json").read_text())["best_ckpt"])

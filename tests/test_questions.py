@@ -165,15 +165,16 @@ def test_a_partial_study_says_so_and_bad_questions_are_one_line(tmp_path):
 
 
 def test_a_question_short_of_its_planned_seeds_is_an_interim_look(tmp_path):
-    """Seed 0 of the no-dilation arm missing: both questions asked of it have 2 of their 3 planned
-    pairs and carry no verdict (the figures stay); the GoogLeNet question has all 3 and is judged."""
+    """Seed 0 of the no-dilation arm missing: both questions asked of it have 5 of their 6 planned
+    runs (2 of 3 pairs) and carry no verdict (the figures stay); the GoogLeNet question has all its
+    runs and is judged."""
     study = _study(tmp_path, seeds=range(3))
     missing = next(s for s in study.specs() if s.factors.get("dilation") == 1 and s.factors["seed"] == 0)
     (tmp_path / "records" / missing.run_id / "results.json").unlink()
     write_question_report(study, tmp_path / "reports")
     verdicts = {v["question"]: v for v in csv.DictReader((tmp_path / "reports" / "q" / "verdicts.csv").open())}
     for name in ("late vs none", "early vs none"):
-        assert verdicts[name]["n"] == "2" and verdicts[name]["verdict"] == "interim (2 of 3 seeds): no verdict"
+        assert verdicts[name]["n"] == "2" and verdicts[name]["verdict"] == "interim (5 of 6 runs): no verdict"
         assert verdicts[name]["effect"] and verdicts[name]["ci_low"]  # an interim look still shows its figures
         assert verdicts[name]["p_improvement_call"] == "interim"  # and makes no call by the P rule either
     assert verdicts["no aux vs aux"]["n"] == "3" and not verdicts["no aux vs aux"]["verdict"].startswith("interim")

@@ -322,7 +322,7 @@ def test_bf16_mixed_training_step_on_the_cpu(monkeypatch):
     trainer.callbacks.append(Record())
     # Where oneDNN has no bf16 kernels the fit says so once (the answer forced, to test both CPUs).
     monkeypatch.setattr("lightclf.training.module.cpu_has_native_bf16", lambda: False)
-    with pytest.warns(UserWarning, match="without native bf16 kernels"):
+    with pytest.warns(UserWarning, match="oneDNN has no bf16 kernels"):
         trainer.fit(module, datamodule=data)
     assert len(losses) == 12 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < np.mean(losses[:4])

@@ -82,9 +82,9 @@ def test_too_few_runs_give_no_test():
 def test_short_of_the_planned_seeds_is_an_interim_look_with_no_verdict():
     pairs = [(0.90, 0.95), (0.91, 0.955), (0.90, 0.96), (0.92, 0.97)]  # a clear +5 points
     named = [("late vs none", paired_effect(pairs), paired_tests(pairs, MARGIN))]
-    (interim,) = judge(named, MARGIN, planned=[8])
-    assert interim.word == "interim (4 of 8 seeds): no verdict" and interim.p_holm < 0.05  # figures kept
-    (done,) = judge(named, MARGIN, planned=[4])
+    (interim,) = judge(named, MARGIN, planned=[(8, 16)])  # 4 of 8 pairs: 8 of 16 runs
+    assert interim.word == "interim (8 of 16 runs): no verdict" and interim.p_holm < 0.05  # figures kept
+    (done,) = judge(named, MARGIN, planned=[(8, 8)])
     assert done.word == "better"
     assert judge(named, MARGIN)[0].word == "better"  # no plan given: judged as it stands
 

@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN has bf16 kernels on this CPU (AVX512-BF16 or AMX). Without them, bf16 convs
+    """Whether oneDNN has bf16 kernels on this CPU (it needs AVX-512 at least). Without them, bf16 convs
     fall back to PyTorch's reference kernels: on an AVX2-only AMD EPYC a width-0.25 DDSNet step ran
     about 7x slower in bf16-mixed than in float32. PyTorch has no public query; its own tests use
     this operator, so an unknown answer (the operator gone) counts as native, to warn only when sure."""

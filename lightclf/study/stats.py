@@ -117,9 +117,10 @@ class Verdict:
     """An effect judged within its family: ``better`` / ``worse`` when the Holm-adjusted two-sided p is
     below ``ALPHA``; ``equivalent`` when the TOST against ``+-margin`` says so (p < ALPHA); else
     ``inconclusive``. ``mde`` is the smallest true effect the n could detect with 80% power at
-    ``ALPHA`` (two-sided), given the observed spread. ``planned``, when given, is the n the study
-    declared: below it the figures are an interim look and carry no verdict, since testing as seeds
-    arrive and stopping at the first significant look inflates the false-positive rate."""
+    ``ALPHA`` (two-sided), given the observed spread. ``planned``, when given, is (runs finished,
+    runs planned) over both arms: short of the plan the figures are an interim look and carry no
+    verdict, since testing as seeds arrive and stopping at the first significant look inflates the
+    false-positive rate."""
 
     name: str
     effect: Effect
@@ -128,19 +129,19 @@ class Verdict:
     tost_p: float | None
     mde: float | None
     margin: float
-    planned: int | None = None
+    planned: tuple[int, int] | None = None
 
     @property
     def interim(self) -> bool:
-        """Fewer seeds than planned: figures to look at, no call of any kind."""
-        return self.planned is not None and self.effect.n < self.planned
+        """Fewer runs than planned: figures to look at, no call of any kind."""
+        return self.planned is not None and self.planned[0] < self.planned[1]
 
     @property
     def word(self) -> str:
         if 0 < self.effect.n < 2:
             return "one seed: no verdict"
         if self.interim:
-            return f"interim ({self.effect.n} of {self.planned} seeds): no verdict"
+            return f"interim ({self.planned[0]} of {self.planned[1]} runs): no verdict"
         if self.p_holm is not None and self.p_holm < ALPHA:
             return "better" if self.effect.mean > 0 else "worse"
         if self.tost_p is not None and self.tost_p < ALPHA:
@@ -188,11 +189,11 @@ def unpaired_tests(a: list[float], b: list[float], margin: float) -> tuple[float
 def judge(
     named: list[tuple[str, Effect, tuple[float | None, float | None, float | None]]],
     margin: float,
-    planned: list[int | None] | None = None,
+    planned: list[tuple[int, int] | None] | None = None,
 ) -> list[Verdict]:
     """Verdicts for a family of effects, each with its (p, TOST p, MDE): Holm's correction over the
-    family's two-sided p values (statsmodels ``multipletests``). ``planned``: each effect's declared n
-    (see ``Verdict.planned``)."""
+    family's two-sided p values (statsmodels ``multipletests``). ``planned``: each effect's runs finished
+    and planned (see ``Verdict.planned``)."""
     from statsmodels.stats.multitest import multipletests
 
     tested = [i for i, (_, _, (p, _, _)) in enumerate(named) if p is not None]

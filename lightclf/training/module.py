@@ -197,7 +197,7 @@ class ImageClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.device.type == "cpu" and "bf16" in str(self.trainer.precision) and not cpu_has_native_bf16():
             rank_zero_warn(
-                "lightclf: precision bf16 on a CPU without native bf16 kernels (no AVX512-BF16/AMX): "
+                "lightclf: precision bf16 on a CPU where oneDNN has no bf16 kernels: "
                 "convs fall back to reference kernels, several times slower than precision 32 here"
             )
 

@@ -73,11 +73,6 @@ class Comparison:
         """``b - a`` on top-1 over the pairs only (n = 0 when none pair)."""
         return paired_effect([(a.top1, b.top1) for a, b in self.pairs])
 
-    @property
-    def n(self) -> int:
-        """The n its effect is computed on: the pairs, else the smaller arm (Welch)."""
-        return len(self.pairs) if self.pairs else min(len(self.a), len(self.b))
-
     def effect(self, margin: float) -> tuple[Effect, tuple]:
         """``b - a`` on top-1 over the pairs, else over the arms unpaired (Welch)."""
         if self.pairs:

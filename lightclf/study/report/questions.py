@@ -67,18 +67,19 @@ def compare_all(study: Study, runs: list[RunRow]) -> list[tuple[Question, Compar
     return [(question, compare(question, runs)) for question in map(Question.parse, study.questions)]
 
 
-def planned_n(study: Study, question: Question) -> int:
-    """The n a question will have once every planned run of the study has finished: the same
-    pairing, over every spec of the study (run or not)."""
-    planned = [RunRow(Factors.from_study({**spec.factors}), spec.run_id) for spec in study.specs()]
-    return compare(question, planned).n
+def planned_runs(study: Study, question: Question, comparison: Comparison) -> tuple[int, int]:
+    """(runs finished, runs planned) in the question's two arms: the same selection over every spec
+    of the study, run or not. Runs, not pairs: a Welch question's smaller arm can be complete while
+    the other is not."""
+    planned = compare(question, [RunRow(Factors.from_study({**s.factors}), s.run_id) for s in study.specs()])
+    return len(comparison.a) + len(comparison.b), len(planned.a) + len(planned.b)
 
 
 def answer_all(study: Study, compared: list[tuple[Question, Comparison]]) -> list[Verdict]:
     """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested; a
-    question short of its planned n is an interim look (``Verdict.planned``)."""
+    question short of its planned runs is an interim look (``Verdict.planned``)."""
     named = [(question.name, *comparison.effect(study.equivalence_margin)) for question, comparison in compared]
-    planned = [planned_n(study, question) for question, _ in compared]
+    planned = [planned_runs(study, question, comparison) for question, comparison in compared]
     return judge(named, study.equivalence_margin, planned)
 
 
