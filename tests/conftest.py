@@ -106,6 +106,16 @@ def run_lightclf(
     )
 
 
+def finished_test_metrics(study) -> dict[str, dict]:
+    """Each run of a study: its test metrics, checked finished (by run id)."""
+    out = {}
+    for spec in study.specs():
+        record = json.loads((study.run_dir(spec) / "results.json").read_text())
+        assert record["status"] == "finished"
+        out[spec.run_id] = record["test_metrics"]
+    return out
+
+
 @dataclass
 class InProcessResult:
     returncode: int

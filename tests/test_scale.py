@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import run_lightclf, smoke_config
+from conftest import finished_test_metrics, run_lightclf, smoke_config
 from lightclf.study.execution import Claim, plan_slots
 from lightclf.study.runner import load_study
 
@@ -33,15 +33,6 @@ def _tiny_study(tmp_path, name: str = "scale", seeds=(0, 1), epochs: int = 1, **
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     return path, load_study(path)
-
-
-def _test_metrics(study) -> dict[str, dict]:
-    out = {}
-    for spec in study.specs():
-        record = json.loads((study.run_dir(spec) / "results.json").read_text())
-        assert record["status"] == "finished"
-        out[spec.run_id] = record["test_metrics"]
-    return out
 
 
 # Two at a time equals one at a time: tests/test_study.py's tiny study runs both.
@@ -109,7 +100,7 @@ def test_slurm_launcher_through_submitit_local_executor(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "submitted job array" in result.stderr
-    assert _test_metrics(study)  # every run finished, in the study's own folders
+    assert finished_test_metrics(study)  # every run finished, in the study's own folders
     assert list((tmp_path / "runs" / "slurm" / "scale").glob("*_log.out"))  # submitit's logs in the study folder
     again = run_lightclf("study", "--config", str(path), "--launcher", "slurm", "--slurm-cluster", "local")
     assert "2 finished, 0 to submit" in again.stderr

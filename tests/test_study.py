@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_lightclf, smoke_config
+from conftest import REPO, finished_test_metrics, run_lightclf, smoke_config
 from lightclf.factors import Factors
 from lightclf.study.report import RunRow, pareto_front
 from lightclf.study.report.plan import load_plan
@@ -68,15 +68,6 @@ def parent_wandb_service(monkeypatch):
     wandb.teardown()
 
 
-def _test_metrics(study) -> dict[str, dict]:
-    out = {}
-    for spec in study.specs():
-        record = json.loads((study.run_dir(spec) / "results.json").read_text())
-        assert record["status"] == "finished"
-        out[spec.run_id] = record["test_metrics"]
-    return out
-
-
 def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_service):
     # The runner gives each run its own W&B service: with a shared one, resuming a run id
     # that an earlier process used failed with "run ID ... is in use" (CI, stop 6).
@@ -95,7 +86,9 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
     parallel = run_lightclf("study", "--config", str(par_path), "--no-bench", "--jobs", "2", *one)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     par = load_study(par_path)
-    assert _test_metrics(load_study(tiny_study)) == _test_metrics(par)  # run ids hash the factors: the same
+    assert finished_test_metrics(load_study(tiny_study)) == finished_test_metrics(
+        par
+    )  # run ids hash the factors: the same
     lines = parallel.stderr.splitlines()
     assert "study: 0 done, 0 running, 3 left (2 at a time)" in lines
     assert sum(" ok in " in line and "test top-1" in line for line in lines) == 3  # one line per finished run
