@@ -67,19 +67,20 @@ def compare_all(study: Study, runs: list[RunRow]) -> list[tuple[Question, Compar
     return [(question, compare(question, runs)) for question in map(Question.parse, study.questions)]
 
 
-def planned_runs(study: Study, question: Question, comparison: Comparison) -> tuple[int, int]:
-    """(runs finished, runs planned) in the question's two arms: the same selection over every spec
-    of the study, run or not. Runs, not pairs: a Welch question's smaller arm can be complete while
-    the other is not."""
-    planned = compare(question, [RunRow(Factors.from_study({**s.factors}), s.run_id) for s in study.specs()])
-    return len(comparison.a) + len(comparison.b), len(planned.a) + len(planned.b)
+def planned_runs(question: Question, comparison: Comparison, planned: list[RunRow]) -> tuple[int, int]:
+    """(runs finished, runs planned) in the question's two arms: the same selection over ``planned``,
+    a row for every spec of the study, run or not. Runs, not pairs: a Welch question's smaller arm can
+    be complete while the other is not."""
+    full = compare(question, planned)
+    return len(comparison.a) + len(comparison.b), len(full.a) + len(full.b)
 
 
 def answer_all(study: Study, compared: list[tuple[Question, Comparison]]) -> list[Verdict]:
     """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested; a
     question short of its planned runs is an interim look (``Verdict.planned``)."""
     named = [(question.name, *comparison.effect(study.equivalence_margin)) for question, comparison in compared]
-    planned = [planned_runs(study, question, comparison) for question, comparison in compared]
+    every_spec = [RunRow(Factors.from_study({**spec.factors}), spec.run_id) for spec in study.specs()]
+    planned = [planned_runs(question, comparison, every_spec) for question, comparison in compared]
     return judge(named, study.equivalence_margin, planned)
 
 
