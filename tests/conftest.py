@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,35 @@ import lightning.pytorch  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = f"{REPO}{os.pathsep}{REPO / 'tests'}"  # subprocess fits can load test helpers (kill_points)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_fits():
+    """One warm fit server per test process (tests/warm_fits.py): the `python -m lightclf` processes
+    the tests start, directly or through a study runner, fork from it instead of importing torch and
+    Lightning afresh. LIGHTCLF_WARM_FITS= (empty) runs every one cold."""
+    import tempfile
+
+    from warm_fits import ADDRESS, PYTHON
+
+    if ADDRESS in os.environ and not os.environ[ADDRESS]:
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="lightclf-warm-"))  # short: a socket path has ~100 bytes
+    address = str(folder / "socket")
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "warm_fits.py"), address], env=env, stdout=log, stderr=log
+        )
+    deadline = time.time() + 60
+    while not os.path.exists(address) and server.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # clients may connect once the socket exists: they queue while it imports
+    os.environ[ADDRESS], os.environ[PYTHON] = address, sys.executable
+    yield
+    server.terminate()
+    server.wait(30)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

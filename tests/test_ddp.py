@@ -117,7 +117,9 @@ def test_sigterm_to_every_ddp_rank_stops_all_and_resumes(tmp_path):
         "trainer.callbacks": [*SMOKE_CALLBACKS, pause],
     }  # fmt: skip
     config = smoke_config(tmp_path, **overrides)
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+    # Started cold (not forked from the suite's warm server): the test signals each rank by its pid,
+    # so rank 1 must be rank 0's child, as Lightning's launcher makes it.
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH, "LIGHTCLF_WARM_FITS": ""}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), "--config", "configs/recipes/fast.yaml"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -1,0 +1,229 @@
+"""A warm start for the test suite's `python -m lightclf` processes (a zygote, as Android starts apps).
+
+Each such process spends about 6 s of CPU importing torch, Lightning (which imports torchmetrics,
+torchvision, torch._dynamo and scipy.signal) and W&B before its first line of work, and the suite
+starts over a hundred of them: the test's own fits and the fits a study runner or the tuner starts.
+This server imports all that once per test worker; every `python -m lightclf ...` the tests start
+then connects to it (tests/sitecustomize.py) and runs as a fresh fork of it:
+
+    client (the process the test or the runner started)  --fds 0-2, argv, cwd, env, affinity-->  server
+    server --fork--> monitor --fork--> worker: runs lightclf/__main__.py as `python -m` would
+
+The worker exits the way `python -m lightclf` would (the interpreter's own shutdown: non-daemon
+threads joined, atexit, exit status or death by signal), and the client ends with the same status.
+Signals sent to the client (SIGTERM from a runner, SIGINT from a test) are forwarded to the worker;
+if the client dies (SIGKILL), the monitor kills the worker. What is not the same as a cold start:
+modules come imported (and their import-time warnings already shown), and what the interpreter
+reads at start-up is applied after the fork: OMP_NUM_THREADS with torch.set_num_threads,
+PYTHONUNBUFFERED by making stdout and stderr write through. Tests that are about a cold process (imports,
+the packaging check, another interpreter) run cold: the client only attaches for this interpreter
+and for `-m lightclf`, and LIGHTCLF_WARM_FITS="" turns it off.
+
+The standard library's multiprocessing forkserver does the server half, but its children are
+started by the parent Python that asked, not by an arbitrary `python -m lightclf` command line that a
+study runner under test builds; this is the client half it lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+ADDRESS = "LIGHTCLF_WARM_FITS"  # the server's socket path; empty or unset: cold starts
+PYTHON = "LIGHTCLF_WARM_FITS_PYTHON"  # the interpreter the server runs: others start cold
+# The modules a fit, a study runner, the tuner or a report imports; the rest load in the worker.
+PRELOAD = (
+    "torch",
+    "torchvision",
+    "lightning.pytorch",
+    "lightning.pytorch.cli",
+    "timm",
+    "wandb",
+    "jsonargparse",
+    "lightclf.cli",
+    "lightclf.cli.lightning_cli",
+    "lightclf.study.runner",
+    "lightclf.study.tuning.cli",
+    "scipy.stats",
+    "statsmodels.stats.multitest",
+    "optuna",
+)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_HEADER = struct.Struct("!q")
+_STATUS = struct.Struct("!ii")  # (0, exit code) or (1, signal number)
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+# -- client: runs at the start of a test's `python -m lightclf` (tests/sitecustomize.py) -------------
+def attach(args: list[str]) -> None:
+    """Hand this command to the warm server and end with the worker's status; return (to start cold)
+    if there is no server for this interpreter."""
+    address = os.environ.get(ADDRESS)
+    if not address or os.environ.get(PYTHON) != sys.executable:
+        return
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(address)
+    except OSError:
+        conn.close()
+        return
+    ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+    payload = json.dumps(
+        {
+            "args": args,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "affinity": sorted(os.sched_getaffinity(0)),
+            "ignored": ignored,
+        }
+    ).encode()
+    worker: list[int] = []
+    pending: list[int] = []
+
+    def forward(signum, _frame):
+        if worker:
+            os.kill(worker[0], signum)
+        else:
+            pending.append(signum)
+
+    for signum in FORWARDED:
+        if signum not in ignored:
+            signal.signal(signum, forward)
+    socket.send_fds(conn, [_HEADER.pack(len(payload))], [0, 1, 2])
+    conn.sendall(payload)
+    try:
+        (pid,) = _HEADER.unpack(_recv_exactly(conn, _HEADER.size))
+        worker.append(pid)
+        for signum in pending:
+            os.kill(pid, signum)
+        kind, value = _STATUS.unpack(_recv_exactly(conn, _STATUS.size))
+    except EOFError:
+        os.write(2, b"warm fit server: connection lost\n")
+        os._exit(1)
+    if kind == 1:  # the worker died by a signal: so does this process
+        signal.signal(value, signal.SIG_DFL)
+        os.kill(os.getpid(), value)
+    os._exit(value)
+
+
+# -- server -------------------------------------------------------------------------------------
+def serve(address: str, parent: int) -> dict:
+    """Import once, then fork a monitor per client; returns only in a worker, with its request."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # as lightclf's main sets it before torch loads
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)  # clients queue while the imports below run
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:  # an extra not installed: the worker imports (and fails) as cold
+            print(f"warm fit server: not preloaded: {name} ({err})", file=sys.stderr)
+    print(f"warm fit server: ready, {len(os.listdir('/proc/self/task'))} thread(s)", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while True:
+        ready, _, _ = select.select([listener], [], [], 1.0)
+        while True:  # reap finished monitors
+            try:
+                done, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not done:
+                break
+        if os.getppid() != parent:  # the test worker is gone
+            os._exit(0)
+        if not ready:
+            continue
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            return _monitor(conn)
+        conn.close()
+
+
+def _monitor(conn: socket.socket) -> dict:
+    """Fork the worker, tell the client its pid, and report how it ended (killing it if the client
+    dies first). Returns only in the worker."""
+    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    (size,) = _HEADER.unpack(header + _recv_exactly(conn, _HEADER.size - len(header)))
+    request = json.loads(_recv_exactly(conn, size))
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        return request
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(_HEADER.pack(pid))
+    exited = os.pidfd_open(pid)
+    while True:
+        ready, _, _ = select.select([conn, exited], [], [])
+        if exited in ready:
+            _, status = os.waitpid(pid, 0)
+            break
+        if not conn.recv(1):  # the client died
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os._exit(0)
+    if os.WIFSIGNALED(status):
+        reply = _STATUS.pack(1, os.WTERMSIG(status))
+    else:
+        reply = _STATUS.pack(0, os.WEXITSTATUS(status))
+    try:
+        conn.sendall(reply)
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def become(request: dict) -> None:
+    """Turn this fork into the client's `python -m lightclf ARGS` and run it."""
+    import random
+    import runpy
+
+    import numpy
+    import torch
+
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [request["cwd"], *extra, *(p for p in sys.path[1:] if p not in extra)]
+    os.sched_setaffinity(0, request["affinity"])
+    for signum in FORWARDED:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in request["ignored"]:
+        signal.signal(signum, signal.SIG_IGN)
+    threads = request["env"].get("OMP_NUM_THREADS")
+    if threads:  # read by OpenMP when torch loaded (in the server): apply this process's value
+        torch.set_num_threads(int(threads))
+    if request["env"].get("PYTHONUNBUFFERED"):  # read at start-up, so by the server: apply it here
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
+    random.seed()  # as a fresh process: its own entropy (random reseeds on fork; numpy does not)
+    numpy.random.seed()
+    sys.argv = ["-m", *request["args"]]  # run_module sets argv[0] to the module's file, as -m does
+    runpy.run_module("lightclf", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    become(serve(sys.argv[1], os.getppid()))
