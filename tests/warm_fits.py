@@ -165,6 +165,7 @@ def _monitor(conn: socket.socket) -> dict:
     request = json.loads(_recv_exactly(conn, size))
     pid = os.fork()
     if pid == 0:
+        os.setpgid(0, 0)  # its own group, so that the monitor can end it with whatever it started
         conn.close()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -179,8 +180,8 @@ def _monitor(conn: socket.socket) -> dict:
         if exited in ready:
             _, status = os.waitpid(pid, 0)
             break
-        if not conn.recv(1):  # the client died
-            os.kill(pid, signal.SIGKILL)
+        if not conn.recv(1):  # the client died (SIGKILL, or killpg of its group): so do the worker
+            os.killpg(pid, signal.SIGKILL)  # and its children (a DDP rank), as killpg reaches them cold
             os.waitpid(pid, 0)
             os._exit(0)
     if os.WIFSIGNALED(status):
