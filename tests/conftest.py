@@ -39,14 +39,17 @@ def warm_fits():
     Lightning afresh. LIGHTCLF_WARM_FITS= (empty) runs every one cold."""
     import tempfile
 
-    from warm_fits import ADDRESS, PYTHON
+    from warm_fits import ADDRESS, PYTHON, STARTUP, startup_values
 
     if ADDRESS in os.environ and not os.environ[ADDRESS]:
         yield
         return
     folder = Path(tempfile.mkdtemp(prefix="lightclf-warm-"))  # short: a socket path has ~100 bytes
     address = str(folder / "socket")
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    # As lightclf's main sets it (the runner's fits inherit it): the same start-up values everywhere.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # One thread in the server whatever the caller exported: a fork copies only the forking thread.
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with open(folder / "server.log", "w") as log:
         server = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "warm_fits.py"), address], env=env, stdout=log, stderr=log
@@ -54,11 +57,13 @@ def warm_fits():
     deadline = time.time() + 60
     while not os.path.exists(address) and server.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # clients may connect once the socket exists: they queue while it imports
-    os.environ[ADDRESS], os.environ[PYTHON] = address, sys.executable
+    os.environ.update({ADDRESS: address, PYTHON: sys.executable, STARTUP: startup_values(env)})
     yield
     server.terminate()
     server.wait(30)
+    log = (folder / "server.log").read_text()
     shutil.rmtree(folder, ignore_errors=True)
+    assert "Traceback" not in log, f"the warm fit server failed:\n{log[-3000:]}"
 
 
 @pytest.fixture(autouse=True)

@@ -43,8 +43,15 @@ RECIPES = {
 }
 
 
-def _start_fit(config: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": PYTHONPATH}
+def _start_fit(config: Path, *extra: str, cold: bool = False) -> subprocess.Popen:
+    """``cold``: a real process, not a fork of the suite's warm server (tests/warm_fits.py), whose
+    worker a SIGKILL to the client ends a moment later instead of at once."""
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": PYTHONPATH,
+        **({"LIGHTCLF_WARM_FITS": ""} if cold else {}),
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), *extra],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -105,7 +112,7 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
     overrides = {**RESUME_OVERRIDES, **RECIPES[recipe], "trainer.callbacks": [*SMOKE_CALLBACKS, pause]}
     config = smoke_config(tmp_path, network_kwargs=WIDE, **overrides)
     run_root = tmp_path / "runs" / "smoke"
-    proc = _start_fit(config)
+    proc = _start_fit(config, cold=sig == signal.SIGKILL)
     _wait_for_marker(marker, proc)
     _wait_for_logged_step(tmp_path / "runs" / "wandb", 36, proc)  # W&B has the steps before the kill point
     assert proc.poll() is None, "the fit ended before it could be killed"

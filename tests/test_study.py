@@ -80,10 +80,13 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
         assert json.loads((folder / "results.json").read_text())["status"] == "finished"
         assert json.loads((folder / "study.json").read_text())["study"] == "tiny"
 
-    # The same three runs two at a time (elsewhere) give exactly the sequential metrics.
+    # The same three runs two at a time (elsewhere) give exactly the sequential metrics. Started cold
+    # (not forked from the suite's warm server, tests/warm_fits.py): fresh processes, each with its own
+    # string-hash seed, so an order that depended on one could not make both sides agree.
     par_path = tmp_path / "parallel.yaml"
     par_path.write_text(yaml.safe_dump({**yaml.safe_load(tiny_study.read_text()), "save_dir": str(tmp_path / "par")}))
-    parallel = run_lightclf("study", "--config", str(par_path), "--no-bench", "--jobs", "2", *one)
+    cold = {"LIGHTCLF_WARM_FITS": ""}
+    parallel = run_lightclf("study", "--config", str(par_path), "--no-bench", "--jobs", "2", *one, env=cold)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     par = load_study(par_path)
     assert finished_test_metrics(load_study(tiny_study)) == finished_test_metrics(
