@@ -236,6 +236,13 @@ def test_report_statistics_from_seeded_runs(tmp_path):
     with (tmp_path / "runs_per_seed.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(runs)
 
+    # The same runs as an interim look at a study planned for more: figures, but no call of any kind.
+    early = write_report("stats", runs, tmp_path / "early", plan=DDSNET, planned=len(runs) + 3).read_text()
+    dilation_line = next(line for line in early.splitlines() if line.startswith("| dilation |"))
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in dilation_line
+    assert f"| interim ({len(runs)} of {len(runs) + 3} runs): no verdict |" in dilation_line
+    assert "significant" not in early and "within noise" not in early
+
 
 def _fake_runs() -> list[RunRow]:
     base = {"width_multiplier": 0.25, "resolution": 28, "small_input": True, "params": 215_642, "macs": 9.6e6,

@@ -62,6 +62,14 @@ class Effect:
         return "significant" if self.ci_low > 0 or self.ci_high < 0 else "within noise"
 
 
+def effect_call(effect: Effect, progress: tuple[int, int] | None = None) -> str:
+    """``effect.verdict``, unless ``progress`` (runs finished, runs planned) says the study is not done:
+    then an interim look, with no call of either kind (the rule ``Verdict.planned`` applies to questions)."""
+    if progress is not None and progress[0] < progress[1]:
+        return f"interim ({progress[0]} of {progress[1]} runs): no verdict"
+    return effect.verdict
+
+
 def _t_interval(values: list[float]) -> tuple[float | None, float | None]:
     if len(values) < 2:
         return None, None

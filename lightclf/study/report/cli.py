@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             tuning_section(study, out),
             study.superseded_by,
             study.report_plan,
+            len(study.specs()),
         )
     print(f"wrote {path} ({len(runs)} runs)")
     if args.wandb_report or args.wandb_summary:

@@ -14,7 +14,7 @@ from lightclf.study.report.comparisons import ConfigurationComparisons, compare_
 from lightclf.study.report.plan import Knob, ReportPlan
 from lightclf.study.report.plots import plot_accuracy_vs_cost
 from lightclf.study.report.throughput import attach_throughput
-from lightclf.study.stats import Effect
+from lightclf.study.stats import Effect, effect_call
 from lightclf.tables import write_csv
 
 __all__ = ["write_report", "answers"]
@@ -120,16 +120,23 @@ def _ci(effect: Effect) -> str:
     return f"[{100 * effect.ci_low:+.2f}, {100 * effect.ci_high:+.2f}]"
 
 
-def _effect_sentence(effect: Effect) -> str:
+def _effect_words(effect: Effect, progress: tuple[int, int] | None = None) -> str:
     pairing = "pairs" if effect.paired else "runs per group (Welch)"
-    return f"{100 * effect.mean:+.2f} points (95% CI {_ci(effect)}, n = {effect.n} {pairing}): **{effect.verdict}**"
+    call = effect_call(effect, progress)
+    return f"{100 * effect.mean:+.2f} points (95% CI {_ci(effect)}, n = {effect.n} {pairing}): **{call}**"
 
 
-def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons, plan: ReportPlan) -> list[str]:
-    """Verdicts on the study's declared knobs, their costs, its claim and its other baselines, from the runs."""
+def answers(
+    rows: list[ConfigurationRow],
+    found: ConfigurationComparisons,
+    plan: ReportPlan,
+    progress: tuple[int, int] | None = None,
+) -> list[str]:
+    """Verdicts on the study's declared knobs, their costs, its claim and its other baselines, from the
+    runs; ``progress`` (runs finished, planned): short of the plan, interim looks without a call."""
     out = []
     for knob in found.knobs:
-        out.append(f"**{knob.name.capitalize()}** ({knob.compared}): {_effect_sentence(knob.effect)}.")
+        out.append(f"**{knob.name.capitalize()}** ({knob.compared}): {_effect_words(knob.effect, progress)}.")
     for knob in plan.knobs:
         if knob.cost and knob.a is not None:
             out += _cost_sentence(rows, knob)
@@ -142,7 +149,7 @@ def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons, plan:
         out.append(
             f"**{said.title}** ({versus.label} at {p.factors.resolution} px vs {name} at "
             f"{g.factors.resolution} px, same recipe{_budget_words(p, g)}): top-1 {_pct(p.mean(), p.std())}% "
-            f"(n={p.n}) vs {_pct(g.mean(), g.std())}% (n={g.n}), difference {_effect_sentence(effect)}; "
+            f"(n={p.n}) vs {_pct(g.mean(), g.std())}% (n={g.n}), difference {_effect_words(effect, progress)}; "
             f"{_cost_words(versus.name, p, g)}{note}." + (f" {said.says}" if said.says else "")
         )
     for other in found.others:
@@ -150,7 +157,7 @@ def answers(rows: list[ConfigurationRow], found: ConfigurationComparisons, plan:
         out.append(
             f"**Against {b.factors.network}** at {b.factors.resolution} px (same recipe{_budget_words(p, b)}): "
             f"{versus.label} {_pct(p.mean(), p.std())}% (n={p.n}) vs {_pct(b.mean(), b.std())}% (n={b.n}), "
-            f"difference {_effect_sentence(effect)}; {_cost_words(versus.name, p, b)}."
+            f"difference {_effect_words(effect, progress)}; {_cost_words(versus.name, p, b)}."
         )
     return out
 
@@ -190,7 +197,7 @@ def _budget_words(*rows: ConfigurationRow) -> str:
     return f" and training budget, {budgets.pop()}" if len(budgets) == 1 and None not in budgets else ""
 
 
-def _effects_table(found: ConfigurationComparisons, plan: ReportPlan) -> str:
+def _effects_table(found: ConfigurationComparisons, plan: ReportPlan, progress: tuple[int, int] | None = None) -> str:
     table = [(k.name, k.compared, k.effect) for k in found.knobs]
     for c in found.baselines:
         b = c.baseline
@@ -200,7 +207,7 @@ def _effects_table(found: ConfigurationComparisons, plan: ReportPlan) -> str:
         return ""
     lines = ["| effect | comparison | n | Δ top-1 (points) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
     for name, compared, e in table:
-        lines.append(f"| {name} | {compared} | {e.n} | {100 * e.mean:+.2f} | {_ci(e)} | {e.verdict} |")
+        lines.append(f"| {name} | {compared} | {e.n} | {100 * e.mean:+.2f} | {_ci(e)} | {effect_call(e, progress)} |")
     return "\n".join(lines)
 
 
@@ -248,10 +255,12 @@ def write_report(
     after_protocol: list[str] = (),
     superseded_by: str | None = None,
     plan: ReportPlan | None = None,
+    planned: int | None = None,
 ) -> Path:
     """Write report.md, runs.csv (one row per configuration), runs_per_seed.csv and plots;
     ``after_protocol``: markdown lines that follow the protocol (the tuning section); ``plan``: the
-    roles, knobs and baseline comparisons the study declares (none: the tables and plots only)."""
+    roles, knobs and baseline comparisons the study declares (none: the tables and plots only);
+    ``planned``: the study's run count (short of it, every effect is an interim look, no call)."""
     plan = plan or ReportPlan()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +280,8 @@ def write_report(
     if after_protocol:
         sections.append("\n".join(after_protocol))
     compared = compare_configurations(rows, plan)  # every comparison once; the sections below render it
-    found = answers(rows, compared, plan)
+    progress = (len(runs), planned) if planned else None
+    found = answers(rows, compared, plan, progress)
     if found:
         sections.append("## Verdicts\n\n" + "\n".join(f"- {a}" for a in found) + "\n")
     if notes:
@@ -281,7 +291,7 @@ def write_report(
         + _table(rows, HEADLINE if plan.roles else [c for c in HEADLINE if c[0] != "role"])
         + "\n"
     )
-    table = _effects_table(compared, plan)
+    table = _effects_table(compared, plan, progress)
     if table:
         sections.append(
             "## Effects (paired by seed and the other factors; 95% t intervals from scipy.stats)\n\n" + table + "\n"

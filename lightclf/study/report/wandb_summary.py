@@ -8,6 +8,7 @@ from typing import Any
 from lightclf.study.report.collect import RunRow, aggregate
 from lightclf.study.report.comparisons import compare_configurations
 from lightclf.study.report.throughput import attach_throughput
+from lightclf.study.stats import effect_call
 
 __all__ = ["log_summary_run"]
 
@@ -29,6 +30,7 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
         config={"study": study.name, "seeds": study.seeds, "protocol": study.protocol},
         tags=[study.name, "summary"],
     )
+    progress = (len(runs), len(study.specs()))  # short of the plan: interim looks, no call
     try:
 
         def table(records: list[dict[str, Any]]):
@@ -37,7 +39,7 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
 
         effect_rows = [
             {"effect": name, "comparison": compared, "n": e.n, "delta_top1": e.mean, "ci_low": e.ci_low,
-             "ci_high": e.ci_high, "verdict": e.verdict}
+             "ci_high": e.ci_high, "verdict": effect_call(e, progress)}
             for name, compared, e in ((k.name, k.compared, k.effect) for k in compare_configurations(rows, plan).knobs)
         ]  # fmt: skip
         payload = {
