@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,6 +179,25 @@ def test_a_question_short_of_its_planned_seeds_is_an_interim_look(tmp_path):
         assert verdicts[name]["effect"] and verdicts[name]["ci_low"]  # an interim look still shows its figures
         assert verdicts[name]["p_improvement_call"] == "interim"  # and makes no call by the P rule either
     assert verdicts["no aux vs aux"]["n"] == "3" and not verdicts["no aux vs aux"]["verdict"].startswith("interim")
+
+
+def test_a_welch_question_short_of_its_planned_runs_is_an_interim_look(tmp_path):
+    """Unpaired (Welch: 28 px DDSNet against 56 px GoogLeNet, nothing pairs) too: one GoogLeNet run
+    missing leaves the question 5 of its 6 runs and no verdict; the complete questions are judged."""
+    study = _study(tmp_path, seeds=range(3))
+    welch = {
+        "name": "late vs googlenet",
+        "a": {"network": "googlenet", "other": ""},
+        "b": {"dilation_schedule": "late"},
+    }
+    study = replace(study, questions=[*study.questions, welch])
+    missing = next(s for s in study.specs() if s.factors["network"] == "googlenet" and s.factors["seed"] == 2)
+    (tmp_path / "records" / missing.run_id / "results.json").unlink()
+    write_question_report(study, tmp_path / "reports")
+    verdicts = {v["question"]: v for v in csv.DictReader((tmp_path / "reports" / "q" / "verdicts.csv").open())}
+    assert verdicts["late vs googlenet"]["paired"] == "False"
+    assert verdicts["late vs googlenet"]["verdict"] == "interim (5 of 6 runs): no verdict"
+    assert not verdicts["late vs none"]["verdict"].startswith("interim")
 
 
 def test_model_spec_names_the_network_as_the_benchmarks_do():
