@@ -62,6 +62,10 @@ def warm_fits():
     server.terminate()
     server.wait(30)
     log = (folder / "server.log").read_text()
+    if os.environ.get("LIGHTCLF_WARM_FITS_LOG"):  # a folder: keep the log (per-fit CPU by test)
+        keep = Path(os.environ["LIGHTCLF_WARM_FITS_LOG"])
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / f"server-{os.getpid()}.log").write_text(log)
     shutil.rmtree(folder, ignore_errors=True)
     assert "Traceback" not in log, f"the warm fit server failed:\n{log[-3000:]}"
 

@@ -265,7 +265,8 @@ def _monitor(conn: socket.socket) -> dict:
         conn.sendall(_STATUS.pack(int(killed), info.si_status))
         _, _, usage = os.wait4(pid, 0)
         cpu = usage.ru_utime + usage.ru_stime  # with its waited children: what the suite's time goes to
-        print(f"warm fit server: worker {pid} ended, cpu {cpu:.2f} s", file=sys.stderr, flush=True)
+        test = request.get("env", {}).get("PYTEST_CURRENT_TEST", "?").rpartition(" ")[0]
+        print(f"warm fit server: worker {pid} ended, cpu {cpu:.2f} s, test {test}", file=sys.stderr, flush=True)
     except BaseException as err:
         if pid:
             try:
