@@ -326,3 +326,28 @@ def test_bf16_mixed_training_step_on_the_cpu(monkeypatch):
         trainer.fit(module, datamodule=data)
     assert len(losses) == 12 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
+
+
+def test_kernel_build_is_shared_by_checkouts_and_split_by_what_it_depends_on(tmp_path, monkeypatch):
+    """Two checkouts of the same source (same torch, same CPU) share one build; another source gets
+    its own. cpp_extension's default named the build by name alone and wrote the source's path into
+    it, so two checkouts rebuilt over each other on every first use."""
+    from lightclf.models import dilated_dw
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    text = dilated_dw._SOURCE.read_text()
+    checkouts = [tmp_path / name / dilated_dw._SOURCE.name for name in ("one", "two")]
+    folders = []
+    for source in checkouts:
+        source.parent.mkdir()
+        source.write_text(text)
+        monkeypatch.setattr(dilated_dw, "_SOURCE", source)
+        folders.append(dilated_dw.build_folder())
+    assert folders[0] == folders[1] and folders[0].parent == tmp_path / "extensions"
+    built_from = folders[0] / dilated_dw._SOURCE.name
+    assert built_from.read_text() == text  # the build reads its own copy, whichever checkout asked
+    checkouts[1].write_text(text + "// changed\n")
+    changed = dilated_dw.build_folder()
+    assert changed != folders[0] and (changed / dilated_dw._SOURCE.name).read_text().endswith("// changed\n")
+    monkeypatch.setattr(dilated_dw, "cpu_signature", lambda: "another-cpu")
+    assert dilated_dw.build_folder() not in (folders[0], changed)

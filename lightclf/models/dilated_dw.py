@@ -7,9 +7,10 @@ fast path keeps oneDNN's forward and replaces the backward:
 
 * input gradient: for stride 1 and padding = dilation, the transposed conv equals a *forward*
   dilated depthwise conv of the output gradient with the kernel rotated by 180 degrees;
-* weight gradient: a small C++ kernel (``csrc/dw3x3_grad_weight.cpp``), JIT-compiled once per
-  CPU type with torch's cpp_extension (``-march=native``) and cached under
-  ``~/.cache/torch_extensions`` in a build named by the CPU's instruction-set flags.
+* weight gradient: a small C++ kernel (``csrc/dw3x3_grad_weight.cpp``), JIT-compiled once with
+  torch's cpp_extension (``-march=native``) and cached under ``$TORCH_EXTENSIONS_DIR`` (default
+  ``~/.cache/torch_extensions``) in a folder named by what the binary depends on: the CPU's
+  instruction-set flags, the kernel's source, and the torch and Python it is built against.
 
 It is used only where it applies (CPU, float32 or bf16 autocast, grad enabled, 3x3, stride 1,
 padding = dilation > 1, no bias); everything else, eval, export and GPUs included, runs
@@ -25,6 +26,7 @@ import hashlib
 import logging
 import os
 import platform
+import sysconfig
 import threading
 import warnings
 from pathlib import Path
@@ -82,14 +84,40 @@ def cpu_signature() -> str:
     return hashlib.sha1(features.encode()).hexdigest()[:10]
 
 
+def build_folder() -> Path:
+    """Where the kernel is built and cached: one folder per (CPU flags, source, torch install, Python).
+
+    cpp_extension's own default names a build by its name alone and writes the source's absolute
+    path and the interpreter's include paths into it, so two checkouts or two virtualenvs sharing
+    ``~/.cache/torch_extensions`` rebuilt over each other on every first use (13-46 s each, measured
+    here), replacing the library under a process that was about to load it. A folder per what the
+    binary depends on, holding its own copy of the source, is shared exactly where it can be."""
+    source = _SOURCE.read_bytes()
+    depends_on = b"\0".join(
+        [cpu_signature().encode(), source, torch.__version__.encode(), str(Path(torch.__file__).parent).encode(),
+         sysconfig.get_paths()["include"].encode()]
+    )  # fmt: skip
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    folder = root / f"lightclf_dw3x3_{hashlib.sha1(depends_on).hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / _SOURCE.name
+    if not copy.exists() or copy.read_bytes() != source:  # atomic: a concurrent builder reads all or none
+        partial = folder / f".{_SOURCE.name}.{os.getpid()}"
+        partial.write_bytes(source)
+        partial.replace(copy)
+    return folder
+
+
 def _build() -> bool:
     from torch.utils.cpp_extension import load
 
+    folder = build_folder()
     load(
-        f"lightclf_dw3x3_{cpu_signature()}",
-        [str(_SOURCE)],
+        folder.name,
+        [str(folder / _SOURCE.name)],
         extra_cflags=["-O3", "-march=native", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
+        build_directory=str(folder),
         is_python_module=False,
         verbose=False,
     )
