@@ -20,10 +20,12 @@ from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_conf
 from lightclf.study.wandb_records import read_run
 from lightclf.training.wandb_env import choose_wandb_mode
 
+# 3 epochs of 8 steps: a kill inside epoch 2 leaves one finished epoch (the checkpoint), a partial
+# one (the history past it) and one still to run after the resume, as 5 epochs of 16 did at 3x the CPU.
 RESUME_OVERRIDES = {
-    "trainer.max_epochs": 5,
-    "trainer.limit_train_batches": 16,
-    "trainer.limit_val_batches": 3,
+    "trainer.max_epochs": 3,
+    "trainer.limit_train_batches": 8,
+    "trainer.limit_val_batches": 2,
     "trainer.deterministic": True,
     "test_after_fit": True,
 }
@@ -105,16 +107,16 @@ def reference_runs(tmp_path_factory):
 # not (its state is a subset), and cost CI two fits.
 @pytest.mark.parametrize("recipe, sig", [("plain", signal.SIGTERM), ("fast", signal.SIGKILL)])
 def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, recipe, sig):
-    # Killed mid-epoch: at step 37 of 80, i.e. 5 of the 16 steps of epoch 2 (a test callback pauses there).
+    # Killed mid-epoch: at step 11 of 24, i.e. 3 of the 8 steps of epoch 2 (a test callback pauses there).
     reference_run = reference_runs(recipe)
     marker = tmp_path / "kill-point"
-    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 37, "marker": str(marker)}}
+    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 11, "marker": str(marker)}}
     overrides = {**RESUME_OVERRIDES, **RECIPES[recipe], "trainer.callbacks": [*SMOKE_CALLBACKS, pause]}
     config = smoke_config(tmp_path, network_kwargs=WIDE, **overrides)
     run_root = tmp_path / "runs" / "smoke"
     proc = _start_fit(config, cold=sig == signal.SIGKILL)
     _wait_for_marker(marker, proc)
-    _wait_for_logged_step(tmp_path / "runs" / "wandb", 36, proc)  # W&B has the steps before the kill point
+    _wait_for_logged_step(tmp_path / "runs" / "wandb", 10, proc)  # W&B has the steps before the kill point
     assert proc.poll() is None, "the fit ended before it could be killed"
     proc.send_signal(sig)
     marker.with_suffix(".release").touch()  # SIGTERM: the paused batch runs, then the fit stops
@@ -122,10 +124,10 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
 
     (folder,) = run_root.iterdir()
     last = folder / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 32  # the end of epoch 1 is kept, not only the best
+    assert torch.load(last, weights_only=False)["global_step"] == 8  # the end of epoch 1 is kept, not only the best
     killed_segment = read_run(next((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")))
     logged = max(row["trainer/global_step"] for row in killed_segment["history"] if "train/loss" in row)
-    assert 36 <= logged < 47  # trained past the checkpoint, inside epoch 2 (SIGTERM ends the current batch)
+    assert 10 <= logged < 15  # trained past the checkpoint, inside epoch 2 (SIGTERM ends the current batch)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     status = _final(folder)["status"]
     assert status != "finished"
@@ -142,7 +144,7 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [p.name for p in run_root.iterdir()] == [folder.name]  # same run folder, no duplicate
     final = _final(folder)
-    assert final["status"] == "finished" and final["global_step"] == reference_run["global_step"] == 80
+    assert final["status"] == "finished" and final["global_step"] == reference_run["global_step"] == 24
     for key in ("test/acc1", "test/loss"):
         assert final["test_metrics"][key] == pytest.approx(reference_run["test_metrics"][key], abs=1e-6)
     assert final["fit_metrics"]["val/loss"] == pytest.approx(reference_run["fit_metrics"]["val/loss"], abs=1e-6)
@@ -151,7 +153,7 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
     segments = [read_run(p) for p in sorted((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))]
     assert {s["id"] for s in segments} == {folder.name} and len(segments) == 2
     steps = {row["trainer/global_step"] for s in segments for row in s["history"] if "train/loss" in row}
-    assert steps == set(range(80))  # no lost history
+    assert steps == set(range(24))  # no lost history
     assert "test/acc1" in segments[-1]["summary"]
 
 

@@ -96,17 +96,36 @@ class BlockField:
     feature_map: tuple[int, int]
 
 
-class _UpToBlock(nn.Module):
-    """A network seen up to one block: its ``forward_features`` returns what that block's hook caught."""
+class _BlockReached(Exception):
+    """Raised by a block's forward hook: the blocks after it need not run for this probe."""
 
-    def __init__(self, network: nn.Module, caught: list[torch.Tensor]) -> None:
+    def __init__(self, output: torch.Tensor) -> None:
         super().__init__()
-        self.network, self.caught = network, caught
+        self.output = output
+
+
+def _stop_here(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    raise _BlockReached(output)
+
+
+class _UpToBlock(nn.Module):
+    """A network seen up to one block: its ``forward_features`` runs the network until that block
+    (whose hook raises :class:`_BlockReached`) and returns the block's output, so that probing the
+    early blocks does not pay for the late ones (half the probes' forward work, 13 blocks)."""
+
+    def __init__(self, network: nn.Module, block: nn.Module) -> None:
+        super().__init__()
+        self.network, self.block = network, block
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.caught.clear()
-        self.network.forward_features(x)
-        return self.caught[0]
+        handle = self.block.register_forward_hook(_stop_here)
+        try:
+            self.network.forward_features(x)
+        except _BlockReached as reached:
+            return reached.output
+        finally:
+            handle.remove()
+        raise ConfigError(f"{type(self.network).__name__}.forward_features never ran block {self.block!r}")
 
 
 def receptive_field_per_block(network: nn.Module, images: torch.Tensor, batch_size: int = 64) -> list[BlockField]:
@@ -119,12 +138,7 @@ def receptive_field_per_block(network: nn.Module, images: torch.Tensor, batch_si
         raise ConfigError(f"{type(network).__name__} has no blocks to probe one by one")
     out = []
     for index, block in enumerate(blocks):
-        outputs: list[torch.Tensor] = []
-        handle = block.register_forward_hook(lambda module, args, output, caught=outputs: caught.append(output))
-        try:
-            field = effective_receptive_field(_UpToBlock(network, outputs), images, batch_size)
-        finally:
-            handle.remove()
+        field = effective_receptive_field(_UpToBlock(network, block), images, batch_size)
         share50, share95 = mass_area(field.heatmap)
         out.append(BlockField(index, field.r50, field.r95, round(share50, 4), round(share95, 4), field.feature_map))
     return out
