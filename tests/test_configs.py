@@ -162,6 +162,18 @@ def test_help_lists_every_command():
     for command in ("fit", "bench", "bench-compare", "study", "tune", "report", "export", "--input IMAGES"):
         assert command in result.stdout
     assert "W&B" not in result.stderr and "Warning" not in result.stderr  # no run starts, nothing to warn about
+    assert "{fit,validate,test,predict}" in result.stdout  # no subcommand named: every parser is built
+
+
+def test_a_command_builds_only_its_own_subcommand_parser():
+    from lightclf.cli.lightning_cli import LightclfCLI
+
+    cli = LightclfCLI.__new__(LightclfCLI)  # the choice alone, without parsing a command line
+    for only, built in (("fit", ["fit"]), ("test", ["test"]), ("fitt", ["fit", "validate", "test", "predict"]),
+                        (None, ["fit", "validate", "test", "predict"])):  # fmt: skip
+        cli.only = only
+        assert list(cli.subcommands()) == built
+        assert cli.subcommands()[built[0]] >= {"model", "datamodule"}  # Lightning's skip set, kept
 
 
 def test_study_dry_run_prints_runnable_commands(tmp_path):
