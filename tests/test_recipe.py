@@ -120,8 +120,8 @@ def _lrs_of_fit(module: ImageClassifier, epochs: int = 2, batches: int = 6) -> l
     return lrs
 
 
-def _module(**kwargs) -> ImageClassifier:
-    return ImageClassifier("ddsnet", {"width_multiplier": 0.25, "small_input": True}, img_size=32, **kwargs)
+def _module(img_size: int = 32, **kwargs) -> ImageClassifier:
+    return ImageClassifier("ddsnet", {"width_multiplier": 0.25, "small_input": True}, img_size=img_size, **kwargs)
 
 
 def test_one_cycle_steps_every_batch():
@@ -309,8 +309,7 @@ def test_bf16_mixed_training_step_on_the_cpu(monkeypatch):
     PyTorch's reference kernels, about 7x slower than float32, and 36 steps took 74 s of CI. At 24 px,
     not 32: the same path at 56% of the pixels."""
     L.seed_everything(0)
-    module = ImageClassifier("ddsnet", {"width_multiplier": 0.25, "small_input": True}, img_size=24,
-                             optimizer=lambda p: torch.optim.Adam(p, lr=0.01))  # fmt: skip
+    module = _module(img_size=24, optimizer=lambda p: torch.optim.Adam(p, lr=0.01))
     data = Digits(resolution=24, channels=3, batch_size=32)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=12, limit_val_batches=0, precision="bf16-mixed",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
