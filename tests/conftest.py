@@ -19,6 +19,10 @@ from filelock import FileLock
 # two test processes at once (pytest-xdist), and tiny fits gain nothing from a second thread but
 # OpenMP's spin-waiting. Tests that need a thread count set their own (study --threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A study or tune runner gives each fit its share of the cores (2 here, with one job), which the
+# other test process is using: the fits of the timm-knob study spent 7-34 s of CPU each with two
+# threads and 4.5 s with one. The runners under test are told the same one thread.
+ONE_THREAD = ("--threads", "1")
 # Bytecode, written once: where the environment forbids it (PYTHONDONTWRITEBYTECODE=1, as this
 # project's CI image sets), every cold process the suite starts (CLI commands, DDP ranks, a study's
 # fits) compiled torch, Lightning and wandb from source again: 26 s of CPU per process against 9.5 s

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import finished_test_metrics, run_lightclf, smoke_config
+from conftest import ONE_THREAD, finished_test_metrics, run_lightclf, smoke_config
 from lightclf.study.execution import Claim, plan_slots
 from lightclf.study.runner import load_study
 
@@ -110,7 +110,8 @@ def test_sweep_agent_runs_land_where_the_study_looks_and_a_retry_resumes(tmp_pat
     path, study = _tiny_study(tmp_path, seeds=(0,))
     spec = study.specs()[1]
     agent = {"WANDB_SWEEP_ID": "sweep1", "WANDB_RUN_ID": "agentrun1"}
-    first = run_lightclf("study", "--config", str(path), "--point", f"run={spec.run_id}", env=agent)
+    point = ("study", "--config", str(path), "--point", f"run={spec.run_id}", *ONE_THREAD)  # what the agent runs
+    first = run_lightclf(*point, env=agent)
     assert first.returncode == 0, first.stderr[-3000:]
     link = study.run_dir(spec)
     assert link.is_symlink() and link.resolve().name == "agentrun1"
@@ -118,9 +119,7 @@ def test_sweep_agent_runs_land_where_the_study_looks_and_a_retry_resumes(tmp_pat
     # The agent retries the point (a new agent run id) after the run was interrupted: it resumes.
     results = link / "results.json"
     results.write_text(json.dumps({**json.loads(results.read_text()), "status": "interrupted"}))
-    retry = run_lightclf(
-        "study", "--config", str(path), "--point", f"run={spec.run_id}", env={**agent, "WANDB_RUN_ID": "agentrun2"}
-    )
+    retry = run_lightclf(*point, env={**agent, "WANDB_RUN_ID": "agentrun2"})
     assert retry.returncode == 0, retry.stderr[-3000:]
     assert "resuming from" in retry.stderr
     assert link.resolve().name == "agentrun2" and study.record(spec).finished

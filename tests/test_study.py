@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, finished_test_metrics, run_lightclf, smoke_config
+from conftest import ONE_THREAD, REPO, finished_test_metrics, run_lightclf, smoke_config
 from lightclf.factors import Factors
 from lightclf.study.report import RunRow, pareto_front
 from lightclf.study.report.plan import load_plan
@@ -71,7 +71,7 @@ def parent_wandb_service(monkeypatch):
 def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_service):
     # The runner gives each run its own W&B service: with a shared one, resuming a run id
     # that an earlier process used failed with "run ID ... is in use" (CI, stop 6).
-    one = ("--threads", "1")  # the same threads per run one and two at a time: the same numbers
+    one = ONE_THREAD  # the same threads per run one and two at a time: the same numbers
     result = run_lightclf("study", "--config", str(tiny_study), "--no-bench", "--jobs", "1", *one)
     assert result.returncode == 0, result.stderr[-3000:]
     folders = list((tmp_path / "runs" / "tiny-study").iterdir())
@@ -105,7 +105,7 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
     assert starts == ["[1/3", "[2/3", "[3/3"]  # each run once: three runs on two slots, from one queue
 
     # Re-running skips every finished run and trains nothing.
-    again = run_lightclf("study", "--config", str(tiny_study), "--no-bench")
+    again = run_lightclf("study", "--config", str(tiny_study), "--no-bench", *one)
     assert again.returncode == 0
     assert again.stderr.count("finished earlier, skipped") == 3
     assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*"))) == 3
@@ -115,7 +115,7 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
     record = json.loads((victim / "results.json").read_text())
     record["status"] = "interrupted"
     (victim / "results.json").write_text(json.dumps(record))
-    resumed = run_lightclf("study", "--config", str(tiny_study), "--no-bench")
+    resumed = run_lightclf("study", "--config", str(tiny_study), "--no-bench", *one)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert resumed.stderr.count("finished earlier, skipped") == 2 and "resuming from" in resumed.stderr
 
@@ -528,7 +528,7 @@ def test_an_ablation_of_a_timm_knob_runs_from_yaml_alone(tmp_path):
     study_yaml["grid"]["resolution"] = [32]
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study_yaml))
-    ran = run_lightclf("study", "--config", str(path), "--no-bench", timeout=900)
+    ran = run_lightclf("study", "--config", str(path), "--no-bench", *ONE_THREAD, timeout=900)
     assert ran.returncode == 0, ran.stderr[-3000:]
     study = load_study(path)
     for spec in study.specs():

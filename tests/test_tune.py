@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PYTHONPATH, REPO, run_lightclf, smoke_config
+from conftest import ONE_THREAD, PYTHONPATH, REPO, run_lightclf, smoke_config
 from lightclf.errors import ConfigError
 from lightclf.study.spec import load_study
 from lightclf.study.tuning.records import read_picks, read_trials
@@ -259,7 +259,7 @@ def test_tiny_tune_on_digits_then_the_study_uses_each_arms_pick(tmp_path):
     assert set(picks) == set(per_arm)
     print(f"tiny tune: {time.time() - started:.0f} s")
 
-    ran = run_lightclf("study", "--config", str(path), "--no-bench", timeout=600)
+    ran = run_lightclf("study", "--config", str(path), "--no-bench", *ONE_THREAD, timeout=600)
     assert ran.returncode == 0, ran.stderr[-3000:]
     ready, waiting = study.with_picks(study.specs())
     assert not waiting and len(ready) == 2
