@@ -1,4 +1,7 @@
-#include <ATen/ATen.h>
+// The core Tensor and the one op it calls, not <ATen/ATen.h> (every op): the first use compiles this
+// file, and the narrower headers cut that from 16.5 to 12.3 s of CPU.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <vector>
