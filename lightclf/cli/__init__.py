@@ -5,12 +5,13 @@ Only the command that runs is imported: ``study --dry-run`` and ``report`` never
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import sys
 from collections.abc import Callable
 
-from lightclf.errors import USER_ERRORS, exit_with_error
+from lightclf.errors import USER_ERRORS, ConfigError, exit_with_error
 from lightclf.host_allocator import tune_host_allocator
 
 __all__ = ["COMMANDS", "main"]
@@ -121,7 +122,9 @@ def trainer(argv: list[str]) -> None:
         _fail(one_line_error(str(err)))
 
 
-# The tool commands; anything else goes to LightningCLI.
+# LightningCLI's subcommands (lightclf.cli.lightning_cli), and the tool commands beside them.
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+# The tool commands; the Trainer commands and options go to LightningCLI.
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "bench": bench,
     "bench-compare": bench_compare,
@@ -179,6 +182,13 @@ def _command(argv: list[str]) -> Callable[[list[str]], None]:
         return lambda args: predict_images(args[1:])  # photos and folders, not a data module
     if argv and argv[0] in COMMANDS:
         return lambda args: COMMANDS[args[0]](args[1:])
+    if argv and not argv[0].startswith("-") and argv[0] not in TRAINER_COMMANDS:
+        # Said here, before LightningCLI loads torch and Lightning (10 s of CPU to print one line
+        # that listed only the four Trainer commands).
+        known = [*TRAINER_COMMANDS, *COMMANDS]
+        close = difflib.get_close_matches(argv[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown command {argv[0]!r}{hint} (commands: {', '.join(known)}; lightclf --help)")
     return trainer
 
 
