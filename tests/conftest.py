@@ -32,14 +32,22 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
-# Lightning binds its log handler to sys.stderr when first imported. Imported here, at collection
-# (and after OMP_NUM_THREADS, since it loads torch), that is the session's stream; imported first
-# inside a test's capfd (run_here), it would be that test's capture file, closed afterwards, and every
-# later in-process fit would print a logging traceback into the one-line error a test checks.
-import lightning.pytorch  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = f"{REPO}{os.pathsep}{REPO / 'tests'}"  # subprocess fits can load test helpers (kill_points)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Lightning binds its log handler to sys.stderr when first imported. Imported here, before any
+    test (and after OMP_NUM_THREADS, since it loads torch), that is the session's stream; imported
+    first inside a test's capfd (run_here), it would be that test's capture file, closed afterwards,
+    and every later in-process fit would print a logging traceback into the one-line error a test
+    checks. Not in pytest-xdist's controller, which runs no test: importing Lightning there (8 s of
+    CPU) delayed the start of every worker."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import lightning.pytorch  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
