@@ -33,6 +33,8 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
 
+pytest_plugins = ("scheduling",)  # the order the two test workers take the tests in (tests/scheduling.py)
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = f"{REPO}{os.pathsep}{REPO / 'tests'}"  # subprocess fits can load test helpers (kill_points)
 
