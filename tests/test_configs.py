@@ -169,24 +169,23 @@ def test_help_lists_every_command():
     assert "{fit,validate,test,predict}" in result.stdout  # no subcommand named: every parser is built
 
 
-def test_an_unknown_command_is_one_line_naming_every_command_before_torch_loads():
-    import subprocess
-    import sys
-
-    from conftest import PYTHONPATH, REPO
-
-    code = "import sys\nfrom lightclf.cli import main\ntry:\n    main(['fitt'])\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": PYTHONPATH, "LIGHTCLF_WARM_FITS": ""}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
-    assert result.stdout.split() == ["2", "False"], result.stderr[-2000:]  # exit 2, torch never imported
+def test_an_unknown_command_is_one_line_naming_every_command(run_here):
+    """Said before LightningCLI loads anything (tests/test_layout.py checks that torch stays unloaded)."""
+    result = run_here("fitt")
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("lightclf: error: unknown command 'fitt'; did you mean 'fit'? (commands: fit, validate,")
     assert all(f" {command}," in line for command in ("test", "predict", "study", "tune", "report", "export"))
 
 
 def test_a_command_builds_only_its_own_subcommand_parser():
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightclf.cli import TRAINER_COMMANDS
     from lightclf.cli.lightning_cli import LightclfCLI
 
+    # lightclf.cli names the Trainer commands before Lightning loads: the same list as Lightning's.
+    assert TRAINER_COMMANDS == tuple(LightningCLI.subcommands())
     cli = LightclfCLI.__new__(LightclfCLI)  # the choice alone, without parsing a command line
     for only, built in (("fit", ["fit"]), ("test", ["test"]), ("fitt", ["fit", "validate", "test", "predict"]),
                         (None, ["fit", "validate", "test", "predict"])):  # fmt: skip

@@ -95,6 +95,7 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
         f"main(['study', '--config', {str(study)!r}, '--dry-run'])\n"
         # the question report reads DDSNet's geometry (lightclf/geometry.py: beside models/, see why there)
         f"main(['report', '--study', 'configs/study/fmnist_dilation.yaml', '--out', {str(tmp_path / 'out')!r}])\n"
+        "try:\n    main(['fitt'])\nexcept SystemExit as exit_:\n    assert exit_.code == 2\n"  # an unknown command
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('no torch')\n"
     )

@@ -76,7 +76,7 @@ class LightclfCLI(LightningCLI):
 
     ``only``: the subcommand the command line names, whose parser alone is built (LightningCLI
     builds fit, validate, test and predict every time: three quarters of the parser's start-up, about
-    0.5 s of every run); None builds all four (``lightclf --help``, a misspelt subcommand)."""
+    0.5 s of every run); None builds all four (``lightclf --help``, options before the subcommand)."""
 
     def __init__(self, *args: Any, only: str | None = None, **kwargs: Any) -> None:
         self.only = only
