@@ -61,6 +61,18 @@ def test_no_upward_imports_and_tools_apart():
     assert not upward, upward
 
 
+MAX_LINES = 400  # a file past this has more than one job (the house rule)
+
+
+def test_every_module_has_at_most_400_lines():
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, long
+
+
 def test_no_import_cycles():
     graph = _graph()
     state: dict[str, int] = {}  # 1 visiting, 2 done
