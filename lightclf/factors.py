@@ -18,6 +18,7 @@ from lightclf.errors import ConfigError
 __all__ = [
     "Factors",
     "Question",
+    "Reference",
     "Choice",
     "PROPOSED_FAMILY",
     "MOVES_WITH",
@@ -200,13 +201,34 @@ class Factors:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """An effect someone else reported for a question (``b - a`` on top-1, a fraction: 0.01 is one
+    point) and who reported it; the report says where it falls against the question's 95% interval."""
+
+    effect: float
+    source: str
+
+    @classmethod
+    def parse(cls, question: str, raw: Any) -> Reference:
+        effect = raw.get("effect") if isinstance(raw, dict) else None
+        if not isinstance(effect, int | float) or isinstance(effect, bool) or not raw.get("source"):
+            raise ConfigError(
+                f"study questions: {question!r} reference needs effect (a fraction of top-1, 0.01 = one point)"
+                f" and source, got {raw!r}"
+            )
+        return cls(float(effect), str(raw["source"]))
+
+
+@dataclass(frozen=True)
 class Question:
-    """A question a study asks: arm ``b`` minus arm ``a`` on test top-1, among the runs matching ``where``."""
+    """A question a study asks: arm ``b`` minus arm ``a`` on test top-1, among the runs matching ``where``,
+    optionally with an effect reported elsewhere (``reference``) to hold against the answer."""
 
     name: str
     a: dict[str, Any]
     b: dict[str, Any]
     where: dict[str, Any] = field(default_factory=dict)
+    reference: Reference | None = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Question:
@@ -214,7 +236,8 @@ class Question:
             check_factor_names("study questions", raw.get("name"), part, raw.get(part))
         if not raw.get("name") or not raw.get("a") or not raw.get("b"):
             raise ConfigError(f"study questions: each needs name, a and b, got {raw}")
-        return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}))
+        reference = Reference.parse(raw["name"], raw["reference"]) if raw.get("reference") is not None else None
+        return cls(raw["name"], dict(raw["a"]), dict(raw["b"]), dict(raw.get("where") or {}), reference)
 
 
 @dataclass(frozen=True)

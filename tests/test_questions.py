@@ -333,3 +333,29 @@ def test_a_previous_block_that_names_an_unasked_question_is_one_line(tmp_path):
                                     "grid": {"network": ["ddsnet"]}, "previous": {"questions": {}}}))  # fmt: skip
     with pytest.raises(ConfigError, match="needs verdicts"):
         load_study(path)
+
+
+def test_a_reported_effect_is_held_against_the_interval_and_the_curves_show_the_last_gains(tmp_path):
+    """A question's ``reference`` (an effect reported elsewhere) is placed inside, above or below the
+    95% interval; per-epoch validation in the records becomes the table of last-epoch gains."""
+    study = _study(tmp_path, seeds=range(3))
+    late, early = study.questions[:2]  # true effects: ~0 and +1 point
+    study = replace(study, questions=[
+        {**late, "reference": {"effect": 0.03, "source": "Paper A"}},
+        {**early, "reference": {"effect": 0.01, "source": "Paper B"}},
+    ])  # fmt: skip
+    curve = [0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.90, 0.91]  # last epoch +1 point, last quarter (2 epochs) +3
+    for spec in study.specs():
+        RunRecord(folder=tmp_path / "records" / spec.run_id).update(
+            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(curve)))]
+        )
+    text = write_question_report(study, tmp_path / "out").read_text()
+    lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert "Paper A reported +3.00 points" in lines["- late vs none"]
+    assert "lies above it: these runs rule it out" in lines["- late vs none"]
+    assert "lies inside it" in lines["- early vs none"] and "(n = 3)" in lines["- early vs none"]
+    row = next(line for line in text.splitlines() if line.startswith("| ddsnet w0.25 28px d2 early | 3 | 8 |"))
+    assert "| 91.00 ± 0.00 | 1.00 ± 0.00 | 3.00 ± 0.00 (2 epochs) |" in row  # epochs read in order
+    assert (tmp_path / "out" / "q" / "val_curves.png").stat().st_size > 5000
+    with pytest.raises(ConfigError, match="'x' reference needs effect"):
+        Question.parse({"name": "x", "a": {"dilation": 1}, "b": {"dilation": 2}, "reference": {"effect": "+1"}})

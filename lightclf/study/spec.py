@@ -147,7 +147,8 @@ class Study:
     # Verdicts: an effect shown (TOST) to lie inside +-equivalence_margin is "equivalent"; see
     # lightclf.study.stats.judge.
     equivalence_margin: float = 0.003  # test top-1 as a fraction (0.003 = 0.3 points)
-    # Questions the report answers with verdicts (lightclf.study.report.questions): name, a, b, where.
+    # Questions the report answers with verdicts (lightclf.study.report.questions): name, a, b, where
+    # and optionally reference (an effect reported elsewhere, held against the interval).
     questions: list[dict[str, Any]] = field(default_factory=list)
     # Settings picked on validation top-1 (lightclf.factors.Choice): name, options, where.
     choices: list[dict[str, Any]] = field(default_factory=list)

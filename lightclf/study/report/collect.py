@@ -42,6 +42,7 @@ class RunRow:
     erf_r95: float | None = None
     heatmap: list[list[float]] | None = field(default=None, repr=False)
     erf_blocks: list[dict] = field(default_factory=list, repr=False)  # per-block fields, when measured
+    val_curve: tuple[float, ...] = field(default=(), repr=False)  # validation top-1 after each epoch
     export: ExportFigures | None = None
 
     @classmethod
@@ -62,6 +63,9 @@ class RunRow:
             erf_r95=record.erf.get("r95"),
             heatmap=record.erf.get("heatmap"),
             erf_blocks=list(record.erf.get("blocks") or []),
+            val_curve=tuple(
+                e["val/acc1"] for e in sorted(record.val_per_epoch, key=lambda e: e.get("epoch", 0)) if "val/acc1" in e
+            ),
             export=record.export_figures,
         )
 
@@ -74,7 +78,7 @@ class RunRow:
         figures = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("factors", "heatmap", "export", "erf_blocks")
+            if f.name not in ("factors", "heatmap", "export", "erf_blocks", "val_curve")
         }
         return {**self.factors.as_dict(), **figures}
 

@@ -10,7 +10,7 @@ Holm-adjusted p over the study's questions and a verdict against the study's equ
 ``write_question_report`` writes ``report.md`` (protocol, verdicts and the configurations each
 arm drew on (``compare``), settings chosen on validation,
 receptive fields per block and per schedule and the measured effective receptive fields
-(``lightclf.study.report.fields``),
+(``lightclf.study.report.fields``), how far the runs still climbed (``curves``),
 every configuration), ``runs.csv``, ``verdicts.csv`` and ``choices.csv``. Torch-free, like the rest of
 the report.
 """
@@ -23,6 +23,7 @@ from lightclf.factors import Choice, Factors, Question
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.report.comparisons import Comparison, compare
+from lightclf.study.report.curves import curves_section
 from lightclf.study.report.fields import erf_section, geometry_table, mean_std
 from lightclf.study.report.previous import Previous, changes_table
 from lightclf.study.report.tuning import tuning_section
@@ -127,6 +128,31 @@ def _disagree(verdict: Verdict, better: Improvement) -> bool:
     return decided != better.call
 
 
+def _reference_lines(compared: list[tuple[Question, Comparison]], verdicts: list[Verdict]) -> list[str]:
+    """Where each effect reported elsewhere (a question's ``reference``) falls against this study's 95%
+    interval: inside it (these runs cannot tell it from what they measured) or outside (they rule it out)."""
+    lines = []
+    for (question, _), v in zip(compared, verdicts):
+        ref, e = question.reference, v.effect
+        if ref is None:
+            continue
+        claim = f"- {question.name}: {ref.source} reported {_pts(ref.effect, True)} points"
+        if e.ci_low is None or e.ci_high is None:
+            lines.append(f"{claim}; no interval here yet ({e.n} finished pairs or runs).")
+            continue
+        where = (
+            "inside it: these runs cannot tell it apart from what they measured"
+            if e.ci_low <= ref.effect <= e.ci_high
+            else f"{'above' if ref.effect > e.ci_high else 'below'} it: these runs rule it out at the 5% level"
+        )
+        look = " This is an interim look, short of the planned runs." if v.interim else ""
+        lines.append(
+            f"{claim}; the 95% interval here is [{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}] (n = {e.n}),"
+            f" so the reported effect lies {where}.{look}"
+        )
+    return ["Effects reported elsewhere, against these intervals:", "", *lines, ""] if lines else []
+
+
 def _arms_table(compared: list[tuple[Question, Comparison]]) -> str:
     """Which configurations (and how many runs) each arm of each question drew on, so that an arm
     that also caught runs it was not meant to (a later override, another budget) shows."""
@@ -205,6 +231,7 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
         "",
         _verdict_table(verdicts, improvements),
         "",
+        *_reference_lines(compared, verdicts),
         "What each verdict compared: the configurations each arm's runs belong to. An arm spanning several",
         "is flagged: right for a question that pools them (pairs form within each), a slip otherwise.",
         "",
@@ -237,6 +264,7 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
         "",
     ]
     parts += erf_section(rows, out_dir)
+    parts += curves_section(rows, out_dir)
     parts += ["## Every configuration", "", _configuration_table(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
