@@ -10,6 +10,7 @@ resolution, the training budget (images x epochs) and any other recipe override 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -211,10 +212,12 @@ class Reference:
     @classmethod
     def parse(cls, question: str, raw: Any) -> Reference:
         effect = raw.get("effect") if isinstance(raw, dict) else None
-        if not isinstance(effect, int | float) or isinstance(effect, bool) or not raw.get("source"):
+        # A fraction of top-1 lies in (-1, 1): 1 or more is a slip (points for a fraction, 1 = 100 points).
+        number = isinstance(effect, int | float) and not isinstance(effect, bool)
+        if not number or not math.isfinite(effect) or abs(effect) >= 1 or not raw.get("source"):
             raise ConfigError(
-                f"study questions: {question!r} reference needs effect (a fraction of top-1, 0.01 = one point)"
-                f" and source, got {raw!r}"
+                f"study questions: {question!r} reference needs effect (a fraction of top-1 in (-1, 1), 0.01 ="
+                f" one point) and source, got {raw!r}"
             )
         return cls(float(effect), str(raw["source"]))
 

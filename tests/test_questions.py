@@ -335,27 +335,58 @@ def test_a_previous_block_that_names_an_unasked_question_is_one_line(tmp_path):
         load_study(path)
 
 
-def test_a_reported_effect_is_held_against_the_interval_and_the_curves_show_the_last_gains(tmp_path):
-    """A question's ``reference`` (an effect reported elsewhere) is placed inside, above or below the
-    95% interval; per-epoch validation in the records becomes the table of last-epoch gains."""
+def test_a_reported_effect_is_placed_against_the_interval_and_an_interim_look_makes_no_call(tmp_path):
+    """A question's ``reference`` (an effect reported elsewhere) lies inside, above or below the 95%
+    interval; outside it is rejected, except on an interim look, which places it and calls nothing."""
     study = _study(tmp_path, seeds=range(3))
     late, early = study.questions[:2]  # true effects: ~0 and +1 point
     study = replace(study, questions=[
         {**late, "reference": {"effect": 0.03, "source": "Paper A"}},
         {**early, "reference": {"effect": 0.01, "source": "Paper B"}},
+        {**early, "name": "early again", "reference": {"effect": -0.01, "source": "Paper C"}},
     ])  # fmt: skip
+
+    def reference_lines() -> dict[str, str]:
+        text = write_question_report(study, tmp_path / "out").read_text()
+        return {line.split(":")[0][2:]: line for line in text.splitlines() if line.startswith("- ")}
+
+    lines = reference_lines()
+    assert "Paper A reported +3.00 points" in lines["late vs none"] and "(n = 3)" in lines["late vs none"]
+    assert "so it lies above it: under this protocol an effect that size is rejected" in lines["late vs none"]
+    assert "so it lies inside" in lines["early vs none"]
+    assert "so it lies below it" in lines["early again"]
+    missing = next(s for s in study.specs() if s.factors.get("dilation") == 1 and s.factors["seed"] == 0)
+    (tmp_path / "records" / missing.run_id / "results.json").unlink()  # 2 of 3 pairs: interim
+    lines = reference_lines()
+    assert (
+        "(n = 2)" in lines["late vs none"]
+        and "lies above it for now: an interim look, no call yet" in lines["late vs none"]
+    )
+    assert "rejected" not in lines["late vs none"]
+    for bad in (
+        {"effect": "+1"},
+        {"effect": 1, "source": "points, not a fraction"},
+        {"effect": float("nan"), "source": "x"},
+    ):
+        with pytest.raises(ConfigError, match="'x' reference needs effect"):
+            Question.parse({"name": "x", "a": {"dilation": 1}, "b": {"dilation": 2}, "reference": bad})
+
+
+def test_the_report_shows_how_far_the_runs_still_climbed(tmp_path):
+    """Per-epoch validation in the records becomes the table of last gains (mean ± std over seeds, read
+    in epoch order); a configuration whose runs validated a different number of times is cut to the
+    shortest, and says so."""
+    study = _study(tmp_path, seeds=range(3))
     curve = [0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.90, 0.91]  # last epoch +1 point, last quarter (2 epochs) +3
     for spec in study.specs():
+        f = Factors.from_study(spec.factors)
+        mine = [*curve[:-1], curve[-1] + 0.002 * f.seed]  # the seeds end 0.2 points apart
+        if f.dilation_schedule == "early" and f.seed == 2:
+            mine = mine[:6]  # stopped after 6 epochs
         RunRecord(folder=tmp_path / "records" / spec.run_id).update(
-            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(curve)))]
+            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(mine)))]
         )
     text = write_question_report(study, tmp_path / "out").read_text()
-    lines = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
-    assert "Paper A reported +3.00 points" in lines["- late vs none"]
-    assert "lies above it: these runs rule it out" in lines["- late vs none"]
-    assert "lies inside it" in lines["- early vs none"] and "(n = 3)" in lines["- early vs none"]
-    row = next(line for line in text.splitlines() if line.startswith("| ddsnet w0.25 28px d2 early | 3 | 8 |"))
-    assert "| 91.00 ± 0.00 | 1.00 ± 0.00 | 3.00 ± 0.00 (2 epochs) |" in row  # epochs read in order
+    assert "| ddsnet w0.25 28px d2 late | 3 | 8 | 91.20 ± 0.20 | +1.20 ± 0.20 | +3.20 ± 0.20 (2 epochs) |" in text
+    assert "| ddsnet w0.25 28px d2 early | 3 | 6 (longer runs cut to it) | 88.00 ± 0.00 | +3.00 ± 0.00 " in text
     assert (tmp_path / "out" / "q" / "val_curves.png").stat().st_size > 5000
-    with pytest.raises(ConfigError, match="'x' reference needs effect"):
-        Question.parse({"name": "x", "a": {"dilation": 1}, "b": {"dilation": 2}, "reference": {"effect": "+1"}})

@@ -4,25 +4,32 @@ like the rest of the report; a section only when the records hold per-epoch vali
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
+from lightclf.study.report.cells import mean_std
 from lightclf.study.report.collect import ConfigurationRow
-from lightclf.study.report.fields import mean_std
 
 __all__ = ["curves_section"]
 
 
 def _gains(curves: list[tuple[float, ...]], back: int) -> list[float]:
-    """Each run's validation top-1 at its last epoch minus ``back`` epochs earlier."""
+    """Each run's validation top-1 at the end minus ``back`` validations earlier (one per epoch as
+    lightclf's fits validate)."""
     return [curve[-1] - curve[-1 - back] for curve in curves if len(curve) > back]
 
 
 def curves_section(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
     """The per-epoch validation table and plot (``val_curves.png`` in ``out_dir``); empty when no run
-    recorded its validation per epoch."""
-    measured = [(row, [r.val_curve for r in row.runs if r.val_curve]) for row in rows]
-    measured = [(row, curves) for row, curves in measured if curves]
+    recorded its validation per epoch. Runs of one configuration that validated a different number of
+    times are cut to the shortest, so the table and the plot end on the same epoch (the row says so)."""
+    measured = []
+    for row in rows:
+        curves = [r.val_curve for r in row.runs if r.val_curve]
+        if curves:
+            epochs = min(map(len, curves))
+            measured.append((row, [c[:epochs] for c in curves], max(map(len, curves)) > epochs))
     if not measured:
         return []
     lines = [
@@ -30,12 +37,13 @@ def curves_section(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
         "| gain in its last quarter (points) |",
         "|---|---|---|---|---|---|",
     ]
-    for row, curves in measured:
-        epochs = min(len(c) for c in curves)
-        quarter = max(1, round(epochs / 4))
+    for row, curves, cut in measured:
+        epochs = len(curves[0])
+        quarter = max(1, math.ceil(epochs / 4))
         lines.append(
-            f"| {row.label} | {len(curves)} | {epochs} | {mean_std([c[-1] for c in curves], 100)} "
-            f"| {mean_std(_gains(curves, 1), 100)} | {mean_std(_gains(curves, quarter), 100)} ({quarter} epochs) |"
+            f"| {row.label} | {len(curves)} | {epochs}{' (longer runs cut to it)' if cut else ''} "
+            f"| {mean_std([c[-1] for c in curves], 100)} | {mean_std(_gains(curves, 1), 100, signed=True)} "
+            f"| {mean_std(_gains(curves, quarter), 100, signed=True)} ({quarter} epochs) |"
         )
     import matplotlib
 
@@ -43,8 +51,8 @@ def curves_section(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for row, curves in measured:
-        epochs = min(len(c) for c in curves)
+    for row, curves, _ in measured:
+        epochs = len(curves[0])
         means = [100 * statistics.fmean(c[e] for c in curves) for e in range(epochs)]
         spread = [100 * statistics.stdev([c[e] for c in curves]) if len(curves) > 1 else 0.0 for e in range(epochs)]
         ax.errorbar(range(1, epochs + 1), means, yerr=spread, marker="o", ms=3, capsize=2,

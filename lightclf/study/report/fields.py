@@ -10,9 +10,10 @@ import statistics
 from pathlib import Path
 
 from lightclf.geometry import block_geometry, mass_area, mass_radius
+from lightclf.study.report.cells import mean_std
 from lightclf.study.report.collect import ConfigurationRow
 
-__all__ = ["geometry_table", "erf_section", "mean_std"]
+__all__ = ["geometry_table", "erf_section"]
 
 
 def geometry_table(resolution: int, small_input: bool, schedules: list[str]) -> str:
@@ -32,16 +33,6 @@ def geometry_table(resolution: int, small_input: bool, schedules: list[str]) -> 
             cells += [str(g.dilation), str(g.receptive_field), taps]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    """``mean ± std`` of the values present (one value alone, ``-`` for none), scaled."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{scale * values[0]:.{digits}f}"
-    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
 
 
 def _erf_table(rows: list[ConfigurationRow]) -> str | None:

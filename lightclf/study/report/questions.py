@@ -20,11 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightclf.factors import Choice, Factors, Question
+from lightclf.study.report.cells import mean_std
 from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.report.comparisons import Comparison, compare
 from lightclf.study.report.curves import curves_section
-from lightclf.study.report.fields import erf_section, geometry_table, mean_std
+from lightclf.study.report.fields import erf_section, geometry_table
 from lightclf.study.report.previous import Previous, changes_table
 from lightclf.study.report.tuning import tuning_section
 from lightclf.study.spec import Study
@@ -130,26 +131,28 @@ def _disagree(verdict: Verdict, better: Improvement) -> bool:
 
 def _reference_lines(compared: list[tuple[Question, Comparison]], verdicts: list[Verdict]) -> list[str]:
     """Where each effect reported elsewhere (a question's ``reference``) falls against this study's 95%
-    interval: inside it (these runs cannot tell it from what they measured) or outside (they rule it out)."""
+    interval. Outside it, a two-sided t test rejects that effect at p < 0.05 (not Holm-adjusted, and
+    only under this study's protocol); an interim look places it but makes no call, as its verdict does."""
     lines = []
     for (question, _), v in zip(compared, verdicts):
         ref, e = question.reference, v.effect
         if ref is None:
             continue
         claim = f"- {question.name}: {ref.source} reported {_pts(ref.effect, True)} points"
-        if e.ci_low is None or e.ci_high is None:
-            lines.append(f"{claim}; no interval here yet ({e.n} finished pairs or runs).")
+        if e.ci_low is None or e.ci_high is None or e.ci_low == e.ci_high:
+            lines.append(f"{claim}; no interval here yet (n = {e.n}, or no spread between its runs).")
             continue
-        where = (
-            "inside it: these runs cannot tell it apart from what they measured"
-            if e.ci_low <= ref.effect <= e.ci_high
-            else f"{'above' if ref.effect > e.ci_high else 'below'} it: these runs rule it out at the 5% level"
-        )
-        look = " This is an interim look, short of the planned runs." if v.interim else ""
-        lines.append(
-            f"{claim}; the 95% interval here is [{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}] (n = {e.n}),"
-            f" so the reported effect lies {where}.{look}"
-        )
+        interval = f"the 95% interval here is [{_pts(e.ci_low, True)}, {_pts(e.ci_high, True)}] (n = {e.n})"
+        side = "inside" if e.ci_low <= ref.effect <= e.ci_high else "above" if ref.effect > e.ci_high else "below"
+        if v.interim:
+            lines.append(f"{claim}; {interval}, and it lies {side} it for now: an interim look, no call yet.")
+        elif side == "inside":
+            lines.append(f"{claim}; {interval}, so it lies inside: these runs cannot tell it from what they measured.")
+        else:
+            lines.append(
+                f"{claim}; {interval}, so it lies {side} it: under this protocol an effect that size is rejected"
+                " (two-sided t test, p < 0.05, not adjusted for the other questions)."
+            )
     return ["Effects reported elsewhere, against these intervals:", "", *lines, ""] if lines else []
 
 
