@@ -72,6 +72,22 @@ def _study(tmp_path, seeds=range(8)) -> Study:
     return study
 
 
+def _with_references(study: Study) -> Study:
+    """The late and early questions (true effects ~0 and +1 point) with effects reported elsewhere:
+    above, inside and below their intervals."""
+    late, early = study.questions[:2]
+    return replace(study, questions=[
+        {**late, "reference": {"effect": 0.03, "source": "Paper A"}},
+        {**early, "reference": {"effect": 0.01, "source": "Paper B"}},
+        {**early, "name": "early again", "reference": {"effect": -0.01, "source": "Paper C"}},
+        *study.questions[2:],
+    ])  # fmt: skip
+
+
+def _reference_lines(text: str) -> dict[str, str]:
+    return {line.split(":")[0][2:]: line for line in text.splitlines() if line.startswith("- ")}
+
+
 def test_factors_name_a_configuration_once():
     late = Factors.from_study({"network": "ddsnet", "width_multiplier": 0.25, "resolution": 28, "dilation": 2,
                                "small_input": True, "seed": 3})  # fmt: skip
@@ -169,11 +185,14 @@ def test_a_question_short_of_its_planned_seeds_is_an_interim_look(tmp_path):
     """Seed 0 of the no-dilation arm missing: both questions asked of it have 5 of their 6 planned
     runs (2 of 3 pairs) and carry no verdict (the figures stay); the GoogLeNet question has all its
     runs and is judged."""
-    study = _study(tmp_path, seeds=range(3))
+    study = _with_references(_study(tmp_path, seeds=range(3)))
     missing = next(s for s in study.specs() if s.factors.get("dilation") == 1 and s.factors["seed"] == 0)
     (tmp_path / "records" / missing.run_id / "results.json").unlink()
-    write_question_report(study, tmp_path / "reports")
+    text = write_question_report(study, tmp_path / "reports").read_text()
     verdicts = {v["question"]: v for v in csv.DictReader((tmp_path / "reports" / "q" / "verdicts.csv").open())}
+    late = _reference_lines(text)["late vs none"]  # an effect reported elsewhere is placed, not called
+    assert "(n = 2)" in late and "lies above it for now: an interim look, no call yet" in late
+    assert "rejected" not in late
     for name in ("late vs none", "early vs none"):
         assert verdicts[name]["n"] == "2" and verdicts[name]["verdict"] == "interim (5 of 6 runs): no verdict"
         assert verdicts[name]["effect"] and verdicts[name]["ci_low"]  # an interim look still shows its figures
@@ -264,8 +283,22 @@ def test_committed_reports_regenerate_identically_from_their_records(name, tmp_p
             assert (out / table).read_text() == (committed / table).read_text(), table
 
 
-def test_the_report_shows_the_field_per_block_where_runs_measured_it(tmp_path):
-    study = _study(tmp_path, seeds=range(3))
+def test_the_report_shows_fields_per_block_last_gains_and_reported_effects(tmp_path):
+    """Three report sections from one constructed study (one report written, to keep the suite's CPU
+    flat): the measured field per block; how far the runs still climbed (per-epoch validation read in
+    epoch order, mean ± std over seeds, a configuration with a shorter run cut to it and saying so);
+    and each effect reported elsewhere placed inside, above or below its question's interval, and
+    rejected when outside."""
+    study = _with_references(_study(tmp_path, seeds=range(3)))
+    curve = [0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.90, 0.91]  # last epoch +1 point, last quarter (2 epochs) +3
+    for spec in study.specs():
+        f = Factors.from_study(spec.factors)
+        mine = [*curve[:-1], curve[-1] + 0.002 * f.seed]  # the seeds end 0.2 points apart
+        if f.dilation_schedule == "early" and f.seed == 2:
+            mine = mine[:6]  # stopped after 6 epochs
+        RunRecord(folder=tmp_path / "records" / spec.run_id).update(
+            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(mine)))]
+        )
     for spec in study.specs():  # the early arm's field grows faster in the first blocks
         folder = tmp_path / "records" / spec.run_id
         erf = json.loads((folder / RunRecord.ERF).read_text())
@@ -277,6 +310,21 @@ def test_the_report_shows_the_field_per_block_where_runs_measured_it(tmp_path):
     assert "### Per block" in text and (tmp_path / "out" / "q" / "erf_per_block.png").stat().st_size > 5000
     row = next(line for line in text.splitlines() if line.startswith("| 2 | 28x28 |"))
     assert "3.0 ± 0.0 / 30 ± 0%" in row and "6.0 ± 0.0 / 30 ± 0%" in row  # none/late at 3 px, early at 6 px
+    assert "| ddsnet w0.25 28px d2 late | 3 | 8 | 91.20 ± 0.20 | +1.20 ± 0.20 | +3.20 ± 0.20 (2 epochs) |" in text
+    assert "| ddsnet w0.25 28px d2 early | 3 | 6 (longer runs cut to it) | 88.00 ± 0.00 | +3.00 ± 0.00 " in text
+    assert (tmp_path / "out" / "q" / "val_curves.png").stat().st_size > 5000
+    lines = _reference_lines(text)
+    assert "Paper A reported +3.00 points" in lines["late vs none"] and "(n = 3)" in lines["late vs none"]
+    assert "so it lies above it: under this protocol an effect that size is rejected" in lines["late vs none"]
+    assert "so it lies inside" in lines["early vs none"]
+    assert "so it lies below it" in lines["early again"]
+    for bad in (
+        {"effect": "+1"},
+        {"effect": 1, "source": "points, not a fraction"},
+        {"effect": float("nan"), "source": "x"},
+    ):
+        with pytest.raises(ConfigError, match="'x' reference needs effect"):
+            Question.parse({"name": "x", "a": {"dilation": 1}, "b": {"dilation": 2}, "reference": bad})
 
 
 def test_generic_factors_match_and_pair_by_config_key():
@@ -333,60 +381,3 @@ def test_a_previous_block_that_names_an_unasked_question_is_one_line(tmp_path):
                                     "grid": {"network": ["ddsnet"]}, "previous": {"questions": {}}}))  # fmt: skip
     with pytest.raises(ConfigError, match="needs verdicts"):
         load_study(path)
-
-
-def test_a_reported_effect_is_placed_against_the_interval_and_an_interim_look_makes_no_call(tmp_path):
-    """A question's ``reference`` (an effect reported elsewhere) lies inside, above or below the 95%
-    interval; outside it is rejected, except on an interim look, which places it and calls nothing."""
-    study = _study(tmp_path, seeds=range(3))
-    late, early = study.questions[:2]  # true effects: ~0 and +1 point
-    study = replace(study, questions=[
-        {**late, "reference": {"effect": 0.03, "source": "Paper A"}},
-        {**early, "reference": {"effect": 0.01, "source": "Paper B"}},
-        {**early, "name": "early again", "reference": {"effect": -0.01, "source": "Paper C"}},
-    ])  # fmt: skip
-
-    def reference_lines() -> dict[str, str]:
-        text = write_question_report(study, tmp_path / "out").read_text()
-        return {line.split(":")[0][2:]: line for line in text.splitlines() if line.startswith("- ")}
-
-    lines = reference_lines()
-    assert "Paper A reported +3.00 points" in lines["late vs none"] and "(n = 3)" in lines["late vs none"]
-    assert "so it lies above it: under this protocol an effect that size is rejected" in lines["late vs none"]
-    assert "so it lies inside" in lines["early vs none"]
-    assert "so it lies below it" in lines["early again"]
-    missing = next(s for s in study.specs() if s.factors.get("dilation") == 1 and s.factors["seed"] == 0)
-    (tmp_path / "records" / missing.run_id / "results.json").unlink()  # 2 of 3 pairs: interim
-    lines = reference_lines()
-    assert (
-        "(n = 2)" in lines["late vs none"]
-        and "lies above it for now: an interim look, no call yet" in lines["late vs none"]
-    )
-    assert "rejected" not in lines["late vs none"]
-    for bad in (
-        {"effect": "+1"},
-        {"effect": 1, "source": "points, not a fraction"},
-        {"effect": float("nan"), "source": "x"},
-    ):
-        with pytest.raises(ConfigError, match="'x' reference needs effect"):
-            Question.parse({"name": "x", "a": {"dilation": 1}, "b": {"dilation": 2}, "reference": bad})
-
-
-def test_the_report_shows_how_far_the_runs_still_climbed(tmp_path):
-    """Per-epoch validation in the records becomes the table of last gains (mean ± std over seeds, read
-    in epoch order); a configuration whose runs validated a different number of times is cut to the
-    shortest, and says so."""
-    study = _study(tmp_path, seeds=range(3))
-    curve = [0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.90, 0.91]  # last epoch +1 point, last quarter (2 epochs) +3
-    for spec in study.specs():
-        f = Factors.from_study(spec.factors)
-        mine = [*curve[:-1], curve[-1] + 0.002 * f.seed]  # the seeds end 0.2 points apart
-        if f.dilation_schedule == "early" and f.seed == 2:
-            mine = mine[:6]  # stopped after 6 epochs
-        RunRecord(folder=tmp_path / "records" / spec.run_id).update(
-            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(mine)))]
-        )
-    text = write_question_report(study, tmp_path / "out").read_text()
-    assert "| ddsnet w0.25 28px d2 late | 3 | 8 | 91.20 ± 0.20 | +1.20 ± 0.20 | +3.20 ± 0.20 (2 epochs) |" in text
-    assert "| ddsnet w0.25 28px d2 early | 3 | 6 (longer runs cut to it) | 88.00 ± 0.00 | +3.00 ± 0.00 " in text
-    assert (tmp_path / "out" / "q" / "val_curves.png").stat().st_size > 5000
