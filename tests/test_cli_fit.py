@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -28,6 +29,10 @@ def test_smoke_fit(tmp_path, network):
     config = smoke_config(tmp_path, network=network, network_kwargs=FAMILIES[network])
     result = run_lightclf("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
+    # No progress bar (as in studies): one line per epoch says where the fit stands.
+    lines = re.findall(r"^epoch (\d)/2: val top-1 \d+\.\d\d% \(best \d+\.\d\d% after epoch [12]\), val loss "
+                       r"\d+\.\d{3}; \d+\.\d min(, about 0h00m left at this pace)?$", result.stderr, re.M)  # fmt: skip
+    assert lines == [("1", ", about 0h00m left at this pace"), ("2", "")], result.stderr[-2000:]
 
     run_folder = _single((tmp_path / "runs" / "smoke").iterdir())
     checkpoints = sorted(p.name for p in (run_folder / "checkpoints").glob("*.ckpt"))

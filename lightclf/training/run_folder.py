@@ -14,7 +14,7 @@ import torch
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.factors import Factors
@@ -29,6 +29,7 @@ __all__ = [
     "RESUME_FROM",
     "INTERRUPTED_BY",
     "RunRecorder",
+    "epoch_line",
     "RunConfigSaver",
 ]
 
@@ -88,6 +89,27 @@ RESUME_FROM: list[str] = []
 INTERRUPTED_BY: list[str] = []
 
 
+def epoch_line(epoch: int, max_epochs: int | None, history: list[dict[str, float]], seconds: float) -> str:
+    """One line for a finished epoch (0-based ``epoch``): its validation top-1 beside the best so far,
+    its time and, when the fit has an epoch limit, the time left at this epoch's pace."""
+    total = max_epochs if max_epochs and max_epochs > 0 else None
+    head = f"epoch {epoch + 1}/{total}" if total else f"epoch {epoch + 1}"
+    now = next((e for e in history if e.get("epoch") == epoch and "val/acc1" in e), None)
+    scores = [e for e in history if "val/acc1" in e]
+    if now is None:
+        text = f"{head}: no validation this epoch"
+    else:
+        best = max(scores, key=lambda e: e["val/acc1"])
+        text = f"{head}: val top-1 {100 * now['val/acc1']:.2f}% (best {100 * best['val/acc1']:.2f}% after epoch {best['epoch'] + 1})"
+        if "val/loss" in now:
+            text += f", val loss {now['val/loss']:.3f}"
+    text += f"; {seconds / 60:.1f} min"
+    left = seconds * (total - epoch - 1) if total else 0.0
+    if left > 0:
+        text += f", about {int(left // 3600)}h{int(left % 3600 // 60):02d}m left at this pace"
+    return text
+
+
 class RunRecorder(L.Callback):
     """Writes ``complexity.json`` at fit start and ``results.json`` as stages end; logs both to W&B.
 
@@ -97,6 +119,7 @@ class RunRecorder(L.Callback):
 
     def __init__(self) -> None:
         self.started = time.time()
+        self.epoch_started: float | None = None
         self.complexity: dict[str, Any] | None = None
 
     def _record(self, trainer: L.Trainer, **updates: Any) -> None:
@@ -140,6 +163,9 @@ class RunRecorder(L.Callback):
             "data_class": type(datamodule).__name__ if datamodule is not None else None,
         }
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started = time.time()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             metrics = _scalar_metrics(trainer)
@@ -156,6 +182,9 @@ class RunRecorder(L.Callback):
                 last=metrics,
                 val_per_epoch=history,
             )
+            if trainer.progress_bar_callback is None:  # no bar (studies, batch jobs): a line says where it stands
+                seconds = time.time() - (self.epoch_started or self.started)
+                rank_zero_info(epoch_line(trainer.current_epoch, trainer.max_epochs, history, seconds))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
