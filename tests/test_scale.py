@@ -192,6 +192,26 @@ def test_gpu_study_smoke_runs_the_prepared_path_on_the_cpu(tmp_path):
     assert len(list((out / "records").iterdir())) == 2  # archived records, as the GPU run will commit them
 
 
+def test_gpu_study_runs_tuned_arms_with_their_picks(tmp_path, monkeypatch):
+    """A tuned study (the claim pair, its picks committed) on the GPU path runs each arm at its pick,
+    under the run ids the CPU study and the report use: the fits are captured, not run."""
+    from conftest import REPO
+    from lightclf.study import gpu
+
+    monkeypatch.chdir(REPO)
+    captured = []
+    monkeypatch.setattr(gpu, "run_study", lambda study, extra, specs, **_: captured.extend(specs) or {})
+    gpu.main(["--smoke", "--no-bench", "--config", "configs/study/fmnist_claim.yaml", "--out", str(tmp_path)])
+    study = load_study("configs/study/fmnist_claim.yaml")
+    picks = yaml.safe_load((REPO / "reports" / "fmnist_claim" / "picks.yaml").read_text())
+    assert [spec.run_id for spec in captured] == [spec.run_id for spec in study.with_picks(study.specs())[0][:2]]
+    lrs = {spec.name: spec.tuned["model.optimizer.init_args.lr"] for spec in captured}
+    assert sorted(lrs.values()) == sorted(arm["params"]["model.optimizer.init_args.lr"] for arm in picks.values())
+    for spec in captured:  # the fit's command line carries the pick
+        args = spec.cli_args(study.base_config, study.save_dir, study.project)
+        assert args[args.index("--model.optimizer.init_args.lr") + 1] == str(lrs[spec.name])
+
+
 def test_sigterm_to_the_runner_stops_its_fits_and_starts_no_other(tmp_path):
     import signal
     import time

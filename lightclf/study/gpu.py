@@ -26,7 +26,7 @@ from lightclf.cli_args import ToolArgumentParser
 from lightclf.errors import ConfigError
 from lightclf.factors import Factors
 from lightclf.study.execution import cpu_cores, plan_slots, visible_gpus
-from lightclf.study.runner import run_study
+from lightclf.study.runner import ready_specs, run_study
 from lightclf.study.spec import load_study
 
 __all__ = ["main", "WHEELS"]
@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         root = Path(args.out)
         study = replace(study, save_dir=str(root / "runs"), records=str(root / study.name / "records"))
-        specs, extra, device = study.specs()[:2], extra + SMOKE_ARGS, "cpu"
+        specs, extra, device = ready_specs(study, study.specs(), args.config)[:2], extra + SMOKE_ARGS, "cpu"
         slots = plan_slots(2, None, threads=1)
     else:
         gpus = visible_gpus(None)
         if not gpus:
             raise ConfigError("gpu-study: no CUDA GPU is visible here (use --smoke to check the path on a CPU)")
-        specs, device = study.specs(), "cuda"
+        specs, device = ready_specs(study, study.specs(), args.config), "cuda"
         jobs = args.jobs_per_gpu * len(gpus)
         slots = plan_slots(jobs, gpus, threads=max(1, cpu_cores() // jobs))  # no oversubscribed CPU threads
         log(f"gpu-study {study.name}: {len(specs)} runs, {len(slots)} at a time on GPU(s) {','.join(gpus)}")

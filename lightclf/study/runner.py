@@ -50,7 +50,9 @@ from lightclf.study.execution import (
 )
 from lightclf.study.spec import FACTORS, RunSpec, Study, load_study
 
-__all__ = ["Study", "RunSpec", "load_study", "run_status", "archive_run", "run_study", "select_point", "main"]
+__all__ = [
+    "Study", "RunSpec", "load_study", "run_status", "archive_run", "run_study", "ready_specs", "select_point", "main",
+]  # fmt: skip
 
 
 class Progress:
@@ -210,6 +212,21 @@ def run_study(
     return outcome
 
 
+def ready_specs(study: Study, specs: list[RunSpec], config_path: str) -> list[RunSpec]:
+    """The specs that can run now, tuned arms' with their picks (which name their runs); says on
+    stderr how many wait for their arm's tuning. Every runner of a study (study, gpu-study) goes
+    through here, so none runs a tuned arm on the recipe's settings."""
+    ready, untuned = study.with_picks(specs)
+    if untuned:
+        arms = len({spec.arm_key for spec in untuned})
+        print(
+            f"study {study.name}: {len(untuned)} run(s) of {arms} arm(s) wait for their tuning "
+            f"(`lightclf tune --config {config_path}` writes {study.report_folder / 'picks.yaml'})",
+            file=sys.stderr,
+        )
+    return ready
+
+
 def sweep_config(study: Study, study_path: str) -> dict[str, Any]:
     """A W&B grid sweep with one point per run of the study (grid and extra runs, every seed):
     each agent call runs that one run through this runner (``--point run=<run id>``)."""
@@ -297,15 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.emit_sweep).write_text(yaml.safe_dump(sweep_config(study, args.config), sort_keys=False))
         print(f"wrote {args.emit_sweep}: `wandb sweep {args.emit_sweep}` then `wandb agent <sweep id>` on each machine")
         return
-    specs = select_point(study, args.point) if args.point else study.specs()
-    specs, untuned = study.with_picks(specs)
-    if untuned:
-        arms = len({spec.arm_key for spec in untuned})
-        print(
-            f"study {study.name}: {len(untuned)} run(s) of {arms} arm(s) wait for their tuning "
-            f"(`lightclf tune --config {args.config}` writes {study.report_folder / 'picks.yaml'})",
-            file=sys.stderr,
-        )
+    specs = ready_specs(study, select_point(study, args.point) if args.point else study.specs(), args.config)
     log_lock = threading.Lock()
 
     def log(message: str) -> None:
