@@ -143,6 +143,7 @@ class RunRecord:
     val_per_epoch: list[dict[str, float]] = field(default_factory=list)  # {"epoch", "val/acc1", ...}
     best_ckpt: str = ""
     fit_seconds: float | None = None
+    device: str | None = None  # what trained it (measure.device.device_label): reports pool devices
     error: str | None = None
     # the other files
     complexity: dict[str, Any] = field(default_factory=dict)

@@ -13,14 +13,15 @@ __all__ = ["write_csv"]
 def write_csv(
     path: str | Path, rows: Iterable[Mapping[str, Any]], fields: Sequence[str] | None = None, append: bool = False
 ) -> Path:
-    """Write ``rows`` under a header of ``fields`` (default: the first row's keys; keys outside
-    ``fields`` are left out). Lists become space-separated cells. ``append`` adds to an existing file
-    without a second header. An empty table without ``fields`` is an empty file."""
+    """Write ``rows`` under a header of ``fields`` (default: every row's keys, in order of first
+    appearance; keys outside ``fields`` are left out, missing ones are empty cells). Lists become
+    space-separated cells. ``append`` adds to an existing file without a second header. An empty
+    table without ``fields`` is an empty file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     if fields is None:
-        fields = list(rows[0]) if rows else []
+        fields = list(dict.fromkeys(key for row in rows for key in row))
     new = not (append and path.exists() and path.stat().st_size)
     with path.open("a" if append else "w", newline="") as fh:
         if not fields:

@@ -40,6 +40,7 @@ def test_smoke_fit(tmp_path, network):
     assert (run_folder / "config.yaml").read_text().count(network) >= 1
     record = json.loads((run_folder / "results.json").read_text())
     assert record["status"] == "finished" and record["network"] == network
+    assert re.fullmatch(r".+ \(\w+\), \d+ threads?", record["device"]), record["device"]  # model (ISA), threads
     assert 0.0 <= record["test_metrics"]["test/acc1"] <= 1.0
     assert record["test_metrics"]["test/acc1"] <= record["test_metrics"]["test/acc5"]
     # complexity.json: the deployed network's figures at the data's resolution, counted independently.

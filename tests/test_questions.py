@@ -288,7 +288,7 @@ def test_the_report_shows_fields_per_block_last_gains_and_reported_effects(tmp_p
     flat): the measured field per block; how far the runs still climbed (per-epoch validation read in
     epoch order, mean ± std over seeds, a configuration with a shorter run cut to it and saying so);
     and each effect reported elsewhere placed inside, above or below its question's interval, and
-    rejected when outside."""
+    rejected when outside; and which device trained which runs, where recorded."""
     study = _with_references(_study(tmp_path, seeds=range(3)))
     curve = [0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.90, 0.91]  # last epoch +1 point, last quarter (2 epochs) +3
     for spec in study.specs():
@@ -297,7 +297,8 @@ def test_the_report_shows_fields_per_block_last_gains_and_reported_effects(tmp_p
         if f.dilation_schedule == "early" and f.seed == 2:
             mine = mine[:6]  # stopped after 6 epochs
         RunRecord(folder=tmp_path / "records" / spec.run_id).update(
-            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(mine)))]
+            val_per_epoch=[{"epoch": e, "val/acc1": v} for e, v in reversed(list(enumerate(mine)))],
+            **({"device": "NVIDIA H100"} if f.seed == 2 else {}),  # seed 2 ran on a GPU, the rest unrecorded
         )
     for spec in study.specs():  # the early arm's field grows faster in the first blocks
         folder = tmp_path / "records" / spec.run_id
@@ -313,6 +314,10 @@ def test_the_report_shows_fields_per_block_last_gains_and_reported_effects(tmp_p
     assert "| ddsnet w0.25 28px d2 late | 3 | 8 | 91.20 ± 0.20 | +1.20 ± 0.20 | +3.20 ± 0.20 (2 epochs) |" in text
     assert "| ddsnet w0.25 28px d2 early | 3 | 6 (longer runs cut to it) | 88.00 ± 0.00 | +3.00 ± 0.00 " in text
     assert (tmp_path / "out" / "q" / "val_curves.png").stat().st_size > 5000
+    assert "| NVIDIA H100 | ddsnet w0.25 28px d2 late | 1 (2) |" in text
+    assert "| not recorded (runs before lightclf recorded devices) | ddsnet w0.25 28px d2 late | 2 (0, 1) |" in text
+    per_run = list(csv.DictReader((tmp_path / "out" / "q" / "runs.csv").open()))
+    assert sorted(r["device"] for r in per_run if r["label"] == "ddsnet w0.25 28px d1") == ["", "", "NVIDIA H100"]
     lines = _reference_lines(text)
     assert "Paper A reported +3.00 points" in lines["late vs none"] and "(n = 3)" in lines["late vs none"]
     assert "so it lies above it: under this protocol an effect that size is rejected" in lines["late vs none"]

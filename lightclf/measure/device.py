@@ -9,6 +9,7 @@ a sync would time the launches, not the kernels); peak memory comes from the cac
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "available_flops",
     "table_flops",
     "cpu_has_native_bf16",
+    "device_label",
 ]
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -48,6 +50,23 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
         device = torch.device("cuda", index)
     return device
+
+
+def device_label(device: torch.device) -> str:
+    """What trained a run, for its record: the GPU's name, or the CPU's model, the instruction set
+    PyTorch's kernels use on it and the thread count (``AMD EPYC (AVX2), 1 thread``): a model name
+    alone does not tell a 4x slower AVX2 machine from an AVX-512 one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    model = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as cpuinfo:  # Linux; platform.processor() is empty there
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    model = model or platform.processor() or platform.machine() or "CPU"
+    threads = torch.get_num_threads()
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}), {threads} thread{'s' if threads != 1 else ''}"
 
 
 def cpu_has_native_bf16() -> bool:

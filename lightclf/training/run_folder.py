@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.factors import Factors
+from lightclf.measure.device import device_label
 from lightclf.runs import RunRecord, run_path
 from lightclf.training.resume import AgreedStop
 
@@ -137,6 +138,7 @@ class RunRecorder(L.Callback):
                 network=complexity["network"],
                 started=self.started,
                 max_epochs=trainer.max_epochs,
+                device=device_label(pl_module.device),
             )
             self._log_to_wandb(trainer, complexity)
 

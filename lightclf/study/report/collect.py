@@ -43,6 +43,7 @@ class RunRow:
     heatmap: list[list[float]] | None = field(default=None, repr=False)
     erf_blocks: list[dict] = field(default_factory=list, repr=False)  # per-block fields, when measured
     val_curve: tuple[float, ...] = field(default=(), repr=False)  # validation top-1 after each epoch
+    device: str | None = None  # what trained it, when recorded (runs before 2026-12-07 did not)
     export: ExportFigures | None = None
 
     @classmethod
@@ -63,6 +64,7 @@ class RunRow:
             erf_r95=record.erf.get("r95"),
             heatmap=record.erf.get("heatmap"),
             erf_blocks=list(record.erf.get("blocks") or []),
+            device=record.device,
             val_curve=tuple(
                 e["val/acc1"] for e in sorted(record.val_per_epoch, key=lambda e: e.get("epoch", 0)) if "val/acc1" in e
             ),
@@ -74,11 +76,13 @@ class RunRow:
         return self.factors.seed
 
     def csv_row(self) -> dict[str, Any]:
-        """A runs_per_seed.csv line: the factors, then the figures (no heat map, no export)."""
+        """A runs_per_seed.csv line: the factors, then the figures (no heat map, no export; the device
+        only when recorded, so tables of runs from before it was keep their columns)."""
         figures = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in ("factors", "heatmap", "export", "erf_blocks", "val_curve")
+            and not (f.name == "device" and self.device is None)
         }
         return {**self.factors.as_dict(), **figures}
 

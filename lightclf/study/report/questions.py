@@ -190,6 +190,21 @@ def _configuration_table(rows: list[ConfigurationRow]) -> str:
     return "\n".join(lines)
 
 
+def _devices_section(runs: list[RunRow]) -> list[str]:
+    """Which device trained which runs of each configuration, when any run recorded its device (a
+    study whose runs moved between machines, or from the CPU to a GPU, says which rows came from where)."""
+    if not any(run.device for run in runs):
+        return []
+    seeds: dict[tuple[str, str], list] = {}
+    for run in runs:
+        device = run.device or "not recorded (runs before lightclf recorded devices)"
+        seeds.setdefault((device, run.factors.configuration.label), []).append(run.seed)
+    lines = ["| device | configuration | runs (seeds) |", "|---|---|---|"]
+    for (device, label), found in sorted(seeds.items()):
+        lines.append(f"| {device} | {label} | {len(found)} ({', '.join(map(str, sorted(found)))}) |")
+    return ["## Where the runs ran", "", *lines, ""]
+
+
 def write_question_report(study: Study, out_root: str | Path | None = None, notes: str = "") -> Path:
     """Write the question report (report.md, runs.csv, verdicts.csv) for a study."""
     out_dir = Path(out_root) / study.name if out_root is not None else study.report_folder
@@ -269,6 +284,7 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     parts += erf_section(rows, out_dir)
     parts += curves_section(rows, out_dir)
     parts += ["## Every configuration", "", _configuration_table(rows), ""]
+    parts += _devices_section(runs)
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     write_csv(out_dir / "runs.csv", [{**r.csv_row(), "label": r.factors.configuration.label} for r in runs])
