@@ -5,11 +5,11 @@ like the rest of the report; a section only when the records hold per-epoch vali
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 
 from lightclf.study.report.cells import mean_std
 from lightclf.study.report.collect import ConfigurationRow
+from lightclf.study.report.plots import plot_mean_std
 
 __all__ = ["curves_section"]
 
@@ -45,25 +45,11 @@ def curves_section(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
             f"| {mean_std([c[-1] for c in curves], 100)} | {mean_std(_gains(curves, 1), 100, signed=True)} "
             f"| {mean_std(_gains(curves, quarter), 100, signed=True)} ({quarter} epochs) |"
         )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for row, curves, _ in measured:
-        epochs = len(curves[0])
-        means = [100 * statistics.fmean(c[e] for c in curves) for e in range(epochs)]
-        spread = [100 * statistics.stdev([c[e] for c in curves]) if len(curves) > 1 else 0.0 for e in range(epochs)]
-        ax.errorbar(range(1, epochs + 1), means, yerr=spread, marker="o", ms=3, capsize=2,
-                    label=f"{row.label} (n={len(curves)})")  # fmt: skip
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("Validation top-1 per epoch (mean ± std over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "val_curves.png", dpi=110)
-    plt.close(fig)
+    plot_mean_std(
+        [(row.label, [[100 * v for v in curve] for curve in curves]) for row, curves, _ in measured],
+        1, ("epoch", "validation top-1 (%)"), "Validation top-1 per epoch (mean ± std over seeds)",
+        out_dir / "val_curves.png",
+    )  # fmt: skip
     return [
         "## How far the runs still climbed",
         "",

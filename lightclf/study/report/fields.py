@@ -6,12 +6,12 @@ maps and the per-block table and plot. Torch-free, like the rest of the report.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.cells import mean_std
 from lightclf.study.report.collect import ConfigurationRow
+from lightclf.study.report.plots import plot_mean_std
 
 __all__ = ["geometry_table", "erf_section"]
 
@@ -82,25 +82,11 @@ def _erf_blocks(rows: list[ConfigurationRow], out_dir: Path) -> list[str]:
             share = [r[b]["share50"] for r in runs if len(r) > b]
             cells.append(f"{mean_std(r50, digits=1)} / {mean_std(share, 100, digits=0)}%")
         lines.append("| " + " | ".join(cells) + " |")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for row, runs in measured:
-        means = [statistics.fmean(r[b]["r50"] for r in runs if len(r) > b) for b in range(len(runs[0]))]
-        spread = [statistics.stdev([r[b]["r50"] for r in runs]) if len(runs) > 1 else 0.0 for b in range(len(runs[0]))]
-        ax.errorbar(
-            range(len(means)), means, yerr=spread, marker="o", ms=3, capsize=2, label=f"{row.label} (n={len(runs)})"
-        )
-    ax.set_xlabel("block (its output)")
-    ax.set_ylabel("ERF r50 (px)")
-    ax.set_title("Effective receptive field per block (mean ± std over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "erf_per_block.png", dpi=110)
-    plt.close(fig)
+    plot_mean_std(
+        [(row.label, [[block["r50"] for block in run] for run in runs]) for row, runs in measured],
+        0, ("block (its output)", "ERF r50 (px)"), "Effective receptive field per block (mean ± std over seeds)",
+        out_dir / "erf_per_block.png",
+    )  # fmt: skip
     return [
         "### Per block",
         "",

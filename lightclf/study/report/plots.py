@@ -1,13 +1,16 @@
-"""The configuration report's plots: accuracy against parameters, MACs and throughput, one panel per
-training budget, with the Pareto front."""
+"""The reports' plots: accuracy against parameters, MACs and throughput, one panel per training budget,
+with the Pareto front; and one figure type the question report draws twice (a quantity per epoch or
+per block, mean ± std over seeds, a line per configuration)."""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from lightclf.study.report.collect import ConfigurationRow
 
-__all__ = ["pareto_front", "plot_accuracy_vs_cost"]
+__all__ = ["pareto_front", "plot_accuracy_vs_cost", "plot_mean_std"]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -89,3 +92,28 @@ def plot_accuracy_vs_cost(rows: list[ConfigurationRow], out_dir: Path) -> list[s
         plt.close(fig)
         written.append(name)
     return written
+
+
+def plot_mean_std(
+    series: list[tuple[str, list[Sequence[float]]]], first_x: int, axes: tuple[str, str], title: str, path: Path
+) -> None:
+    """One line per ``(label, runs)``: at each position of the first run's sequence, the mean and
+    (error bar) standard deviation over the runs that reach it; x counts from ``first_x``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, runs in series:
+        at = [[run[i] for run in runs if len(run) > i] for i in range(len(runs[0]))]
+        spread = [statistics.stdev(values) if len(values) > 1 else 0.0 for values in at]
+        ax.errorbar(range(first_x, first_x + len(at)), [statistics.fmean(values) for values in at], yerr=spread,
+                    marker="o", ms=3, capsize=2, label=f"{label} (n={len(runs)})")  # fmt: skip
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
