@@ -178,6 +178,12 @@ def test_a_partial_study_says_so_and_bad_questions_are_one_line(tmp_path):
         Choice.parse({"name": "lr", "options": {"0.2": {"other": ""}, "0.1": {"lr": 0.1}}})
     # A choice whose options have not all run picks nothing yet.
     assert choose(Choice.parse(study.choices[0]), collect_results(study)).picked is None
+    # Where dilation reaches is the planned arms' geometry, shown before any of an arm's runs finish.
+    for spec in study.specs():
+        if spec.factors.get("dilation_schedule") == "early":
+            (tmp_path / "records" / spec.run_id / "results.json").unlink()
+    text = write_question_report(study, tmp_path / "reports").read_text()
+    assert "early: rate | early: RF px | early: taps on map |" in text and "9 of 13 planned runs finished" in text
     json.dumps(study.questions)  # plain data, as the YAML holds it
 
 

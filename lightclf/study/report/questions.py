@@ -215,7 +215,10 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     improvements = [comparison.improvement() for _, comparison in compared]
     rows = aggregate(runs)
     planned = len(study.specs())
-    proposed = [r.factors for r in rows if r.factors.proposed and r.factors.resolution]
+    # The geometry of the planned DDSNet arms, run or not: a study's report says where its dilation
+    # reaches before its first run finishes.
+    specs = (Factors.from_study({**spec.factors}) for spec in study.specs())
+    proposed = [f for f in specs if f.proposed and f.resolution]
     resolution = proposed[0].resolution if proposed else 28
     small_input = bool(proposed[0].small_input) if proposed else True
     schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
