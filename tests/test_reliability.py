@@ -18,6 +18,7 @@ import torch
 
 from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_config
 from lightclf.study.wandb_records import read_run
+from lightclf.training.run_folder import devices_so_far
 from lightclf.training.wandb_env import choose_wandb_mode
 
 # 3 epochs of 8 steps: a kill inside epoch 2 leaves one finished epoch (the checkpoint), a partial
@@ -140,10 +141,16 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
             == f"lightclf: interrupted by SIGTERM; resume with --ckpt_path {folder}/checkpoints/interrupted.ckpt"
         )
 
+    first_device = _final(folder)["device"]
     resumed = run_lightclf("fit", "--config", str(config), "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [p.name for p in run_root.iterdir()] == [folder.name]  # same run folder, no duplicate
     final = _final(folder)
+    # The resumed fit adds its device to the first's, never replaces it (a run moved to a GPU says so).
+    assert final["device"] == first_device or final["device"].startswith(f"{first_device}, then ")
+    assert [devices_so_far(*pair) for pair in ((None, "A"), ("A", "A"), ("A", "B"), ("A, then B", "B"), ("A, then B", "A"))] == [
+        "A", "A", "A, then B", "A, then B", "A, then B, then A"
+    ]  # fmt: skip
     assert final["status"] == "finished" and final["global_step"] == reference_run["global_step"] == 24
     for key in ("test/acc1", "test/loss"):
         assert final["test_metrics"][key] == pytest.approx(reference_run["test_metrics"][key], abs=1e-6)

@@ -540,3 +540,6 @@ def test_an_ablation_of_a_timm_knob_runs_from_yaml_alone(tmp_path):
     (row,) = verdicts
     assert row["question"] == study_yaml["questions"][0]["name"] and row["n"] == "2" and row["paired"] == "True"
     assert row["verdict"] in ("better", "worse", "inconclusive") or row["verdict"].startswith("equivalent")
+    text = (tmp_path / "reports" / study.name / "report.md").read_text()
+    assert "Where dilation reaches" not in text  # no DDSNet arm: no DDSNet geometry
+    assert "## How far the runs still climbed" in text and "## Where the runs ran" in text  # any study's sections

@@ -58,6 +58,10 @@ def device_label(device: torch.device) -> str:
     alone does not tell a 4x slower AVX2 machine from an AVX-512 one."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    if device.type == "xpu":
+        return torch.xpu.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple {platform.machine()} GPU (MPS)"
     if device.type != "cpu":
         return device.type
     model = ""

@@ -31,6 +31,7 @@ __all__ = [
     "INTERRUPTED_BY",
     "RunRecorder",
     "epoch_line",
+    "devices_so_far",
     "RunConfigSaver",
 ]
 
@@ -90,25 +91,32 @@ RESUME_FROM: list[str] = []
 INTERRUPTED_BY: list[str] = []
 
 
-def epoch_line(epoch: int, max_epochs: int | None, history: list[dict[str, float]], seconds: float) -> str:
-    """One line for a finished epoch (0-based ``epoch``): its validation top-1 beside the best so far,
-    its time and, when the fit has an epoch limit, the time left at this epoch's pace."""
+def epoch_line(epoch: int, max_epochs: int | None, history: list[dict[str, float]], left_seconds: float | None,
+               seconds: float) -> str:  # fmt: skip
+    """One line for a finished epoch (0-based ``epoch``): its validation top-1 beside the best so far
+    (or that it did not validate), the epoch's minutes and, when known, the time left."""
     total = max_epochs if max_epochs and max_epochs > 0 else None
     head = f"epoch {epoch + 1}/{total}" if total else f"epoch {epoch + 1}"
     now = next((e for e in history if e.get("epoch") == epoch and "val/acc1" in e), None)
-    scores = [e for e in history if "val/acc1" in e]
     if now is None:
         text = f"{head}: no validation this epoch"
     else:
-        best = max(scores, key=lambda e: e["val/acc1"])
+        best = max((e for e in history if "val/acc1" in e), key=lambda e: e["val/acc1"])
         text = f"{head}: val top-1 {100 * now['val/acc1']:.2f}% (best {100 * best['val/acc1']:.2f}% after epoch {best['epoch'] + 1})"
         if "val/loss" in now:
             text += f", val loss {now['val/loss']:.3f}"
     text += f"; {seconds / 60:.1f} min"
-    left = seconds * (total - epoch - 1) if total else 0.0
-    if left > 0:
-        text += f", about {int(left // 3600)}h{int(left % 3600 // 60):02d}m left at this pace"
+    if left_seconds and left_seconds > 0:
+        text += f", about {int(left_seconds // 3600)}h{int(left_seconds % 3600 // 60):02d}m left at this pace"
     return text
+
+
+def devices_so_far(before: str | None, here: str) -> str:
+    """A run's device record when a fit of it starts on ``here``: a run resumed on another device
+    keeps the earlier ones ("A, then B"), so a report never credits one device with another's epochs."""
+    if not before or before == here or before.endswith(f", then {here}"):
+        return before or here
+    return f"{before}, then {here}"
 
 
 class RunRecorder(L.Callback):
@@ -121,6 +129,8 @@ class RunRecorder(L.Callback):
     def __init__(self) -> None:
         self.started = time.time()
         self.epoch_started: float | None = None
+        self.epoch_batches = 0  # batches this process ran in the current epoch (a resume starts mid-epoch)
+        self.validated_epoch: int | None = None  # the epoch of the last real validation (not the sanity check)
         self.complexity: dict[str, Any] | None = None
 
     def _record(self, trainer: L.Trainer, **updates: Any) -> None:
@@ -138,9 +148,15 @@ class RunRecorder(L.Callback):
                 network=complexity["network"],
                 started=self.started,
                 max_epochs=trainer.max_epochs,
-                device=device_label(pl_module.device),
+                device=self._device(trainer, pl_module),
             )
             self._log_to_wandb(trainer, complexity)
+
+    @staticmethod
+    def _device(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+        """This fit's device (x the process count under DDP), after any the run trained on before."""
+        here = device_label(pl_module.device) + (f" x {trainer.world_size}" if trainer.world_size > 1 else "")
+        return devices_so_far(run_record(trainer).device, here)
 
     @rank_zero_only
     def _log_to_wandb(self, trainer: L.Trainer, complexity: dict[str, Any]) -> None:
@@ -166,16 +182,25 @@ class RunRecorder(L.Callback):
         }
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_started = time.time()
+        self.epoch_started, self.epoch_batches = time.time(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.epoch_batches += 1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             metrics = _scalar_metrics(trainer)
             # Validation ran before this hook: the per-epoch validation curve is what a tuner's pruner
             # reads. A resumed fit keeps the epochs recorded before (and replaces a re-run epoch's).
+            # Lightning keeps the last validation's metrics until the next one: an epoch that did not
+            # validate (check_val_every_n_epoch > 1) must not be credited with them.
             history = [e for e in run_record(trainer).val_per_epoch if e.get("epoch") != trainer.current_epoch]
             val = {k: v for k, v in metrics.items() if k.startswith("val/")}
-            if val:
+            if val and self.validated_epoch == trainer.current_epoch:
                 history.append({"epoch": trainer.current_epoch, **val})
             self._record(
                 trainer,
@@ -186,7 +211,16 @@ class RunRecorder(L.Callback):
             )
             if trainer.progress_bar_callback is None:  # no bar (studies, batch jobs): a line says where it stands
                 seconds = time.time() - (self.epoch_started or self.started)
-                rank_zero_info(epoch_line(trainer.current_epoch, trainer.max_epochs, history, seconds))
+                per_batch = seconds / max(1, self.epoch_batches)
+                if trainer.max_steps and trainer.max_steps > 0:  # a step limit ends the fit first
+                    left = per_batch * (trainer.max_steps - trainer.global_step)
+                elif trainer.max_epochs and trainer.max_epochs > 0:
+                    left = per_batch * trainer.num_training_batches * (trainer.max_epochs - trainer.current_epoch - 1)
+                else:
+                    left = None
+                left = left if left is not None and math.isfinite(left) else None  # an iterable set: no length
+                max_epochs = None if trainer.max_steps and trainer.max_steps > 0 else trainer.max_epochs
+                rank_zero_info(epoch_line(trainer.current_epoch, max_epochs, history, left, seconds))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

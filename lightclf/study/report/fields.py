@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightclf.factors import Factors
 from lightclf.geometry import block_geometry, mass_area, mass_radius
 from lightclf.study.report.cells import mean_std
 from lightclf.study.report.collect import ConfigurationRow
 from lightclf.study.report.plots import plot_mean_std
 
-__all__ = ["geometry_table", "erf_section"]
+__all__ = ["geometry_table", "geometry_section", "erf_section"]
 
 
 def geometry_table(resolution: int, small_input: bool, schedules: list[str]) -> str:
@@ -33,6 +34,30 @@ def geometry_table(resolution: int, small_input: bool, schedules: list[str]) -> 
             cells += [str(g.dilation), str(g.receptive_field), taps]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def geometry_section(planned: list[Factors]) -> list[str]:
+    """Where dilation reaches, for the DDSNet arms among ``planned``: a table per input resolution and
+    stem, with a column group per dilation schedule; nothing for a study without DDSNet arms."""
+    arms: dict[tuple[int, bool], list[str]] = {}
+    for f in planned:
+        if f.proposed and f.resolution:
+            schedules = arms.setdefault((f.resolution, bool(f.small_input)), [])
+            if f.dilation_schedule and f.dilation_schedule not in schedules:
+                schedules.append(f.dilation_schedule)
+    parts = []
+    for (resolution, small_input), schedules in arms.items():
+        ordered = [s for s in ("none", "late", "early", "all") if s in schedules] or ["none", "late", "early"]
+        parts += [
+            f"## Where dilation reaches ({resolution} px, {'small-input stem' if small_input else 'standard stem'})",
+            "",
+            "Per block: the map it works on, and for each schedule the rate, the theoretical receptive field",
+            "after the block and the share of its depthwise taps that read the map rather than zero padding.",
+            "",
+            geometry_table(resolution, small_input, ordered),
+            "",
+        ]
+    return parts
 
 
 def _erf_table(rows: list[ConfigurationRow]) -> str | None:

@@ -25,7 +25,7 @@ from lightclf.study.report.choices import choice_csv_rows, choice_table, choose
 from lightclf.study.report.collect import ConfigurationRow, RunRow, aggregate
 from lightclf.study.report.comparisons import Comparison, compare
 from lightclf.study.report.curves import curves_section
-from lightclf.study.report.fields import erf_section, geometry_table
+from lightclf.study.report.fields import erf_section, geometry_section
 from lightclf.study.report.previous import Previous, changes_table
 from lightclf.study.report.tuning import tuning_section
 from lightclf.study.spec import Study
@@ -215,13 +215,6 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     improvements = [comparison.improvement() for _, comparison in compared]
     rows = aggregate(runs)
     planned = len(study.specs())
-    # The geometry of the planned DDSNet arms, run or not: a study's report says where its dilation
-    # reaches before its first run finishes.
-    specs = (Factors.from_study({**spec.factors}) for spec in study.specs())
-    proposed = [f for f in specs if f.proposed and f.resolution]
-    resolution = proposed[0].resolution if proposed else 28
-    small_input = bool(proposed[0].small_input) if proposed else True
-    schedules = [s for s in ("none", "late", "early", "all") if any(c.dilation_schedule == s for c in proposed)]
     # Protocol first, then a verdict per question; the study's notes (status, caveats) follow them.
     parts = [f"# Study `{study.name}`", ""]
     if study.superseded_by:
@@ -276,13 +269,8 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
         write_csv(out_dir / "choices.csv", choice_csv_rows(outcomes))
     parts += [
         *(["## Notes", "", notes.strip(), ""] if notes else []),
-        f"## Where dilation reaches ({resolution} px, {'small-input stem' if small_input else 'standard stem'})",
-        "",
-        "Per block: the map it works on, and for each schedule the rate, the theoretical receptive field",
-        "after the block and the share of its depthwise taps that read the map rather than zero padding.",
-        "",
-        geometry_table(resolution, small_input, schedules or ["none", "late", "early"]),
-        "",
+        # The planned arms' geometry, run or not: it shows before a study's first run finishes.
+        *geometry_section([Factors.from_study({**spec.factors}) for spec in study.specs()]),
     ]
     parts += erf_section(rows, out_dir)
     parts += curves_section(rows, out_dir)
@@ -290,7 +278,9 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     parts += _devices_section(runs)
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
-    write_csv(out_dir / "runs.csv", [{**r.csv_row(), "label": r.factors.configuration.label} for r in runs])
+    per_run = [{**r.csv_row(), "label": r.factors.configuration.label} for r in runs]
+    header = [key for key in dict.fromkeys(k for row in per_run for k in row) if key != "label"]
+    write_csv(out_dir / "runs.csv", per_run, [*header, "label"] if per_run else None)  # label last, device or not
     write_csv(
         out_dir / "verdicts.csv",
         [

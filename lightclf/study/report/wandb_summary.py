@@ -34,7 +34,7 @@ def log_summary_run(study, runs: list[RunRow], out: Path) -> str:
     try:
 
         def table(records: list[dict[str, Any]]):
-            fields = list(records[0]) if records else []
+            fields = list(dict.fromkeys(key for record in records for key in record))  # as write_csv's header
             return wandb.Table(columns=fields, data=[[r.get(f) for f in fields] for r in records])
 
         effect_rows = [
