@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -96,7 +97,11 @@ def test_tiny_study_runs_reports_and_resumes(tiny_study, tmp_path, parent_wandb_
     assert "study: 0 done, 0 running, 3 left (2 at a time)" in lines
     assert sum(" ok in " in line and "test top-1" in line for line in lines) == 3  # one line per finished run
     assert lines[-1].startswith("study: 3 done, 0 running, 0 left, ETA")
-    assert "Epoch" not in parallel.stderr  # the fits' own output went to their logs
+    assert "Epoch" not in parallel.stderr  # the fits' own output went to their logs ...
+    for spec in par.specs():  # ... but for their one line per epoch, relayed under the run's name
+        assert re.search(rf"^\[\d/3\] {re.escape(spec.name)}: epoch 1/\d+: val top-1 ", parallel.stderr, re.M), (
+            spec.name
+        )
     for spec in par.specs():
         log = (par.run_dir(spec) / "fit.log").read_text()
         assert "$ " in log and "lightclf" in log and "test/acc1" in log

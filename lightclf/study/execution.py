@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -211,7 +212,8 @@ def run_one(
     tuned = {"tuned": spec.tuned} if spec.tuned else {}  # the arm's pick, shown beside its factors
     RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors, **tuned})
     command = [sys.executable, "-m", "lightclf", *args]
-    code = _fit(command, slot, folder / "fit.log", echo)
+    relay = lambda line: log(f"{label} {spec.name}: {line}")  # noqa: E731
+    code = _fit(command, slot, folder / "fit.log", echo, relay)
     if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
         # One retry after a pause for transient failures; config errors (2) and interrupts are final.
         if stopping.wait(10):
@@ -219,7 +221,7 @@ def run_one(
         if last.exists() and "--ckpt_path" not in command:
             command += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
-        code = _fit(command, slot, folder / "fit.log", echo)
+        code = _fit(command, slot, folder / "fit.log", echo, relay)
     if code == 0:
         return "ok"
     if code in INTERRUPTED or stopping.is_set():  # stopped (Ctrl-C, SIGTERM, a time limit): resumes next time
@@ -234,18 +236,24 @@ stopping = threading.Event()
 # Exit codes of a fit that was stopped rather than failed: Ctrl-C / SIGTERM handled (130, 143), or
 # killed by SIGINT / SIGTERM before its handler was installed (-2, -15).
 INTERRUPTED = (130, 143, -2, -15)
+# A fit's one line per epoch (lightclf.training.run_folder.epoch_line), relayed into a study's log.
+EPOCH_LINE = re.compile(r"epoch \d+(/\d+)?: ")
 
 
-def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool) -> int:
-    proc = start_fit(command, slot, log_path, pipe=echo)
+def _fit(command: list[str], slot: Slot, log_path: Path, echo: bool, relay=None) -> int:
+    """Run one fit to its end: its output into ``log_path``, and all of it to the console with
+    ``echo``, else only its one-line epoch summaries through ``relay`` (several fits share the log)."""
+    proc = start_fit(command, slot, log_path, pipe=True)
     if proc is None:
         return -15
     try:
-        if echo:
-            with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
-                for line in proc.stdout:
-                    log_file.write(line)
+        with open(log_path, "a", buffering=1) as log_file:  # line-buffered: the log is live
+            for line in proc.stdout:
+                log_file.write(line)
+                if echo:
                     sys.stderr.write(line)
+                elif relay is not None and EPOCH_LINE.match(line):
+                    relay(line.rstrip())
         return proc.wait()
     finally:
         _children.discard(proc)
