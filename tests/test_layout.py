@@ -100,6 +100,15 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
         f"name: dry\nbase_config: {REPO / 'configs/study/fmnist_fast_base.yaml'}\nsave_dir: {tmp_path / 'runs'}\n"
         "seeds: [0, 1]\ngrid: {network: [ddsnet], small_input: [true], width_multiplier: [0.25], dilation: [2, 1]}\n"
     )
+    # One run was interrupted after 3 of its 10 epochs: the dry run says how far it got.
+    from lightclf.runs import RunRecord
+    from lightclf.study.spec import load_study
+
+    interrupted = load_study(study).specs()[0]
+    record = RunRecord(folder=tmp_path / "runs" / "lightclf-study" / interrupted.run_id)
+    record.update(status="interrupted", epoch=2, max_epochs=10, val_per_epoch=[{"epoch": 2, "val/acc1": 0.9}])
+    record.last_ckpt.parent.mkdir(parents=True)
+    record.last_ckpt.touch()
     code = (
         "import sys\n"
         "from lightclf.cli import main\n"
@@ -115,3 +124,4 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no torch" in result.stdout and result.stderr.count("python -m lightclf fit") == 4
+    assert f"resuming from {record.last_ckpt} (3 of 10 epochs done, val top-1 90.00% after epoch 3)" in result.stderr

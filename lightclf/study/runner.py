@@ -40,6 +40,7 @@ from lightclf.study.execution import (
     archive_run,
     kill_fits,
     plan_slots,
+    progress_note,
     run_one,
     run_status,
     stop_fits,
@@ -111,7 +112,8 @@ def run_study(
         elif dry_run:
             args = spec.cli_args(study.base_config, study.save_dir, study.project) + extra
             last = RunRecord(folder=study.run_dir(spec)).last_ckpt
-            verb = f"resuming from {last}" if last.exists() else f"starting ({spec.run_id})"
+            progress = progress_note(RunRecord.read(study.run_dir(spec)))
+            verb = f"resuming from {last}{progress}" if last.exists() else f"starting ({spec.run_id})"
             log(f"[{index}/{len(specs)}] {spec.name}: {verb}")
             log("  python -m lightclf " + shlex.join(args + (["--ckpt_path", str(last)] if last.exists() else [])))
             outcome[spec.run_id] = "dry-run"
