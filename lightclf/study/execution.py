@@ -215,10 +215,11 @@ def run_one(
     one); its output goes to ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok,
     interrupted or failed (exit N)."""
     args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args)
-    last = RunRecord(folder=folder).last_ckpt
+    record = RunRecord.read(folder)
+    last = record.last_ckpt
     if last.exists():
         args += ["--ckpt_path", str(last)]
-        log(f"{label} {spec.name}: resuming from {last}{progress_note(RunRecord.read(folder))}")
+        log(f"{label} {spec.name}: resuming from {last}{progress_note(record)}")
     else:
         log(f"{label} {spec.name}: starting ({spec.run_id})")
     tuned = {"tuned": spec.tuned} if spec.tuned else {}  # the arm's pick, shown beside its factors

@@ -111,9 +111,9 @@ def run_study(
             outcome[spec.run_id] = "skipped"
         elif dry_run:
             args = spec.cli_args(study.base_config, study.save_dir, study.project) + extra
-            last = RunRecord(folder=study.run_dir(spec)).last_ckpt
-            progress = progress_note(RunRecord.read(study.run_dir(spec)))
-            verb = f"resuming from {last}{progress}" if last.exists() else f"starting ({spec.run_id})"
+            record = RunRecord.read(study.run_dir(spec))
+            last = record.last_ckpt
+            verb = f"resuming from {last}{progress_note(record)}" if last.exists() else f"starting ({spec.run_id})"
             log(f"[{index}/{len(specs)}] {spec.name}: {verb}")
             log("  python -m lightclf " + shlex.join(args + (["--ckpt_path", str(last)] if last.exists() else [])))
             outcome[spec.run_id] = "dry-run"
