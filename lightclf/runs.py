@@ -200,6 +200,14 @@ class RunRecord:
         return self.checkpoints / "last.ckpt"
 
     @property
+    def resume_ckpt(self) -> Path:
+        """The checkpoint an unfinished run resumes from: the newer of ``last.ckpt`` (an epoch's end or
+        a timed save inside one) and ``interrupted.ckpt`` (where a SIGTERM or Ctrl-C stopped it);
+        resuming mid-epoch is exact. ``last.ckpt``, which may not exist, when there is neither."""
+        saved = [p for p in (self.checkpoints / "interrupted.ckpt", self.last_ckpt) if p.exists()]
+        return max(saved, key=lambda p: p.stat().st_mtime_ns, default=self.last_ckpt)
+
+    @property
     def finished(self) -> bool:
         return self.status == "finished"
 

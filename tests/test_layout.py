@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,9 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     record.update(status="interrupted", epoch=2, max_epochs=10, val_per_epoch=[{"epoch": 2, "val/acc1": 0.9}])
     record.last_ckpt.parent.mkdir(parents=True)
     record.last_ckpt.touch()
+    os.utime(record.last_ckpt, (1_000, 1_000))  # its epoch's end; then a SIGTERM stopped it mid-epoch
+    stopped = record.checkpoints / "interrupted.ckpt"
+    stopped.touch()
     code = (
         "import sys\n"
         "from lightclf.cli import main\n"
@@ -124,4 +128,8 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no torch" in result.stdout and result.stderr.count("python -m lightclf fit") == 4
-    assert f"resuming from {record.last_ckpt} (3 of 10 epochs done, val top-1 90.00% after epoch 3)" in result.stderr
+    # It resumes from the newer checkpoint (mid-epoch resume is exact), the stop's, not the epoch's end ...
+    assert f"resuming from {stopped} (3 of 10 epochs done, val top-1 90.00% after epoch 3)" in result.stderr
+    assert f"--ckpt_path {stopped}" in result.stderr
+    os.utime(stopped, (500, 500))  # ... and from last.ckpt once a resumed fit has written a newer one
+    assert record.resume_ckpt == record.last_ckpt

@@ -104,8 +104,10 @@ def trainer(argv: list[str]) -> None:
 
     INTERRUPTED_BY.clear()  # this command's own stop only (tests run several in one process)
     RESUME_FROM.clear()
+    completed = False
     try:
         run_cli(argv, commands=list(COMMANDS))
+        completed = True
     except SIGTERMException:
         # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
         _interrupted("SIGTERM", 143)
@@ -120,6 +122,18 @@ def trainer(argv: list[str]) -> None:
         from lightclf.cli.lightning_cli import one_line_error
 
         _fail(one_line_error(str(err)))
+    finally:
+        _finish_wandb_run(completed)
+
+
+def _finish_wandb_run(completed: bool) -> None:
+    """End the W&B run this command started. At process exit W&B does it itself, but a second fit
+    in the same process (a notebook, a script calling ``main`` twice) would otherwise log into the
+    first one's run: Lightning's WandbLogger adopts a run still in progress, its id and so its run
+    folder too."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=0 if completed else 1)
 
 
 # LightningCLI's subcommands (lightclf.cli.lightning_cli), and the tool commands beside them.

@@ -17,7 +17,7 @@ from lightclf.library_hooks import JSONARGPARSE_KEY_LINE
 from lightclf.training.checkpoints import read_checkpoint
 from lightclf.training.evaluation import ReceptiveFieldProbe
 from lightclf.training.module import ImageClassifier
-from lightclf.training.resume import GracefulStop, LastCheckpoint
+from lightclf.training.resume import GracefulStop, LastCheckpoint, RandomStates
 from lightclf.training.run_folder import RunConfigSaver, RunRecorder
 from lightclf.training.wandb_env import configure_wandb
 
@@ -107,7 +107,7 @@ class LightclfCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         # The run folder's writers: a config that leaves them out still yields a complete folder.
-        for kind in (RunRecorder, LastCheckpoint, ReceptiveFieldProbe, GracefulStop):
+        for kind in (RunRecorder, LastCheckpoint, RandomStates, ReceptiveFieldProbe, GracefulStop):
             if not any(type(callback) is kind for callback in trainer.callbacks):
                 trainer.callbacks.append(kind())
         return trainer

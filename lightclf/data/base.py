@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import BatchIndexSampler, InMemorySplit, rank_seed
+from lightclf.data.sampling import BatchIndexSampler, InMemorySplit, ResumableLoader, rank_seed
 from lightclf.errors import DataError
 
 
@@ -170,12 +170,18 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
-        return DataLoader(
-            dataset,
-            batch_size=None,  # the sampler yields whole batches; the split gathers each in one index
-            sampler=BatchIndexSampler(dataset, self.batch_size, shuffle, seed=self.order_seed),
-            num_workers=0,  # the split lives on the training device: nothing for workers to do
-        )
+        sampler = BatchIndexSampler(dataset, self.batch_size, shuffle, seed=self.order_seed)
+        # batch_size=None: the sampler yields whole batches; the split gathers each in one index.
+        # No workers: the split lives on the training device, so there is nothing for them to do.
+        if shuffle:  # training: resumes mid-epoch exactly
+            return ResumableLoader(dataset, batch_size=None, sampler=sampler, batches_done=self.batches_done_in_epoch)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0)
+
+    def batches_done_in_epoch(self) -> int:
+        """The training batches of the current epoch the trainer has already run: nonzero only in a
+        fit resumed mid-epoch (Lightning's restored loop progress)."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightclf.errors import DataError
 
@@ -78,6 +80,7 @@ class EpochSeededSampler(DistributedSampler):
         if rank is None:
             rank = torch.distributed.get_rank() if distributed else 0
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.skip = 0  # items of the epoch's order already trained on (set by ResumableLoader on resume)
 
     def indices(self) -> torch.Tensor:
         """This rank's indices for the current epoch, in order."""
@@ -92,7 +95,7 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self):
         # A generator: the order is drawn at the first batch, not when the iterator is made. Lightning
         # makes the first epoch's iterator before ``set_epoch``; on resume that would be epoch 0's order.
-        yield from self.indices().tolist()
+        yield from self.indices()[self.skip :].tolist()
 
     def __len__(self) -> int:
         return len(self.indices()) if not self.shuffle else self.num_samples
@@ -112,11 +115,48 @@ class BatchIndexSampler(EpochSeededSampler):
         batches = self.indices().split(self.batch_size)  # lazily, as above
         if self.drop_last_batch and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
-        yield from batches
+        yield from batches[self.skip :]
 
     def __len__(self) -> int:
         count = super().__len__()
         return count // self.batch_size if self.drop_last_batch else math.ceil(count / self.batch_size)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader over an :class:`EpochSeededSampler` that resumes mid-epoch exactly.
+
+    A fit resumed from a checkpoint saved inside an epoch (a SIGTERM's ``interrupted.ckpt``, a timed
+    ``last.ckpt``) skips the batches of that epoch it already trained on and sees exactly the rest of
+    the uninterrupted run's order, instead of restarting the epoch's order and training on its first
+    part twice. How many to skip is read from ``batches_done``, the trainer's restored count of the
+    epoch's batches, when the epoch's first batch is asked for (after Lightning's ``set_epoch`` and
+    its restart bookkeeping): the skip then agrees with Lightning's own count whichever hook saved
+    the checkpoint, and workers never read ahead in a stale epoch's order.
+
+    ``state_dict``/``load_state_dict`` make the loader "stateful" to Lightning, which otherwise warns
+    that a mid-epoch resume is unreliable; the position itself lives in the trainer's loop state.
+    """
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.sampler
+        if isinstance(sampler, EpochSeededSampler):  # Lightning swaps in its own for overfit_batches
+            skip = self.batches_done() if self.batches_done is not None else 0
+            sampler.skip = skip * (self.batch_size or 1)  # a per-sample loader's sampler counts images
+            # The iterator draws its workers' base seed from this generator, not from torch's global
+            # one, which dropout draws from: a resumed fit makes its iterator mid-epoch, where the
+            # uninterrupted one drew nothing, and its masks would differ from there on.
+            self.generator = torch.Generator().manual_seed(sampler.seed * 100_003 + sampler.epoch)
+        yield from super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 def default_workers(ranks: int = 1) -> int:

@@ -211,14 +211,18 @@ def progress_note(record: RunRecord) -> str:
 def run_one(
     study: Study, spec: RunSpec, folder: Path, slot: Slot, extra_args: list[str], log, label: str, echo: bool = False
 ) -> str:
-    """Fit one run in its own process (resuming from ``last.ckpt``, the last finished epoch, if there is
-    one); its output goes to ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok,
+    """Fit one run in its own process (resuming from its newest checkpoint, ``RunRecord.resume_ckpt``,
+    if there is one); its output goes to ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok,
     interrupted or failed (exit N)."""
     args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args)
+
+    def resume_from() -> list[str]:
+        newest = RunRecord(folder=folder).resume_ckpt
+        return ["--ckpt_path", str(newest)] if newest.exists() else []
+
     record = RunRecord.read(folder)
-    last = record.last_ckpt
+    last = record.resume_ckpt
     if last.exists():
-        args += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: resuming from {last}{progress_note(record)}")
     else:
         log(f"{label} {spec.name}: starting ({spec.run_id})")
@@ -226,15 +230,14 @@ def run_one(
     RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors, **tuned})
     command = [sys.executable, "-m", "lightclf", *args]
     relay = lambda line: log(f"{label} {spec.name}: {line}")  # noqa: E731
-    code = _fit(command, slot, folder / "fit.log", echo, relay)
+    code = _fit(command + resume_from(), slot, folder / "fit.log", echo, relay)
     if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
         # One retry after a pause for transient failures; config errors (2) and interrupts are final.
+        # It resumes from the newest checkpoint, which the failed try may have written.
         if stopping.wait(10):
             return "interrupted"
-        if last.exists() and "--ckpt_path" not in command:
-            command += ["--ckpt_path", str(last)]
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
-        code = _fit(command, slot, folder / "fit.log", echo, relay)
+        code = _fit(command + resume_from(), slot, folder / "fit.log", echo, relay)
     if code == 0:
         return "ok"
     if code in INTERRUPTED or stopping.is_set():  # stopped (Ctrl-C, SIGTERM, a time limit): resumes next time
@@ -314,10 +317,10 @@ def sweep_folder(study: Study, spec: RunSpec) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     earlier = link.resolve() if link.exists() else None
     if earlier is not None and earlier != target.resolve():
-        last = RunRecord(folder=earlier).last_ckpt
-        if last.exists():  # the earlier try's checkpoints, so this one resumes
+        last = RunRecord(folder=earlier).resume_ckpt
+        if last.exists():  # the earlier try's newest checkpoint, so this one resumes
             (target / "checkpoints").mkdir(exist_ok=True)
-            shutil.copyfile(last, target / "checkpoints" / "last.ckpt")
+            shutil.copyfile(last, target / "checkpoints" / last.name)
         if not link.is_symlink():  # a real folder from outside the sweep: keep it beside
             link.rename(link.with_name(f"{link.name}.before-sweep-{time.time_ns()}"))
     if link.is_symlink() or not link.exists():

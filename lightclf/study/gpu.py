@@ -2,7 +2,7 @@
 
 Runs a study with several fits per GPU at once (``--jobs-per-gpu``), stops cleanly at
 ``--minutes`` (no run starts that would not finish in time; runs still going at the limit save
-``interrupted.ckpt`` and the next call resumes them from their last finished epoch; with ``order: seeds`` the first blocks keep complete
+``interrupted.ckpt`` and the next call resumes them exactly where they stopped; with ``order: seeds`` the first blocks keep complete
 seed sets), then measures training img/s of the study's networks on the GPU (bf16-mixed and fp32,
 channels_last and contiguous: ``bench-train --device cuda``), and writes the report, the per-run
 CSV, the verdicts and the img/s table under ``reports/<study>/``.

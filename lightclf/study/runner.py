@@ -112,7 +112,7 @@ def run_study(
         elif dry_run:
             args = spec.cli_args(study.base_config, study.save_dir, study.project) + extra
             record = RunRecord.read(study.run_dir(spec))
-            last = record.last_ckpt
+            last = record.resume_ckpt
             verb = f"resuming from {last}{progress_note(record)}" if last.exists() else f"starting ({spec.run_id})"
             log(f"[{index}/{len(specs)}] {spec.name}: {verb}")
             log("  python -m lightclf " + shlex.join(args + (["--ckpt_path", str(last)] if last.exists() else [])))

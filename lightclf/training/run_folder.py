@@ -246,7 +246,8 @@ class RunRecorder(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
-        # Keep the partial epoch too; resuming from last.ckpt (epoch end) stays exact. Saving is a
+        # Keep the partial epoch too: resuming from it is exact (the trainer's loop state tells the
+        # ResumableLoader where the epoch stopped; RandomStates keeps the generators). Saving is a
         # collective under DDP (rank 0 writes, then a barrier): every rank saves after an AgreedStop, which
         # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
         # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.

@@ -246,8 +246,8 @@ class Tuner:
             RunRecord(folder=folder).write(RunRecord.STUDY, {"study": spec.study, **spec.factors, "tuned": spec.tuned})
             args = spec.cli_args(self.study.base_config, self.study.save_dir, self.study.project)
             args += ["--validation_only", "true", *self.extra]
-            if record.last_ckpt.exists():
-                args += ["--ckpt_path", str(record.last_ckpt)]
+            if record.resume_ckpt.exists():
+                args += ["--ckpt_path", str(record.resume_ckpt)]
             proc = start_fit([*self.fit_command, *args], slot, folder / "fit.log")
             never_started |= proc is None  # this runner is stopping: the trial must not look finished
             procs.append(proc)
