@@ -31,19 +31,16 @@ RESUME_OVERRIDES = {
     "test_after_fit": True,
 }
 WIDE = {"width_multiplier": 0.25, "small_input": True}
-# The fast recipe's stochastic and stateful parts: per-sample augmentation, mixup, a per-step
-# schedule and an EMA of the weights must all resume exactly too.
-RECIPES = {
-    "plain": {},
-    "fast": {
-        "model.network_kwargs": {**WIDE, "drop_rate": 0.2},  # dropout: torch's global generator
-        "data.init_args.augment": True,
-        "model.mixup_alpha": 0.2,
-        "model.ema_decay": 0.9,
-        "model.tta_flip": True,
-        "model.optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003, "weight_decay": 0.05}},
-        "model.lr_schedule": {"class_path": "lightclf.training.schedules.OneCycle", "init_args": {"pct_start": 0.3}},
-    },
+# The fast recipe's stochastic and stateful parts: per-sample augmentation, mixup, dropout (torch's
+# global generator), a per-step schedule and an EMA of the weights must all resume exactly too.
+FAST = {
+    "model.network_kwargs": {**WIDE, "drop_rate": 0.2},
+    "data.init_args.augment": True,
+    "model.mixup_alpha": 0.2,
+    "model.ema_decay": 0.9,
+    "model.tta_flip": True,
+    "model.optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003, "weight_decay": 0.05}},
+    "model.lr_schedule": {"class_path": "lightclf.training.schedules.OneCycle", "init_args": {"pct_start": 0.3}},
 }
 
 
@@ -87,71 +84,67 @@ def _final(run_folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference_runs(tmp_path_factory):
-    """The uninterrupted run of each recipe, made on first use."""
-    cache: dict[str, dict] = {}
-
-    def get(recipe: str) -> dict:
-        if recipe not in cache:
-            tmp = tmp_path_factory.mktemp(f"reference-{recipe}")
-            config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES, **RECIPES[recipe])
-            result = run_lightclf("fit", "--config", str(config))
-            assert result.returncode == 0, result.stderr[-2000:]
-            (folder,) = (tmp / "runs" / "smoke").iterdir()
-            cache[recipe] = _final(folder)
-        return cache[recipe]
-
-    return get
+def reference_run(tmp_path_factory) -> dict:
+    """The uninterrupted run of the fast recipe."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES, **FAST)
+    result = run_lightclf("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (tmp / "runs" / "smoke").iterdir()
+    return _final(folder)
 
 
-# A hard kill of the fast recipe (every stateful part: augmentation, mixup, dropout, one-cycle, EMA)
-# and a graceful stop of the plain one. Both resume mid-epoch: the SIGTERM from the partial epoch it
-# kept (interrupted.ckpt), the SIGKILL from the timed last.ckpt (rewritten after every batch here),
-# so the loader's place in the epoch and the random states must travel in the checkpoint.
-# A hard kill of the plain recipe tested nothing the fast case does not (its state is a subset),
-# and cost CI two fits; resuming from an epoch's end is what the study tests do.
-@pytest.mark.parametrize("recipe, sig", [("plain", signal.SIGTERM), ("fast", signal.SIGKILL)])
-def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, recipe, sig):
-    # Killed mid-epoch: at step 11 of 24, i.e. 3 of the 8 steps of epoch 2 (a test callback pauses there).
-    reference_run = reference_runs(recipe)
-    marker = tmp_path / "kill-point"
-    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": 11, "marker": str(marker)}}
+# Both stop the fast recipe (every stateful part) and resume mid-epoch, so the loader's place in the
+# epoch and the random states must travel in the checkpoint; resuming from an epoch's end is what
+# the study tests do.
+# - A Ctrl-C (SIGINT) in epoch 2's last batch (step 15): the stop waits for that epoch's validation
+#   and the next batch, then keeps interrupted.ckpt (step 17), EMA update included.
+# - A SIGKILL before step 11 (3 of the 8 steps of epoch 2): no chance to save; a timed last.ckpt,
+#   rewritten after every batch here, holds step 11.
+@pytest.mark.parametrize(
+    "sig, kill_step, resume_step",
+    [(signal.SIGINT, 15, 17), (signal.SIGKILL, 11, 11)],
+    ids=["ctrl-c", "sigkill"],
+)
+def test_stopped_fit_resumes_exactly(tmp_path, reference_run, sig, kill_step, resume_step):
+    marker = tmp_path / "kill-point"  # a test callback pauses before batch kill_step until released
+    pause = {"class_path": "kill_points.PauseAtStep", "init_args": {"step": kill_step, "marker": str(marker)}}
     callbacks = [*SMOKE_CALLBACKS, pause]
-    if sig == signal.SIGKILL:  # no chance to save: what the timed rewrite of last.ckpt is for
-        timed = {"class_path": "lightclf.training.resume.LastCheckpoint", "init_args": {"every_minutes": 0}}
-        callbacks.append(timed)
-    overrides = {**RESUME_OVERRIDES, **RECIPES[recipe], "trainer.callbacks": callbacks}
-    config = smoke_config(tmp_path, network_kwargs=WIDE, **overrides)
+    if sig == signal.SIGKILL:
+        callbacks.append({"class_path": "lightclf.training.resume.LastCheckpoint", "init_args": {"every_minutes": 0}})
+    config = smoke_config(tmp_path, network_kwargs=WIDE, **RESUME_OVERRIDES, **FAST, **{"trainer.callbacks": callbacks})
     run_root = tmp_path / "runs" / "smoke"
     proc = _start_fit(config, cold=sig == signal.SIGKILL)
     _wait_for_marker(marker, proc)
-    _wait_for_logged_step(tmp_path / "runs" / "wandb", 10, proc)  # W&B has the steps before the kill point
-    assert proc.poll() is None, "the fit ended before it could be killed"
+    _wait_for_logged_step(tmp_path / "runs" / "wandb", kill_step - 1, proc)  # W&B has the steps before it
+    assert proc.poll() is None, "the fit ended before it could be stopped"
     proc.send_signal(sig)
-    marker.with_suffix(".release").touch()  # SIGTERM: the paused batch runs, then the fit stops
+    marker.with_suffix(".release").touch()
     proc.wait(timeout=300)
 
     (folder,) = run_root.iterdir()
     checkpoints = folder / "checkpoints"
-    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
-    # Without a timed rewrite (the default's 10 minutes are far off) the end of epoch 1 is kept, not
-    # only the best; with one, the last batch before the kill.
-    assert last["global_step"] == (11 if sig == signal.SIGKILL else 8)
+    # Without a timed rewrite (the default's 10 minutes are far off) last.ckpt is the last epoch's end.
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == (
+        11 if sig == signal.SIGKILL else 16
+    )
     killed_segment = read_run(next((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")))
     logged = max(row["trainer/global_step"] for row in killed_segment["history"] if "train/loss" in row)
-    assert 10 <= logged < 15  # trained past the checkpoint, inside epoch 2 (SIGTERM ends the current batch)
-    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
-    status = _final(folder)["status"]
-    assert status != "finished"
+    assert logged == (10 if sig == signal.SIGKILL else 15)
+    record = _final(folder)
     resume_from = checkpoints / "last.ckpt"
-    if sig == signal.SIGTERM:  # graceful: recorded, and the partial epoch kept aside
-        assert status == "interrupted"
+    if sig == signal.SIGINT:  # graceful: recorded, the partial epoch kept aside, one line naming it
+        assert proc.returncode == 130 and record["status"] == "interrupted"
+        assert [e["epoch"] for e in record["val_per_epoch"]] == [0, 1]  # epoch 2's validation ran first
         resume_from = checkpoints / "interrupted.ckpt"
-        assert torch.load(resume_from, weights_only=False)["global_step"] == 12  # the paused batch ran
-        last_line = proc.stderr.read().strip().splitlines()[-1]  # one line naming the file that exists
-        assert last_line == f"lightclf: interrupted by SIGTERM; resume with --ckpt_path {resume_from}"
+        err = proc.stderr.read()
+        assert "stopping at the end of this batch (Ctrl-C again to stop at once)" in err
+        assert err.strip().splitlines()[-1] == f"lightclf: interrupted by Ctrl-C; resume with --ckpt_path {resume_from}"
+    else:
+        assert proc.returncode == -signal.SIGKILL and record["status"] == "running"
+    assert torch.load(resume_from, weights_only=False)["global_step"] == resume_step
 
-    first_device = _final(folder)["device"]
+    first_device = record["device"]
     resumed = run_lightclf("fit", "--config", str(config), "--ckpt_path", str(resume_from))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [p.name for p in run_root.iterdir()] == [folder.name]  # same run folder, no duplicate
@@ -161,18 +154,19 @@ def test_killed_fit_resumes_with_same_run_and_metrics(tmp_path, reference_runs, 
     assert [devices_so_far(*pair) for pair in ((None, "A"), ("A", "A"), ("A", "B"), ("A, then B", "B"), ("A, then B", "A"))] == [
         "A", "A", "A, then B", "A, then B", "A, then B, then A"
     ]  # fmt: skip
+    # Exact: the same validation loss after the last epoch, and the same test of the best checkpoint.
     assert final["status"] == "finished" and final["global_step"] == reference_run["global_step"] == 24
+    assert final["fit_metrics"]["val/loss"] == pytest.approx(reference_run["fit_metrics"]["val/loss"], abs=1e-6)
     for key in ("test/acc1", "test/loss"):
         assert final["test_metrics"][key] == pytest.approx(reference_run["test_metrics"][key], abs=1e-6)
-    assert final["fit_metrics"]["val/loss"] == pytest.approx(reference_run["fit_metrics"]["val/loss"], abs=1e-6)
 
-    # W&B: both segments belong to one run id; together they hold every training step.
+    # W&B: both segments belong to one run id; together they hold every training step but the row of
+    # the batch a graceful stop came after: it trained (the checkpoint has it), and the stop comes at
+    # its end, before Lightning logs it.
     segments = [read_run(p) for p in sorted((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))]
     assert {s["id"] for s in segments} == {folder.name} and len(segments) == 2
     steps = {row["trainer/global_step"] for s in segments for row in s["history"] if "train/loss" in row}
-    # No lost history, but for the row of the batch a SIGTERM stopped after: it trained (the checkpoint
-    # has it), and the stop comes at its end, before Lightning logs it.
-    assert steps == set(range(24)) - ({11} if sig == signal.SIGTERM else set())
+    assert steps == set(range(24)) - ({16} if sig == signal.SIGINT else set())
     assert "test/acc1" in segments[-1]["summary"]
 
 

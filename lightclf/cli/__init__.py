@@ -5,6 +5,7 @@ Only the command that runs is imported: ``study --dry-run`` and ``report`` never
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
@@ -109,8 +110,9 @@ def trainer(argv: list[str]) -> None:
         run_cli(argv, commands=list(COMMANDS))
         completed = True
     except SIGTERMException:
-        # Lightning's SIGTERMException is a SystemExit(0): a killed job must not look successful.
-        _interrupted("SIGTERM", 143)
+        # Lightning's SIGTERMException is a SystemExit(0): a stopped job must not look successful.
+        # GracefulStop raises it for a first Ctrl-C too (stopping at a batch's end).
+        _interrupted(*(("Ctrl-C", 130) if INTERRUPTED_BY else ("SIGTERM", 143)))
     except SystemExit:
         if INTERRUPTED_BY:  # Lightning handled a Ctrl-C inside the fit and exits 1: 130 and the resume line
             _interrupted(INTERRUPTED_BY[0], 130)
@@ -133,7 +135,8 @@ def _finish_wandb_run(completed: bool) -> None:
     folder too."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
-        wandb.finish(exit_code=0 if completed else 1)
+        with contextlib.suppress(Exception):  # never instead of the command's own exit and line
+            wandb.finish(exit_code=0 if completed else 1)
 
 
 # LightningCLI's subcommands (lightclf.cli.lightning_cli), and the tool commands beside them.

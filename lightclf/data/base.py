@@ -175,13 +175,17 @@ class ImageDataModule(L.LightningDataModule):
         # No workers: the split lives on the training device, so there is nothing for them to do.
         if shuffle:  # training: resumes mid-epoch exactly
             return ResumableLoader(dataset, batch_size=None, sampler=sampler, batches_done=self.batches_done_in_epoch)
-        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0)
+        # Its own generator: the iterator's worker-seed draw must not advance torch's global one (dropout's).
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, generator=torch.Generator())
 
     def batches_done_in_epoch(self) -> int:
         """The training batches of the current epoch the trainer has already run: nonzero only in a
-        fit resumed mid-epoch (Lightning's restored loop progress)."""
+        fit resumed mid-epoch (Lightning's restored loop progress). Zero outside a running fit (a
+        benchmark iterating the loader after one)."""
         trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer is not None else 0
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -126,7 +126,8 @@ class ImageFolder(ImageDataModule):
         }
         if shuffle:  # training: resumes mid-epoch exactly
             return ResumableLoader(dataset, batches_done=self.batches_done_in_epoch, **options)
-        return DataLoader(dataset, **options)
+        # Its own generator: the iterator's worker-seed draw must not advance torch's global one (dropout's).
+        return DataLoader(dataset, generator=torch.Generator(), **options)
 
     def setup(self, stage: str | None = None) -> None:
         val_dir, test_dir = self.root / "val", self.root / "test"

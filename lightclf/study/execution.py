@@ -332,8 +332,8 @@ def sweep_folder(study: Study, spec: RunSpec) -> Path | None:
 
 
 def stop_fits() -> None:
-    """SIGTERM every fit this process started (each records itself as interrupted; the next call resumes
-    it from its last finished epoch) and start no other."""
+    """SIGTERM every fit this process started (each stops at a batch's end, records itself as
+    interrupted and keeps interrupted.ckpt; the next call resumes it there) and start no other."""
     import signal
 
     with _children_lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -18,55 +19,97 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["AgreedStop", "GracefulStop", "LastCheckpoint", "RandomStates"]
+__all__ = ["AgreedStop", "GracefulStop", "LastCheckpoint", "RandomStates", "resumable_after"]
 
 
 class AgreedStop(SIGTERMException):
-    """A SIGTERM stop every rank agreed on at the same step (raised by GracefulStop)."""
+    """A stop on SIGTERM or Ctrl-C that every rank agreed on at the same step (raised by GracefulStop);
+    ``str()`` names what asked for it: ``SIGTERM`` or ``Ctrl-C``."""
+
+
+def resumable_after(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether a checkpoint taken at the end of training batch ``batch_idx`` resumes exactly.
+
+    Not inside a gradient-accumulation window (the accumulated gradients are not saved), and not
+    on a batch that validation or the epoch's end follows: Lightning resumes from a checkpoint
+    taken at a batch's end as if what comes after the batch had run, so its validation and the
+    epoch-end hooks (records, checkpoints) would be skipped. Conservative where validation runs
+    only every few epochs."""
+    done = batch_idx + 1
+    if done >= trainer.num_training_batches or done % trainer.accumulate_grad_batches:
+        return False
+    every = trainer.val_check_batch
+    return not (isinstance(every, int) and every > 0 and done % every == 0)
 
 
 class GracefulStop(L.Callback):
-    """Stops a fit on SIGTERM (what SLURM sends before preemption) at the end of the current training
-    batch, on every rank at the same step, so checkpointing collectives match.
+    """Stops a fit on SIGTERM (what SLURM sends before preemption) or Ctrl-C at the end of a training
+    batch, on every rank at the same step, so checkpointing collectives match and the partial
+    epoch's checkpoint (``interrupted.ckpt``) resumes exactly.
 
     Lightning's own SIGTERM handler broadcasts from inside the signal handler and forwards the signal
     to the other ranks; with SIGTERM sent to every rank, those broadcasts can interleave with the
-    training's collectives and hang the fit. This handler only sets a flag; at the end of a batch the
+    training's collectives and hang the fit. Python's Ctrl-C raises wherever the fit is, possibly
+    between two parameters' updates. These handlers only set a flag; at the end of a batch the
     ranks agree on it (a max-reduce: every step on the CPU, every ``check_every`` steps on
-    accelerators, where reading it is a sync) and all raise Lightning's ``SIGTERMException``.
+    accelerators, where reading it is a sync) and all raise :class:`AgreedStop`, at the first batch
+    where a checkpoint resumes exactly (:func:`resumable_after`: a stop asked for in an epoch's last
+    batch waits for its validation and the next batch). A second Ctrl-C stops at once. The stop
+    comes after every other callback's batch-end hook (an EMA update, a checkpoint), so the
+    checkpoint holds the whole step. The handlers a fit replaced are put back at its end.
     """
 
     def __init__(self, check_every: int = 10) -> None:
         self.check_every = check_every
-        self.received = False
+        self.received: str | None = None  # what asked for the stop: "SIGTERM" or "Ctrl-C"
+        self.agreed = False
+        self._replaced: dict[int, Any] = {}
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self.received = True
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.received == "Ctrl-C":  # the second: at once
+                raise KeyboardInterrupt
+            print("lightclf: stopping at the end of this batch (Ctrl-C again to stop at once)", file=sys.stderr)
+        self.received = self.received or ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
 
     def _install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_sigterm)  # Lightning restores its handlers at teardown
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(signum, self._on_signal)
+            self._replaced.setdefault(signum, previous)  # the handler from before the fit, kept once
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # From the start of the fit: a SIGTERM during on_fit_start (cost counting, W&B start) would
         # otherwise end the process at once, the run still marked "running".
         if stage == "fit":
-            self.received = False
+            self.received, self.agreed = None, False
             self._install()
+            # Last among the callbacks (the model's, such as EMA, are attached by now): the stop
+            # must not cut off another callback's update of the step it keeps. A new list, not the
+            # one this hook is being called from, whose remaining callbacks must still set up.
+            trainer.callbacks = [c for c in trainer.callbacks if c is not self] + [self]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()  # again: Lightning registers its own handlers after on_fit_start
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if trainer.world_size == 1:
-            stop = self.received
-        else:
-            if pl_module.device.type != "cpu" and trainer.global_step % self.check_every:
-                return
-            flag = torch.tensor(float(self.received), device=pl_module.device)
-            stop = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
-        if stop:
-            raise AgreedStop()
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.agreed:
+            if trainer.world_size == 1:
+                self.agreed = self.received is not None
+            elif pl_module.device.type == "cpu" or trainer.global_step % self.check_every == 0:
+                flag = torch.tensor(float(self.received is not None), device=pl_module.device)
+                self.agreed = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
+        if self.agreed and resumable_after(trainer, batch_idx):
+            raise AgreedStop(self.received or "SIGTERM")  # another rank's signal: its kind is unknown here
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and threading.current_thread() is threading.main_thread():
+            for signum, previous in self._replaced.items():
+                signal.signal(signum, previous)
+            self._replaced.clear()
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -114,9 +157,11 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._written_at = time.monotonic()  # the previous epoch's end wrote last.ckpt
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-        if self.every_minutes is None or trainer.fast_dev_run or trainer.sanity_checking:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.every_minutes is None or trainer.fast_dev_run or not resumable_after(trainer, batch_idx):
             return
         due = time.monotonic() - self._written_at >= self.every_minutes * 60
         if trainer.world_size > 1:  # saving is collective: every rank must decide alike
@@ -154,7 +199,7 @@ class RandomStates(L.Callback):
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+            state["cuda"] = torch.cuda.get_rng_state()  # this rank's device (rank 0's, as saved)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -169,6 +214,5 @@ class RandomStates(L.Callback):
         kind, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         cuda = state.get("cuda")
-        # A fit moved between machines resumes its CUDA draws only on as many devices as it saved.
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+        if isinstance(cuda, torch.Tensor) and pl_module.device.type == "cuda":  # each rank on its own device
+            torch.cuda.set_rng_state(cuda, device=pl_module.device)

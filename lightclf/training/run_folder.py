@@ -249,11 +249,13 @@ class RunRecorder(L.Callback):
         # Keep the partial epoch too: resuming from it is exact (the trainer's loop state tells the
         # ResumableLoader where the epoch stopped; RandomStates keeps the generators). Saving is a
         # collective under DDP (rank 0 writes, then a barrier): every rank saves after an AgreedStop, which
-        # GracefulStop raises on all ranks at the same step; a Ctrl-C (or Lightning's own SIGTERM stop)
-        # reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
+        # GracefulStop raises on all ranks at the same step; a forced Ctrl-C (or Lightning's own SIGTERM
+        # stop) reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
         lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
-        if isinstance(exception, KeyboardInterrupt):
-            INTERRUPTED_BY[:] = ["Ctrl-C"]  # Lightning turns it into exit 1; the CLI makes it 130 with its line
+        if isinstance(exception, KeyboardInterrupt) or (
+            isinstance(exception, AgreedStop) and str(exception) == "Ctrl-C"
+        ):
+            INTERRUPTED_BY[:] = ["Ctrl-C"]  # the CLI exits 130 with its line
         if interrupted:
             # What the CLI's one line names to resume from: the file this stop leaves (no last.ckpt exists
             # before the first epoch ends; a stop that could not save keeps the last epoch's).
