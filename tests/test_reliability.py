@@ -44,18 +44,20 @@ FAST = {
 }
 
 
-def _start_fit(config: Path, *extra: str, cold: bool = False) -> subprocess.Popen:
-    """``cold``: a real process, not a fork of the suite's warm server (tests/warm_fits.py), whose
-    worker a SIGKILL to the client ends a moment later instead of at once."""
+def _start_fit(config: Path, *extra: str) -> subprocess.Popen:
+    """A real process, not a fork of the suite's warm server (tests/warm_fits.py), whose worker a
+    SIGKILL to the client ends a moment later instead of at once; its Ctrl-C is live (pytest-xdist's
+    workers ignore SIGINT, and a process started with SIGINT ignored keeps ignoring it)."""
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
         "PYTHONPATH": PYTHONPATH,
-        **({"LIGHTCLF_WARM_FITS": ""} if cold else {}),
+        "LIGHTCLF_WARM_FITS": "",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "lightclf", "fit", "--config", str(config), *extra],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
@@ -114,7 +116,7 @@ def test_stopped_fit_resumes_exactly(tmp_path, reference_run, sig, kill_step, re
         callbacks.append({"class_path": "lightclf.training.resume.LastCheckpoint", "init_args": {"every_minutes": 0}})
     config = smoke_config(tmp_path, network_kwargs=WIDE, **RESUME_OVERRIDES, **FAST, **{"trainer.callbacks": callbacks})
     run_root = tmp_path / "runs" / "smoke"
-    proc = _start_fit(config, cold=sig == signal.SIGKILL)
+    proc = _start_fit(config)
     _wait_for_marker(marker, proc)
     _wait_for_logged_step(tmp_path / "runs" / "wandb", kill_step - 1, proc)  # W&B has the steps before it
     assert proc.poll() is None, "the fit ended before it could be stopped"

@@ -76,6 +76,8 @@ class GracefulStop(L.Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGINT):
+            if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # started with Ctrl-C ignored (a background job): it stays ignored
             previous = signal.signal(signum, self._on_signal)
             self._replaced.setdefault(signum, previous)  # the handler from before the fit, kept once
 
