@@ -410,3 +410,26 @@ def test_ctrl_c_exits_130_with_the_resume_hint(run_here, monkeypatch):
     result = run_here("study")
     assert result.returncode == 130
     assert result.stderr.strip() == "lightclf: interrupted by Ctrl-C; run `lightclf study ...` again to resume"
+
+
+def test_a_resumed_loader_yields_the_rest_of_its_epoch_and_leaves_the_global_generator_alone():
+    from lightclf.data import BatchIndexSampler, EpochSeededSampler, InMemorySplit, ResumableLoader
+
+    split = InMemorySplit(torch.arange(101, dtype=torch.uint8).view(101, 1, 1, 1), torch.arange(101))
+    trained = {"batches": 0}  # what the trainer's restored loop state would say
+    done = lambda: trained["batches"]  # noqa: E731
+    in_memory = ResumableLoader(
+        split, batch_size=None, sampler=BatchIndexSampler(split, 8, True, seed=3), batches_done=done
+    )
+    per_sample = ResumableLoader(
+        split, batch_size=8, drop_last=True, sampler=EpochSeededSampler(split, seed=3), batches_done=done
+    )  # ImageFolder's kind: its sampler counts images, not batches
+    for loader in (in_memory, per_sample):
+        loader.sampler.set_epoch(2)
+        trained["batches"] = 0
+        generator = torch.get_rng_state()
+        whole = [labels.flatten().tolist() for _, labels in loader]
+        assert torch.equal(torch.get_rng_state(), generator)  # dropout's generator: no draw for the iterator
+        trained["batches"] = 5
+        rest = [labels.flatten().tolist() for _, labels in loader]
+        assert len(whole) == 12 and rest == whole[5:]
