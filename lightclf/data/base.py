@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import BatchIndexSampler, InMemorySplit, ResumableLoader, rank_seed
+from lightclf.data.sampling import BatchIndexSampler, InMemorySplit, rank_seed, split_loader
 from lightclf.errors import DataError
 
 
@@ -173,10 +173,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler = BatchIndexSampler(dataset, self.batch_size, shuffle, seed=self.order_seed)
         # batch_size=None: the sampler yields whole batches; the split gathers each in one index.
         # No workers: the split lives on the training device, so there is nothing for them to do.
-        if shuffle:  # training: resumes mid-epoch exactly
-            return ResumableLoader(dataset, batch_size=None, sampler=sampler, batches_done=self.batches_done_in_epoch)
-        # Its own generator: the iterator's worker-seed draw must not advance torch's global one (dropout's).
-        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0, generator=torch.Generator())
+        return split_loader(dataset, sampler, self.batches_done_in_epoch, batch_size=None, num_workers=0)
 
     def batches_done_in_epoch(self) -> int:
         """The training batches of the current epoch the trainer has already run: nonzero only in a

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightclf.data.base import ImageDataModule
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import EpochSeededSampler, ResumableLoader, default_workers
+from lightclf.data.sampling import EpochSeededSampler, default_workers, split_loader
 from lightclf.errors import DataError
 
 
@@ -115,19 +115,16 @@ class ImageFolder(ImageDataModule):
         local_ranks = self.trainer.num_devices if self.trainer is not None else 1
         workers = default_workers(local_ranks) if self.num_workers is None else self.num_workers
         sampler = EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle, num_replicas=world, rank=rank)
-        options = {
-            "batch_size": self.batch_size,
-            "sampler": sampler,
-            "num_workers": workers,
-            "persistent_workers": workers > 0,
-            # uint8 batches, pinned: a quarter of float32's bytes, async copies
-            "pin_memory": self.device.type == "cuda",
-            "drop_last": shuffle and sampler.num_samples > self.batch_size,  # this rank's share
-        }
-        if shuffle:  # training: resumes mid-epoch exactly
-            return ResumableLoader(dataset, batches_done=self.batches_done_in_epoch, **options)
-        # Its own generator: the iterator's worker-seed draw must not advance torch's global one (dropout's).
-        return DataLoader(dataset, generator=torch.Generator(), **options)
+        return split_loader(
+            dataset,
+            sampler,
+            self.batches_done_in_epoch,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",  # uint8 batches, pinned: a quarter of float32's bytes, async copies
+            drop_last=shuffle and sampler.num_samples > self.batch_size,  # this rank's share
+        )
 
     def setup(self, stage: str | None = None) -> None:
         val_dir, test_dir = self.root / "val", self.root / "test"

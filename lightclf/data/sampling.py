@@ -159,6 +159,17 @@ class ResumableLoader(DataLoader):
         pass
 
 
+def split_loader(
+    dataset: Dataset, sampler: EpochSeededSampler, batches_done: Callable[[], int], **options: Any
+) -> DataLoader:
+    """The loader of one split: training (a shuffling sampler) through :class:`ResumableLoader`,
+    evaluation through a DataLoader with a generator of its own. Neither iterator draws its
+    workers' base seed from torch's global generator, which dropout draws from."""
+    if sampler.shuffle:
+        return ResumableLoader(dataset, sampler=sampler, batches_done=batches_done, **options)
+    return DataLoader(dataset, sampler=sampler, generator=torch.Generator(), **options)
+
+
 def default_workers(ranks: int = 1) -> int:
     """Decoding workers for one rank of a per-sample loader: this rank's share of the cores this
     process may use (split between the fits the study runner runs at once and the ranks of this fit),

@@ -208,6 +208,13 @@ def progress_note(record: RunRecord) -> str:
     return f" ({record.epoch + 1}{of} epochs done{val})"
 
 
+def resume_args(record: RunRecord) -> list[str]:
+    """``--ckpt_path`` and the run's newest checkpoint (``RunRecord.resume_ckpt``), or nothing for a
+    run with none."""
+    newest = record.resume_ckpt
+    return ["--ckpt_path", str(newest)] if newest.exists() else []
+
+
 def run_one(
     study: Study, spec: RunSpec, folder: Path, slot: Slot, extra_args: list[str], log, label: str, echo: bool = False
 ) -> str:
@@ -215,29 +222,24 @@ def run_one(
     if there is one); its output goes to ``<run dir>/fit.log`` (and to the console with ``echo``). Returns ok,
     interrupted or failed (exit N)."""
     args = spec.cli_args(study.base_config, study.save_dir, study.project) + list(extra_args)
-
-    def resume_from() -> list[str]:
-        newest = RunRecord(folder=folder).resume_ckpt
-        return ["--ckpt_path", str(newest)] if newest.exists() else []
-
     record = RunRecord.read(folder)
-    last = record.resume_ckpt
-    if last.exists():
-        log(f"{label} {spec.name}: resuming from {last}{progress_note(record)}")
+    resume = resume_args(record)
+    if resume:
+        log(f"{label} {spec.name}: resuming from {resume[1]}{progress_note(record)}")
     else:
         log(f"{label} {spec.name}: starting ({spec.run_id})")
     tuned = {"tuned": spec.tuned} if spec.tuned else {}  # the arm's pick, shown beside its factors
     RunRecord(folder=folder).write(RunRecord.STUDY, {"study": study.name, **spec.factors, **tuned})
     command = [sys.executable, "-m", "lightclf", *args]
     relay = lambda line: log(f"{label} {spec.name}: {line}")  # noqa: E731
-    code = _fit(command + resume_from(), slot, folder / "fit.log", echo, relay)
+    code = _fit(command + resume, slot, folder / "fit.log", echo, relay)
     if code not in (0, 2, *INTERRUPTED) and not stopping.is_set():
         # One retry after a pause for transient failures; config errors (2) and interrupts are final.
         # It resumes from the newest checkpoint, which the failed try may have written.
         if stopping.wait(10):
             return "interrupted"
         log(f"{label} {spec.name}: exit {code}, retrying once (log: {folder / 'fit.log'})")
-        code = _fit(command + resume_from(), slot, folder / "fit.log", echo, relay)
+        code = _fit(command + resume_args(RunRecord(folder=folder)), slot, folder / "fit.log", echo, relay)
     if code == 0:
         return "ok"
     if code in INTERRUPTED or stopping.is_set():  # stopped (Ctrl-C, SIGTERM, a time limit): resumes next time

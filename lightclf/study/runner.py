@@ -41,6 +41,7 @@ from lightclf.study.execution import (
     kill_fits,
     plan_slots,
     progress_note,
+    resume_args,
     run_one,
     run_status,
     stop_fits,
@@ -112,10 +113,10 @@ def run_study(
         elif dry_run:
             args = spec.cli_args(study.base_config, study.save_dir, study.project) + extra
             record = RunRecord.read(study.run_dir(spec))
-            last = record.resume_ckpt
-            verb = f"resuming from {last}{progress_note(record)}" if last.exists() else f"starting ({spec.run_id})"
+            resume = resume_args(record)
+            verb = f"resuming from {resume[1]}{progress_note(record)}" if resume else f"starting ({spec.run_id})"
             log(f"[{index}/{len(specs)}] {spec.name}: {verb}")
-            log("  python -m lightclf " + shlex.join(args + (["--ckpt_path", str(last)] if last.exists() else [])))
+            log("  python -m lightclf " + shlex.join(args + resume))
             outcome[spec.run_id] = "dry-run"
         else:
             pending.append((index, spec))

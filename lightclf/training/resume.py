@@ -24,7 +24,11 @@ __all__ = ["AgreedStop", "GracefulStop", "LastCheckpoint", "RandomStates", "resu
 
 class AgreedStop(SIGTERMException):
     """A stop on SIGTERM or Ctrl-C that every rank agreed on at the same step (raised by GracefulStop);
-    ``str()`` names what asked for it: ``SIGTERM`` or ``Ctrl-C``."""
+    ``by`` names what asked for it: ``SIGTERM`` or ``Ctrl-C``."""
+
+    def __init__(self, by: str) -> None:
+        super().__init__(by)
+        self.by = by
 
 
 def resumable_after(trainer: L.Trainer, batch_idx: int) -> bool:

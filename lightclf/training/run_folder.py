@@ -252,9 +252,7 @@ class RunRecorder(L.Callback):
         # GracefulStop raises on all ranks at the same step; a forced Ctrl-C (or Lightning's own SIGTERM
         # stop) reaches ranks at arbitrary points, so there a multi-process fit keeps its last.ckpt only.
         lockstep = isinstance(exception, AgreedStop) or trainer.world_size == 1
-        if isinstance(exception, KeyboardInterrupt) or (
-            isinstance(exception, AgreedStop) and str(exception) == "Ctrl-C"
-        ):
+        if isinstance(exception, KeyboardInterrupt) or (isinstance(exception, AgreedStop) and exception.by == "Ctrl-C"):
             INTERRUPTED_BY[:] = ["Ctrl-C"]  # the CLI exits 130 with its line
         if interrupted:
             # What the CLI's one line names to resume from: the file this stop leaves (no last.ckpt exists

@@ -40,6 +40,7 @@ from lightclf.study.execution import (
     Slot,
     forget_fit,
     holder_is_gone,
+    resume_args,
     start_fit,
     stop_fits,
     stopping,
@@ -245,9 +246,7 @@ class Tuner:
                 continue
             RunRecord(folder=folder).write(RunRecord.STUDY, {"study": spec.study, **spec.factors, "tuned": spec.tuned})
             args = spec.cli_args(self.study.base_config, self.study.save_dir, self.study.project)
-            args += ["--validation_only", "true", *self.extra]
-            if record.resume_ckpt.exists():
-                args += ["--ckpt_path", str(record.resume_ckpt)]
+            args += ["--validation_only", "true", *self.extra, *resume_args(record)]
             proc = start_fit([*self.fit_command, *args], slot, folder / "fit.log")
             never_started |= proc is None  # this runner is stopping: the trial must not look finished
             procs.append(proc)
