@@ -162,3 +162,38 @@ def test_broken_yaml_and_unknown_key(tmp_path, run_here):
     result = run_here("fit", "--config", str(unknown))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "does not accept option 'model.netwrk'" in result.stderr
+
+
+def test_overfit_batches_trains_on_the_same_whole_batches_every_epoch():
+    """``trainer.overfit_batches``, the usual first check that a net can learn at all: Lightning
+    swapped every sampler that is not a SequentialSampler for one, which on the in-memory loader
+    (``batch_size=None``) yielded single images, and the first forward pass crashed."""
+    from functools import partial
+
+    import lightning as L
+    import torch
+
+    from lightclf.data import Digits
+    from lightclf.training.module import ImageClassifier
+
+    seen: list[torch.Tensor] = []
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(batch[1].clone())
+            assert batch[0].shape == (16, 1, 32, 32)  # a whole batch of images, not one image
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    L.seed_everything(0)
+    data = Digits(resolution=32, channels=1, batch_size=16)
+    model = ImageClassifier("ddsnet", {"width_multiplier": 0.25, "small_input": True}, in_chans=1, img_size=32,
+                            optimizer=partial(torch.optim.Adam, lr=0.01))  # fmt: skip
+    trainer = L.Trainer(overfit_batches=1, max_epochs=20, callbacks=[Record()], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, check_val_every_n_epoch=20)  # fmt: skip
+    trainer.fit(model, data)
+    assert len(seen) == 20 and all(torch.equal(labels, seen[0]) for labels in seen)
+    assert losses[0] > 2.0 and losses[-1] < 0.05  # it memorises the batch it sees (0.002 here)

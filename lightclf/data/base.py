@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import BatchIndexSampler, InMemorySplit, rank_seed, split_loader
+from lightclf.data.sampling import InMemorySplit, batch_sampler, rank_seed, split_loader
 from lightclf.errors import DataError
 
 
@@ -168,12 +168,17 @@ class ImageDataModule(L.LightningDataModule):
         """Seed of the batch order and the augmentation: the data seed and the run's seed."""
         return (self.seed * 7919 + torch.initial_seed()) % 2**31
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
-        sampler = BatchIndexSampler(dataset, self.batch_size, shuffle, seed=self.order_seed)
+        sampler = batch_sampler(dataset, self.batch_size, self.shuffles(train), seed=self.order_seed)
         # batch_size=None: the sampler yields whole batches; the split gathers each in one index.
         # No workers: the split lives on the training device, so there is nothing for them to do.
-        return split_loader(dataset, sampler, self.batches_done_in_epoch, batch_size=None, num_workers=0)
+        return split_loader(dataset, sampler, self.batches_done_in_epoch, train, batch_size=None, num_workers=0)
+
+    def shuffles(self, train: bool) -> bool:
+        """Whether a split's loader shuffles: training does, unless the trainer overfits a few
+        batches (``overfit_batches``: the same batches in the same order every epoch)."""
+        return train and not (self.trainer is not None and self.trainer.overfit_batches > 0)
 
     def batches_done_in_epoch(self) -> int:
         """The training batches of the current epoch the trainer has already run: nonzero only in a
@@ -185,14 +190,14 @@ class ImageDataModule(L.LightningDataModule):
         return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
         self.check_test_unlocked()
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

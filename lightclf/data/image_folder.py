@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightclf.data.base import ImageDataModule
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import EpochSeededSampler, default_workers, split_loader
+from lightclf.data.sampling import default_workers, epoch_sampler, split_loader
 from lightclf.errors import DataError
 
 
@@ -107,18 +107,20 @@ class ImageFolder(ImageDataModule):
         and flip of the decoded image."""
         return _RandomCropFlip(self.preprocessing) if train and self.augment else self.preprocessing.decode
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
         # Shard by the trainer's ranks (not only torch.distributed's, which a loader built early lacks)
         # and give each rank its share of the cores.
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         local_ranks = self.trainer.num_devices if self.trainer is not None else 1
         workers = default_workers(local_ranks) if self.num_workers is None else self.num_workers
-        sampler = EpochSeededSampler(dataset, seed=self.order_seed, shuffle=shuffle, num_replicas=world, rank=rank)
+        shuffle = self.shuffles(train)
+        sampler = epoch_sampler(dataset, shuffle, seed=self.order_seed, num_replicas=world, rank=rank)
         return split_loader(
             dataset,
             sampler,
             self.batches_done_in_epoch,
+            train,
             batch_size=self.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 
 from lightclf.errors import DataError
 
@@ -122,6 +122,42 @@ class BatchIndexSampler(EpochSeededSampler):
         return count // self.batch_size if self.drop_last_batch else math.ceil(count / self.batch_size)
 
 
+class OrderedSampler(EpochSeededSampler, SequentialSampler):
+    """An :class:`EpochSeededSampler` that never shuffles, typed as a SequentialSampler.
+
+    Lightning's ``overfit_batches`` replaces the sampler of every loader of a fit that is not a
+    SequentialSampler by a plain one over the dataset. On an in-memory split's ``batch_size=None``
+    loader that yields single images, not batches; this type makes Lightning keep ours.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(dataset, seed, shuffle=False, **kwargs)
+
+
+class OrderedBatches(BatchIndexSampler, SequentialSampler):
+    """A :class:`BatchIndexSampler` that never shuffles, typed as a SequentialSampler (see
+    :class:`OrderedSampler`)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size, shuffle=False, seed=seed, **kwargs)
+
+
+def epoch_sampler(dataset: Dataset, shuffle: bool, seed: int = 0, **kwargs: Any) -> EpochSeededSampler:
+    """This rank's per-sample sampler of a split: seeded shuffling, or in order (evaluation,
+    ``overfit_batches``) as an :class:`OrderedSampler`."""
+    if shuffle:
+        return EpochSeededSampler(dataset, seed, shuffle=True, **kwargs)
+    return OrderedSampler(dataset, seed, **kwargs)
+
+
+def batch_sampler(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> BatchIndexSampler:
+    """This rank's batches of an in-memory split: seeded shuffling, or in order (evaluation,
+    ``overfit_batches``) as :class:`OrderedBatches`."""
+    if shuffle:
+        return BatchIndexSampler(dataset, batch_size, shuffle=True, seed=seed, **kwargs)
+    return OrderedBatches(dataset, batch_size, seed=seed, **kwargs)
+
+
 class ResumableLoader(DataLoader):
     """A training loader over an :class:`EpochSeededSampler` that resumes mid-epoch exactly.
 
@@ -143,7 +179,7 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         sampler = self.sampler
-        if isinstance(sampler, EpochSeededSampler):  # Lightning swaps in its own for overfit_batches
+        if isinstance(sampler, EpochSeededSampler):
             skip = self.batches_done() if self.batches_done is not None else 0
             sampler.skip = skip * (self.batch_size or 1)  # a per-sample loader's sampler counts images
             # The iterator draws its workers' base seed from this generator, not from torch's global
@@ -160,12 +196,12 @@ class ResumableLoader(DataLoader):
 
 
 def split_loader(
-    dataset: Dataset, sampler: EpochSeededSampler, batches_done: Callable[[], int], **options: Any
+    dataset: Dataset, sampler: EpochSeededSampler, batches_done: Callable[[], int], train: bool, **options: Any
 ) -> DataLoader:
-    """The loader of one split: training (a shuffling sampler) through :class:`ResumableLoader`,
-    evaluation through a DataLoader with a generator of its own. Neither iterator draws its
-    workers' base seed from torch's global generator, which dropout draws from."""
-    if sampler.shuffle:
+    """The loader of one split: training through :class:`ResumableLoader` (shuffled, or in order
+    under ``overfit_batches``), evaluation through a DataLoader with a generator of its own. Neither
+    iterator draws its workers' base seed from torch's global generator, which dropout draws from."""
+    if train:
         return ResumableLoader(dataset, sampler=sampler, batches_done=batches_done, **options)
     return DataLoader(dataset, sampler=sampler, generator=torch.Generator(), **options)
 
