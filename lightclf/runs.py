@@ -27,6 +27,7 @@ __all__ = [
     "ExportCheck",
     "Fp32Figures",
     "Int8Figures",
+    "SavedPosition",
     "run_path",
     "write_json",
     "STATUSES",
@@ -124,6 +125,23 @@ class ExportFigures:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class SavedPosition:
+    """Where the run's newest checkpoint was written: ``batches_done`` of the ``epoch_batches`` of
+    ``epoch`` (0-based) trained, ``global_step`` optimizer steps in all. A timed ``last.ckpt`` or a
+    stop's ``interrupted.ckpt`` lies inside an epoch; an epoch end's has ``batches_done ==
+    epoch_batches``. ``epoch_batches`` is None for a set of unknown length."""
+
+    epoch: int
+    batches_done: int
+    epoch_batches: int | None
+    global_step: int
+
+    @property
+    def inside_epoch(self) -> bool:
+        return 0 < self.batches_done and (self.epoch_batches is None or self.batches_done < self.epoch_batches)
+
+
 @dataclass
 class RunRecord:
     """Everything a run folder holds except checkpoints and config (which have their own readers)."""
@@ -145,6 +163,7 @@ class RunRecord:
     fit_seconds: float | None = None
     device: str | None = None  # what trained it (measure.device.device_label): reports pool devices
     error: str | None = None
+    saved_position: dict[str, int | None] = field(default_factory=dict)  # SavedPosition of the newest checkpoint
     # the other files
     complexity: dict[str, Any] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)  # study.json: the study and its factors
@@ -154,6 +173,14 @@ class RunRecord:
     @property
     def export_figures(self) -> ExportFigures | None:
         return ExportFigures.from_json(self.export)
+
+    @property
+    def saved(self) -> SavedPosition | None:
+        """Where the newest checkpoint was written (none recorded: None)."""
+        try:
+            return SavedPosition(**self.saved_position) if self.saved_position else None
+        except TypeError:  # a record from another version of this file
+            return None
 
     RESULTS = "results.json"
     COMPLEXITY = "complexity.json"

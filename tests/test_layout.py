@@ -107,7 +107,8 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
 
     interrupted = load_study(study).specs()[0]
     record = RunRecord(folder=tmp_path / "runs" / "lightclf-study" / interrupted.run_id)
-    record.update(status="interrupted", epoch=2, max_epochs=10, val_per_epoch=[{"epoch": 2, "val/acc1": 0.9}])
+    record.update(status="interrupted", epoch=2, max_epochs=10, val_per_epoch=[{"epoch": 2, "val/acc1": 0.9}],
+                  saved_position={"epoch": 3, "batches_done": 412, "epoch_batches": 1687, "global_step": 5473})  # fmt: skip
     record.last_ckpt.parent.mkdir(parents=True)
     record.last_ckpt.touch()
     os.utime(record.last_ckpt, (1_000, 1_000))  # its epoch's end; then a SIGTERM stopped it mid-epoch
@@ -129,7 +130,8 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no torch" in result.stdout and result.stderr.count("python -m lightclf fit") == 4
     # It resumes from the newer checkpoint (mid-epoch resume is exact), the stop's, not the epoch's end ...
-    assert f"resuming from {stopped} (3 of 10 epochs done, val top-1 90.00% after epoch 3)" in result.stderr
+    note = "(3 of 10 epochs and 412/1687 batches of epoch 4 done, val top-1 90.00% after epoch 3)"
+    assert f"resuming from {stopped} {note}" in result.stderr
     assert f"--ckpt_path {stopped}" in result.stderr
     os.utime(stopped, (500, 500))  # ... and from last.ckpt once a resumed fit has written a newer one
     assert record.resume_ckpt == record.last_ckpt

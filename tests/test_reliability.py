@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_config
+from lightclf.runs import RunRecord, SavedPosition
+from lightclf.study.execution import progress_note
 from lightclf.study.wandb_records import read_run
 from lightclf.training.run_folder import devices_so_far
 from lightclf.training.wandb_env import choose_wandb_mode
@@ -145,6 +147,11 @@ def test_stopped_fit_resumes_exactly(tmp_path, reference_run, sig, kill_step, re
     else:
         assert proc.returncode == -signal.SIGKILL and record["status"] == "running"
     assert torch.load(resume_from, weights_only=False)["global_step"] == resume_step
+    # Where that checkpoint lies, as the study's resume line tells it (8 batches an epoch).
+    assert RunRecord.read(folder).saved == SavedPosition(resume_step // 8, resume_step % 8, 8, resume_step)
+    assert progress_note(RunRecord.read(folder)).startswith(
+        f" ({resume_step // 8} of 3 epochs and {resume_step % 8}/8 batches of epoch {resume_step // 8 + 1} done, "
+    )
 
     first_device = record["device"]
     resumed = run_lightclf("fit", "--config", str(config), "--ckpt_path", str(resume_from))

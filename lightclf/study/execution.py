@@ -199,13 +199,23 @@ def visible_gpus(requested: str | None) -> list[str] | None:
 
 def progress_note(record: RunRecord) -> str:
     """How far an unfinished run got, for the line that resumes it: `` (3 of 10 epochs done, val
-    top-1 90.30% after epoch 3)``; empty when its record says nothing yet."""
-    if record.epoch is None:
+    top-1 90.30% after epoch 3)``, with the part of the next epoch its newest checkpoint holds when
+    that was written inside one (`` (3 of 10 epochs and 412/1687 batches of epoch 4 done, ...)``);
+    empty when its record says nothing yet."""
+    saved = record.saved
+    done = record.epoch + 1 if record.epoch is not None else 0
+    partial = saved is not None and saved.inside_epoch and saved.epoch == done
+    if record.epoch is None and not partial:
         return ""
     of = f" of {record.max_epochs}" if record.max_epochs and record.max_epochs > 0 else ""
+    if partial:
+        total = f"/{saved.epoch_batches}" if saved.epoch_batches else ""
+        where = f"{done}{of} epochs and {saved.batches_done}{total} batches of epoch {done + 1} done"
+    else:
+        where = f"{done}{of} epochs done"
     scored = [e for e in record.val_per_epoch if "val/acc1" in e]
     val = f", val top-1 {100 * scored[-1]['val/acc1']:.2f}% after epoch {scored[-1]['epoch'] + 1}" if scored else ""
-    return f" ({record.epoch + 1}{of} epochs done{val})"
+    return f" ({where}{val})"
 
 
 def resume_args(record: RunRecord) -> list[str]:

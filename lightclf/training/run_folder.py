@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ import torch
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightclf.factors import Factors
 from lightclf.measure.device import device_label
-from lightclf.runs import RunRecord, run_path
+from lightclf.runs import RunRecord, SavedPosition, run_path
 from lightclf.training.resume import AgreedStop
 
 __all__ = [
@@ -180,6 +182,17 @@ class RunRecorder(L.Callback):
             "preprocessing": datamodule.preprocessing.as_dict() if hasattr(datamodule, "preprocessing") else None,
             "data_class": type(datamodule).__name__ if datamodule is not None else None,
         }
+        if trainer.is_global_zero and trainer.state.fn == TrainerFn.FITTING:
+            # Where this checkpoint lies, for the line a study prints when it resumes the run ("8 of 10
+            # epochs and 412/1687 batches of epoch 9 done"): a timed save lies inside an epoch.
+            epoch_batches = trainer.num_training_batches
+            position = SavedPosition(
+                epoch=trainer.current_epoch,
+                batches_done=trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+                epoch_batches=int(epoch_batches) if math.isfinite(epoch_batches) else None,
+                global_step=trainer.global_step,
+            )
+            self._record(trainer, saved_position=asdict(position))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started, self.epoch_batches = time.time(), 0
