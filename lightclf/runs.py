@@ -127,19 +127,21 @@ class ExportFigures:
 
 @dataclass(frozen=True)
 class SavedPosition:
-    """Where the run's newest checkpoint was written: ``batches_done`` of the ``epoch_batches`` of
-    ``epoch`` (0-based) trained, ``global_step`` optimizer steps in all. A timed ``last.ckpt`` or a
-    stop's ``interrupted.ckpt`` lies inside an epoch; an epoch end's has ``batches_done ==
-    epoch_batches``. ``epoch_batches`` is None for a set of unknown length."""
+    """Where a fit was when it last saved a checkpoint: ``batches_done`` of the ``epoch_batches`` of
+    ``epoch`` (0-based) trained, ``global_step`` optimizer steps in all, at ``saved_at`` (epoch
+    seconds, taken before the write). A timed ``last.ckpt`` or a stop's ``interrupted.ckpt`` lies
+    inside an epoch. ``epoch_batches`` is None for a set of unknown length."""
 
     epoch: int
     batches_done: int
     epoch_batches: int | None
     global_step: int
+    saved_at: float
 
-    @property
-    def inside_epoch(self) -> bool:
-        return 0 < self.batches_done and (self.epoch_batches is None or self.batches_done < self.epoch_batches)
+    def describes(self, ckpt: Path) -> bool:
+        """Whether ``ckpt`` is the file this save wrote: written after it began. A save that failed (a
+        full disk) leaves the earlier file, which is older."""
+        return ckpt.is_file() and ckpt.stat().st_mtime >= self.saved_at
 
 
 @dataclass
@@ -163,7 +165,7 @@ class RunRecord:
     fit_seconds: float | None = None
     device: str | None = None  # what trained it (measure.device.device_label): reports pool devices
     error: str | None = None
-    saved_position: dict[str, int | None] = field(default_factory=dict)  # SavedPosition of the newest checkpoint
+    saved_position: dict[str, float | None] = field(default_factory=dict)  # SavedPosition of the newest save
     # the other files
     complexity: dict[str, Any] = field(default_factory=dict)
     factors: dict[str, Any] = field(default_factory=dict)  # study.json: the study and its factors
@@ -176,7 +178,7 @@ class RunRecord:
 
     @property
     def saved(self) -> SavedPosition | None:
-        """Where the newest checkpoint was written (none recorded: None)."""
+        """Where the fit was at its newest checkpoint save (none recorded: None)."""
         try:
             return SavedPosition(**self.saved_position) if self.saved_position else None
         except TypeError:  # a record from another version of this file

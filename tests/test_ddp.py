@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from torch.utils.data import SequentialSampler
 
 from conftest import run_lightclf, smoke_config
 from lightclf.data import BatchIndexSampler, Digits, EpochSeededSampler, InMemorySplit
+from lightclf.data.sampling import batch_sampler
 
 
 def test_ranks_split_each_epoch_in_the_seeded_order():
@@ -39,6 +41,13 @@ def test_batches_are_the_per_sample_order_cut_in_batches_and_eval_shares_are_unp
     shares = [torch.cat(list(BatchIndexSampler(split, 8, shuffle=False, num_replicas=2, rank=r))) for r in (0, 1)]
     assert torch.cat(shares).tolist() == list(range(101)) and [len(s) for s in shares] == [50, 51]
     assert len(BatchIndexSampler(split, 8, shuffle=False, num_replicas=2, rank=1)) == 7
+    # Training under overfit_batches: the split's own order, sharded and padded as training is, so
+    # every rank steps equally often (evaluation's shares would give ranks 6 and 7 batches: a hang).
+    ordered = [list(batch_sampler(split, 8, train=True, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [b.tolist() for b in ordered[1]] == [list(range(1, 96, 2))[i : i + 8] for i in range(0, 48, 8)]
+    assert len(ordered[0]) == len(ordered[1]) == 6
+    assert isinstance(batch_sampler(split, 8, train=True, shuffle=False), SequentialSampler)  # Lightning keeps it
+    assert not isinstance(batch_sampler(split, 8, train=True, shuffle=True), SequentialSampler)
 
 
 def test_augmentation_draws_differ_per_rank_and_rank_zero_draws_the_single_process_pattern():

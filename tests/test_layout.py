@@ -6,6 +6,7 @@ import ast
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import PYTHONPATH, REPO
@@ -108,7 +109,8 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     interrupted = load_study(study).specs()[0]
     record = RunRecord(folder=tmp_path / "runs" / "lightclf-study" / interrupted.run_id)
     record.update(status="interrupted", epoch=2, max_epochs=10, val_per_epoch=[{"epoch": 2, "val/acc1": 0.9}],
-                  saved_position={"epoch": 3, "batches_done": 412, "epoch_batches": 1687, "global_step": 5473})  # fmt: skip
+                  saved_position={"epoch": 3, "batches_done": 412, "epoch_batches": 1687, "global_step": 5473,
+                                  "saved_at": time.time() - 60})  # fmt: skip
     record.last_ckpt.parent.mkdir(parents=True)
     record.last_ckpt.touch()
     os.utime(record.last_ckpt, (1_000, 1_000))  # its epoch's end; then a SIGTERM stopped it mid-epoch
@@ -135,3 +137,7 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     assert f"--ckpt_path {stopped}" in result.stderr
     os.utime(stopped, (500, 500))  # ... and from last.ckpt once a resumed fit has written a newer one
     assert record.resume_ckpt == record.last_ckpt
+    # A file older than the recorded save is not that save's (it failed: a full disk): no mid-epoch part.
+    from lightclf.study.execution import progress_note
+
+    assert progress_note(RunRecord.read(record.folder)) == " (3 of 10 epochs done, val top-1 90.00% after epoch 3)"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import PYTHONPATH, REPO, SMOKE_CALLBACKS, run_lightclf, smoke_config
-from lightclf.runs import RunRecord, SavedPosition
+from lightclf.runs import RunRecord
 from lightclf.study.execution import progress_note
 from lightclf.study.wandb_records import read_run
 from lightclf.training.run_folder import devices_so_far
@@ -148,7 +148,10 @@ def test_stopped_fit_resumes_exactly(tmp_path, reference_run, sig, kill_step, re
         assert proc.returncode == -signal.SIGKILL and record["status"] == "running"
     assert torch.load(resume_from, weights_only=False)["global_step"] == resume_step
     # Where that checkpoint lies, as the study's resume line tells it (8 batches an epoch).
-    assert RunRecord.read(folder).saved == SavedPosition(resume_step // 8, resume_step % 8, 8, resume_step)
+    saved = RunRecord.read(folder).saved
+    assert (saved.epoch, saved.batches_done, saved.epoch_batches, saved.global_step) == (
+        resume_step // 8, resume_step % 8, 8, resume_step
+    )  # fmt: skip
     assert progress_note(RunRecord.read(folder)).startswith(
         f" ({resume_step // 8} of 3 epochs and {resume_step % 8}/8 batches of epoch {resume_step // 8 + 1} done, "
     )

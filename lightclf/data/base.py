@@ -170,7 +170,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         assert dataset is not None, "setup() has not run"
-        sampler = batch_sampler(dataset, self.batch_size, self.shuffles(train), seed=self.order_seed)
+        sampler = batch_sampler(dataset, self.batch_size, train, self.shuffles(train), seed=self.order_seed)
         # batch_size=None: the sampler yields whole batches; the split gathers each in one index.
         # No workers: the split lives on the training device, so there is nothing for them to do.
         return split_loader(dataset, sampler, self.batches_done_in_epoch, train, batch_size=None, num_workers=0)

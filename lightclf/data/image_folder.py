@@ -114,8 +114,9 @@ class ImageFolder(ImageDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         local_ranks = self.trainer.num_devices if self.trainer is not None else 1
         workers = default_workers(local_ranks) if self.num_workers is None else self.num_workers
-        shuffle = self.shuffles(train)
-        sampler = epoch_sampler(dataset, shuffle, seed=self.order_seed, num_replicas=world, rank=rank)
+        sampler = epoch_sampler(
+            dataset, train, self.shuffles(train), seed=self.order_seed, num_replicas=world, rank=rank
+        )
         return split_loader(
             dataset,
             sampler,
@@ -125,7 +126,7 @@ class ImageFolder(ImageDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",  # uint8 batches, pinned: a quarter of float32's bytes, async copies
-            drop_last=shuffle and sampler.num_samples > self.batch_size,  # this rank's share
+            drop_last=train and sampler.num_samples > self.batch_size,  # this rank's share
         )
 
     def setup(self, stage: str | None = None) -> None:

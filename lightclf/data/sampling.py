@@ -54,14 +54,16 @@ class InMemorySplit(Dataset):
 class EpochSeededSampler(DistributedSampler):
     """This rank's indices of a split, one at a time (per-sample loaders: ImageFolder).
 
-    Training (``shuffle=True``): the epoch's order is a permutation drawn from a generator seeded by
-    (seed, epoch), so a run resumed from a checkpoint sees exactly the batches of the uninterrupted
-    run (Lightning calls ``set_epoch`` each epoch). Under DDP each rank takes every
-    ``world_size``-th index of the same permutation, padded as torch's DistributedSampler pads so
-    every rank steps equally often.
+    Training (``train=True``, the default when ``shuffle``): the epoch's order is a permutation
+    drawn from a generator seeded by (seed, epoch), so a run resumed from a checkpoint sees exactly
+    the batches of the uninterrupted run (Lightning calls ``set_epoch`` each epoch); with
+    ``shuffle=False`` (``overfit_batches``) it is the split's own order. Under DDP each rank takes
+    every ``world_size``-th index of that order, padded as torch's DistributedSampler pads so every
+    rank steps equally often.
 
-    Evaluation (``shuffle=False``): each rank takes a contiguous, unpadded share of the split in
-    order, so validation and test metrics synced over ranks count every image exactly once.
+    Evaluation (``train=False``, the default when not ``shuffle``): each rank takes a contiguous,
+    unpadded share of the split in order, so validation and test metrics synced over ranks count
+    every image exactly once.
 
     Being a DistributedSampler, Lightning uses it as it is under DDP instead of replacing it.
     """
@@ -73,22 +75,28 @@ class EpochSeededSampler(DistributedSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         shuffle: bool = True,
+        train: bool | None = None,
     ) -> None:
+        if shuffle and train is False:
+            raise ValueError("an evaluation sampler (train=False) does not shuffle")
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if distributed else 1
         if rank is None:
             rank = torch.distributed.get_rank() if distributed else 0
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.train = shuffle if train is None else train
         self.skip = 0  # items of the epoch's order already trained on (set by ResumableLoader on resume)
 
     def indices(self) -> torch.Tensor:
         """This rank's indices for the current epoch, in order."""
         n = len(self.dataset)
-        if not self.shuffle:
+        if not self.train:
             return torch.arange(self.rank * n // self.num_replicas, (self.rank + 1) * n // self.num_replicas)
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=gen)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
         order = torch.cat([order, order[: self.total_size - n]])  # every rank gets num_samples indices
         return order[self.rank : self.total_size : self.num_replicas]
 
@@ -98,7 +106,7 @@ class EpochSeededSampler(DistributedSampler):
         yield from self.indices()[self.skip :].tolist()
 
     def __len__(self) -> int:
-        return len(self.indices()) if not self.shuffle else self.num_samples
+        return self.num_samples if self.train else len(self.indices())
 
 
 class BatchIndexSampler(EpochSeededSampler):
@@ -109,7 +117,7 @@ class BatchIndexSampler(EpochSeededSampler):
     def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs) -> None:
         super().__init__(dataset, seed, shuffle=shuffle, **kwargs)
         self.batch_size = batch_size
-        self.drop_last_batch = shuffle and self.num_samples > batch_size  # this rank's share, not the split
+        self.drop_last_batch = self.train and self.num_samples > batch_size  # this rank's share, not the split
 
     def __iter__(self):
         batches = self.indices().split(self.batch_size)  # lazily, as above
@@ -123,39 +131,44 @@ class BatchIndexSampler(EpochSeededSampler):
 
 
 class OrderedSampler(EpochSeededSampler, SequentialSampler):
-    """An :class:`EpochSeededSampler` that never shuffles, typed as a SequentialSampler.
+    """An :class:`EpochSeededSampler` that never shuffles (evaluation, or training under
+    ``overfit_batches``), typed as a SequentialSampler.
 
     Lightning's ``overfit_batches`` replaces the sampler of every loader of a fit that is not a
     SequentialSampler by a plain one over the dataset. On an in-memory split's ``batch_size=None``
     loader that yields single images, not batches; this type makes Lightning keep ours.
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(dataset, seed, shuffle=False, **kwargs)
+    def __init__(self, dataset: Dataset, seed: int = 0, train: bool = False, **kwargs: Any) -> None:
+        super().__init__(dataset, seed, shuffle=False, train=train, **kwargs)
+        self.data_source = dataset  # what a SequentialSampler holds
 
 
 class OrderedBatches(BatchIndexSampler, SequentialSampler):
     """A :class:`BatchIndexSampler` that never shuffles, typed as a SequentialSampler (see
     :class:`OrderedSampler`)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size, shuffle=False, seed=seed, **kwargs)
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, train: bool = False, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size, shuffle=False, seed=seed, train=train, **kwargs)
+        self.data_source = dataset
 
 
-def epoch_sampler(dataset: Dataset, shuffle: bool, seed: int = 0, **kwargs: Any) -> EpochSeededSampler:
-    """This rank's per-sample sampler of a split: seeded shuffling, or in order (evaluation,
-    ``overfit_batches``) as an :class:`OrderedSampler`."""
+def epoch_sampler(dataset: Dataset, train: bool, shuffle: bool, seed: int = 0, **kwargs: Any) -> EpochSeededSampler:
+    """This rank's per-sample sampler of a split: training shuffled, or in order (evaluation; training
+    under ``overfit_batches``, sharded as training is) as an :class:`OrderedSampler`."""
     if shuffle:
-        return EpochSeededSampler(dataset, seed, shuffle=True, **kwargs)
-    return OrderedSampler(dataset, seed, **kwargs)
+        return EpochSeededSampler(dataset, seed, shuffle=True, train=train, **kwargs)
+    return OrderedSampler(dataset, seed, train=train, **kwargs)
 
 
-def batch_sampler(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> BatchIndexSampler:
-    """This rank's batches of an in-memory split: seeded shuffling, or in order (evaluation,
-    ``overfit_batches``) as :class:`OrderedBatches`."""
+def batch_sampler(
+    dataset: Dataset, batch_size: int, train: bool, shuffle: bool, seed: int = 0, **kwargs: Any
+) -> BatchIndexSampler:
+    """This rank's batches of an in-memory split: training shuffled, or in order (evaluation; training
+    under ``overfit_batches``, sharded as training is) as :class:`OrderedBatches`."""
     if shuffle:
-        return BatchIndexSampler(dataset, batch_size, shuffle=True, seed=seed, **kwargs)
-    return OrderedBatches(dataset, batch_size, seed=seed, **kwargs)
+        return BatchIndexSampler(dataset, batch_size, shuffle=True, seed=seed, train=train, **kwargs)
+    return OrderedBatches(dataset, batch_size, seed=seed, train=train, **kwargs)
 
 
 class ResumableLoader(DataLoader):

@@ -204,7 +204,11 @@ def progress_note(record: RunRecord) -> str:
     empty when its record says nothing yet."""
     saved = record.saved
     done = record.epoch + 1 if record.epoch is not None else 0
-    partial = saved is not None and saved.inside_epoch and saved.epoch == done
+    # A save inside the epoch after the last recorded one (also at its end, a stop during its
+    # validation), if the file it resumes from is that save's.
+    partial = (
+        saved is not None and saved.epoch == done and saved.batches_done > 0 and saved.describes(record.resume_ckpt)
+    )
     if record.epoch is None and not partial:
         return ""
     of = f" of {record.max_epochs}" if record.max_epochs and record.max_epochs > 0 else ""

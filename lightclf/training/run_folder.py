@@ -3,6 +3,7 @@ resolved config (RunConfigSaver), and the helpers naming a trainer's run folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -184,15 +185,19 @@ class RunRecorder(L.Callback):
         }
         if trainer.is_global_zero and trainer.state.fn == TrainerFn.FITTING:
             # Where this checkpoint lies, for the line a study prints when it resumes the run ("8 of 10
-            # epochs and 412/1687 batches of epoch 9 done"): a timed save lies inside an epoch.
+            # epochs and 412/1687 batches of epoch 9 done"): a timed save lies inside an epoch. Written
+            # before the file (Lightning calls this hook first): the time lets a reader tell whether
+            # the file it resumes from is this save's (SavedPosition.describes).
             epoch_batches = trainer.num_training_batches
             position = SavedPosition(
                 epoch=trainer.current_epoch,
                 batches_done=trainer.fit_loop.epoch_loop.batch_progress.current.processed,
                 epoch_batches=int(epoch_batches) if math.isfinite(epoch_batches) else None,
                 global_step=trainer.global_step,
+                saved_at=time.time(),
             )
-            self._record(trainer, saved_position=asdict(position))
+            with contextlib.suppress(OSError):  # a note about the checkpoint must not stop its save
+                self._record(trainer, saved_position=asdict(position))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started, self.epoch_batches = time.time(), 0
