@@ -443,3 +443,34 @@ def test_a_resumed_loader_yields_the_rest_of_its_epoch_and_leaves_the_global_gen
         trained["batches"] = 5
         rest = [labels.flatten().tolist() for _, labels in loader]
         assert len(whole) == 12 and rest == whole[5:]
+
+
+def test_image_folder_crops_do_not_depend_on_the_workers_and_a_resumed_epoch_repeats_them(tmp_path):
+    """ImageFolder's per-sample crop and flip draw from a generator seeded per image and epoch
+    (SeededDraws): the same crops with 0 or 2 decoding workers, and a loader resumed after a batch
+    yields the rest of the epoch's batches exactly, crops included."""
+    from PIL import Image
+    from skimage import data as photos
+
+    from lightclf.data import ImageFolder
+
+    for label, photo in (("cat", photos.chelsea()), ("cup", photos.coffee())):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(photo[i * 20 :]).save(tmp_path / "train" / label / f"{i}.png")
+
+    def epoch_batches(workers: int, done: int = 0) -> list[torch.Tensor]:
+        module = ImageFolder(
+            data_dir=str(tmp_path), resolution=16, batch_size=2, val_fraction=0.25, num_workers=workers
+        )
+        module.setup("fit")
+        module.batches_done_in_epoch = lambda: done  # what a resumed trainer's loop state says
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(3)
+        return [images for images, _ in loader]
+
+    alone = epoch_batches(0)
+    assert len(alone) == 3 and not torch.equal(alone[0][0], alone[0][1])
+    assert all(torch.equal(a, b) for a, b in zip(alone, epoch_batches(2), strict=True))  # same crops, 2 workers
+    rest = epoch_batches(2, done=1)
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(alone[1:], rest, strict=True))

@@ -14,7 +14,14 @@ from lightclf.data.digits import Digits
 from lightclf.data.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
 from lightclf.data.image_folder import ImageFolder
 from lightclf.data.preprocessing import Preprocessing, resize_uint8
-from lightclf.data.sampling import BatchIndexSampler, EpochSeededSampler, InMemorySplit, ResumableLoader, rank_seed
+from lightclf.data.sampling import (
+    BatchIndexSampler,
+    EpochSeededSampler,
+    InMemorySplit,
+    ResumableLoader,
+    SeededDraws,
+    rank_seed,
+)
 from lightclf.errors import DataError
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "InMemorySplit",
     "Preprocessing",
     "ResumableLoader",
+    "SeededDraws",
     "rank_seed",
     "resize_uint8",
 ]

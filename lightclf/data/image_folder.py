@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightclf.data.base import ImageDataModule
 from lightclf.data.preprocessing import Preprocessing
-from lightclf.data.sampling import default_workers, epoch_sampler, split_loader
+from lightclf.data.sampling import SeededDraws, default_workers, epoch_sampler, split_loader
 from lightclf.errors import DataError
 
 
@@ -114,11 +114,12 @@ class ImageFolder(ImageDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         local_ranks = self.trainer.num_devices if self.trainer is not None else 1
         workers = default_workers(local_ranks) if self.num_workers is None else self.num_workers
+        seeded = train and self.augment  # the per-sample transform draws: seed them per image and epoch
         sampler = epoch_sampler(
-            dataset, train, self.shuffles(train), seed=self.order_seed, num_replicas=world, rank=rank
+            dataset, train, self.shuffles(train), seed=self.order_seed, num_replicas=world, rank=rank, draw_seeds=seeded
         )
         return split_loader(
-            dataset,
+            SeededDraws(dataset) if seeded else dataset,
             sampler,
             self.batches_done_in_epoch,
             train,

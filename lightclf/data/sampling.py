@@ -76,6 +76,7 @@ class EpochSeededSampler(DistributedSampler):
         rank: int | None = None,
         shuffle: bool = True,
         train: bool | None = None,
+        draw_seeds: bool = False,
     ) -> None:
         if shuffle and train is False:
             raise ValueError("an evaluation sampler (train=False) does not shuffle")
@@ -86,6 +87,7 @@ class EpochSeededSampler(DistributedSampler):
             rank = torch.distributed.get_rank() if distributed else 0
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.train = shuffle if train is None else train
+        self.draw_seeds = draw_seeds  # yield (index, seed) pairs for a SeededDraws set
         self.skip = 0  # items of the epoch's order already trained on (set by ResumableLoader on resume)
 
     def indices(self) -> torch.Tensor:
@@ -103,7 +105,12 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self):
         # A generator: the order is drawn at the first batch, not when the iterator is made. Lightning
         # makes the first epoch's iterator before ``set_epoch``; on resume that would be epoch 0's order.
-        yield from self.indices()[self.skip :].tolist()
+        indices = self.indices()[self.skip :].tolist()
+        if not self.draw_seeds:
+            yield from indices
+            return
+        base = (self.seed * 100_003 + self.epoch) * 1_000_000_007
+        yield from ((i, (base + i) % 2**63) for i in indices)  # the image's draws: by (seed, epoch, image)
 
     def __len__(self) -> int:
         return self.num_samples if self.train else len(self.indices())
@@ -169,6 +176,29 @@ def batch_sampler(
     if shuffle:
         return BatchIndexSampler(dataset, batch_size, shuffle=True, seed=seed, train=train, **kwargs)
     return OrderedBatches(dataset, batch_size, seed=seed, train=train, **kwargs)
+
+
+class SeededDraws(Dataset):
+    """A per-sample training set whose random transform (crop, flip) draws from torch's generator
+    seeded for each image and epoch, not from the worker's generator.
+
+    Its sampler (``EpochSeededSampler(draw_seeds=True)``) yields ``(index, seed)`` pairs. An image
+    then gets the same crop whichever worker decodes it, so the draws do not depend on
+    ``num_workers`` (a laptop and a cluster node train on the same crops), and a fit resumed mid-epoch
+    repeats the uninterrupted run's draws for the rest of the epoch.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):  # the worker's own generator is left as it was
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 class ResumableLoader(DataLoader):
