@@ -392,3 +392,39 @@ def test_a_previous_block_that_names_an_unasked_question_is_one_line(tmp_path):
                                     "grid": {"network": ["ddsnet"]}, "previous": {"questions": {}}}))  # fmt: skip
     with pytest.raises(ConfigError, match="needs verdicts"):
         load_study(path)
+
+
+def test_exploratory_questions_are_answered_apart_and_leave_the_declared_family_alone(tmp_path):
+    """A question asked after the protocol (or after results) goes in ``exploratory``: its own section
+    and Holm family, so adding it never moves the declared questions' adjusted p values."""
+    study = _study(tmp_path)
+    declared = write_question_report(study, tmp_path / "before")
+    before = {r["question"]: r for r in csv.DictReader((declared.parent / "verdicts.csv").open())}
+    late = study.questions[0]
+    asked_later = replace(study, exploratory=[{**late, "name": "late vs none, asked again later"},
+                                              {**study.questions[1], "name": "early vs none, asked again later"}])  # fmt: skip
+    path = write_question_report(asked_later, tmp_path / "after")
+    text = path.read_text()
+    rows = {r["question"]: r for r in csv.DictReader((path.parent / "verdicts.csv").open())}
+    for name, row in before.items():  # the declared family: the same p and Holm p as without the extra ones
+        assert rows[name]["family"] == "declared" and rows[name]["p_holm"] == row["p_holm"], name
+    again = rows["late vs none, asked again later"]
+    assert again["family"] == "exploratory" and again["p"] == before["late vs none"]["p"]
+    # Holm over the two exploratory questions alone: 2 x p for the smaller p, p itself for the larger.
+    early = rows["early vs none, asked again later"]
+    assert float(early["p_holm"]) == pytest.approx(2 * float(early["p"]))
+    assert float(again["p_holm"]) == pytest.approx(float(again["p"]))
+    assert float(before["early vs none"]["p_holm"]) == pytest.approx(3 * float(early["p"]))  # declared: 3 tested
+    assert text.index("## Verdicts") < text.index("## Exploratory questions (outside the declared family)")
+    assert "| late vs none, asked again later |" in text.split("## Exploratory questions")[1]
+    assert "| late vs none, asked again later |" not in text.split("## Exploratory questions")[0]
+    # A question in both lists, or an exploratory one naming an unknown factor: one line at load.
+    config = {"name": "s", "base_config": str(REPO / "configs/quickstart.yaml"), "grid": {"network": ["ddsnet"]},
+              "questions": [late], "exploratory": [late]}  # fmt: skip
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"\['late vs none'\] both declared and exploratory"):
+        load_study(bad)
+    bad.write_text(yaml.safe_dump({**config, "exploratory": [{**late, "name": "x", "a": {"dilations": 1}}]}))
+    with pytest.raises(ConfigError, match="unknown factors"):
+        load_study(bad)

@@ -150,6 +150,10 @@ class Study:
     # Questions the report answers with verdicts (lightclf.study.report.questions): name, a, b, where
     # and optionally reference (an effect reported elsewhere, held against the interval).
     questions: list[dict[str, Any]] = field(default_factory=list)
+    # Questions asked outside the declared family (added after the protocol, or after results): the
+    # report answers them in a labelled section of their own, Holm over them alone, so adding one never
+    # changes the declared questions' adjusted p values.
+    exploratory: list[dict[str, Any]] = field(default_factory=list)
     # Settings picked on validation top-1 (lightclf.factors.Choice): name, options, where.
     choices: list[dict[str, Any]] = field(default_factory=list)
     # per_seed: a run's seed also sets its validation split (and subsets), so the spread over seeds
@@ -332,11 +336,17 @@ def load_study(path: str | Path) -> Study:
             raise ConfigError(
                 f"study config {path}: {clash} both set the arms apart and are tuned: the pick would overwrite the arms"
             )
-    if raw.get("questions") or raw.get("choices"):
+    if raw.get("questions") or raw.get("exploratory") or raw.get("choices"):
         from lightclf.factors import Choice, Question
 
-        for question in raw.get("questions") or []:
+        for question in [*(raw.get("questions") or []), *(raw.get("exploratory") or [])]:
             Question.parse(question)  # unknown factors or a missing arm: one line now, not at report time
+        declared = {q["name"] for q in raw.get("questions") or []}
+        twice = sorted(declared & {q["name"] for q in raw.get("exploratory") or []})
+        if twice:
+            raise ConfigError(
+                f"study config {path}: {twice} both declared and exploratory: a question belongs to one family"
+            )
         for choice in raw.get("choices") or []:
             Choice.parse(choice)
     if raw.get("report") is not None:

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         bench_study(study, args.out or "reports")
     notes = Path(args.notes).read_text() if args.notes else ""
     out = Path(args.out) / study.name if args.out else study.report_folder
-    if study.questions:  # a study that asks its questions: verdicts, geometry and ERF (lightclf.study.report.questions)
+    if (
+        study.questions or study.exploratory
+    ):  # a study that asks its questions: verdicts, geometry and ERF (lightclf.study.report.questions)
         from lightclf.study.report.questions import write_question_report
 
         path = write_question_report(study, args.out, notes)

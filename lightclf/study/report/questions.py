@@ -64,9 +64,10 @@ def answer(question: Question, runs: list[RunRow], margin: float) -> tuple[Effec
     return compare(question, runs).effect(margin)
 
 
-def compare_all(study: Study, runs: list[RunRow]) -> list[tuple[Question, Comparison]]:
-    """Each of the study's questions with the runs it compares."""
-    return [(question, compare(question, runs)) for question in map(Question.parse, study.questions)]
+def compare_all(study: Study, runs: list[RunRow], exploratory: bool = False) -> list[tuple[Question, Comparison]]:
+    """Each of the study's declared questions (or its exploratory ones) with the runs it compares."""
+    asked = study.exploratory if exploratory else study.questions
+    return [(question, compare(question, runs)) for question in map(Question.parse, asked)]
 
 
 def planned_runs(question: Question, comparison: Comparison, planned: list[RunRow]) -> tuple[int, int]:
@@ -78,8 +79,9 @@ def planned_runs(question: Question, comparison: Comparison, planned: list[RunRo
 
 
 def answer_all(study: Study, compared: list[tuple[Question, Comparison]]) -> list[Verdict]:
-    """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested; a
-    question short of its planned runs is an interim look (``Verdict.planned``)."""
+    """The verdicts on ``compare_all``'s comparisons, Holm-adjusted over the questions tested (one
+    family: the declared questions, or the exploratory ones); a question short of its planned runs
+    is an interim look (``Verdict.planned``)."""
     named = [(question.name, *comparison.effect(study.equivalence_margin)) for question, comparison in compared]
     every_spec = [RunRow(Factors.from_study({**spec.factors}), spec.run_id) for spec in study.specs()]
     planned = [planned_runs(question, comparison, every_spec) for question, comparison in compared]
@@ -213,6 +215,9 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     compared = compare_all(study, runs)
     verdicts = answer_all(study, compared)
     improvements = [comparison.improvement() for _, comparison in compared]
+    extra = compare_all(study, runs, exploratory=True)
+    extra_verdicts = answer_all(study, extra)
+    extra_improvements = [comparison.improvement() for _, comparison in extra]
     rows = aggregate(runs)
     planned = len(study.specs())
     # Protocol first, then a verdict per question; the study's notes (status, caveats) follow them.
@@ -252,6 +257,20 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
         _arms_table(compared),
         "",
     ]
+    if extra:
+        parts += [
+            "## Exploratory questions (outside the declared family)",
+            "",
+            "Asked outside the protocol declared before the runs (after it, or after results). Holm runs over",
+            "these questions alone, so they leave the declared verdicts above as they were; read them as leads",
+            "for a study that declares them, not as findings of this one. Columns as above.",
+            "",
+            _verdict_table(extra_verdicts, extra_improvements),
+            "",
+            *_reference_lines(extra, extra_verdicts),
+            _arms_table(extra),
+            "",
+        ]
     if study.previous:  # the earlier study's verdicts beside these (lightclf.study.report.previous)
         parts += changes_table(Previous.parse(study.previous), verdicts, out_dir)
     outcomes = [choose(Choice.parse(raw), runs) for raw in study.choices]
@@ -281,15 +300,16 @@ def write_question_report(study: Study, out_root: str | Path | None = None, note
     per_run = [{**r.csv_row(), "label": r.factors.configuration.label} for r in runs]
     header = [key for key in dict.fromkeys(k for row in per_run for k in row) if key != "label"]
     write_csv(out_dir / "runs.csv", per_run, [*header, "label"] if per_run else None)  # label last, device or not
+    families = [("declared", verdicts, improvements), ("exploratory", extra_verdicts, extra_improvements)]
     write_csv(
         out_dir / "verdicts.csv",
         [
-            {"question": v.name, "effect": v.effect.mean, "n": v.effect.n, "paired": v.effect.paired,
+            {"question": v.name, "family": family, "effect": v.effect.mean, "n": v.effect.n, "paired": v.effect.paired,
              "ci_low": v.effect.ci_low, "ci_high": v.effect.ci_high, "mde": v.mde, "p": v.p_value,
              "p_holm": v.p_holm, "tost_p": v.tost_p, "verdict": v.word,
              "p_improvement": better.p if better else None, "p_improvement_low": better.ci_low if better else None,
              "p_improvement_high": better.ci_high if better else None, "p_improvement_call": ("interim" if v.interim else better.call) if better else None}
-            for v, better in zip(verdicts, improvements)
+            for family, judged, improved in families for v, better in zip(judged, improved)
         ],
     )  # fmt: skip
     return path
