@@ -141,3 +141,14 @@ def test_study_dry_run_report_and_errors_do_not_load_torch(tmp_path):
     from lightclf.study.execution import progress_note
 
     assert progress_note(RunRecord.read(record.folder)) == " (3 of 10 epochs done, val top-1 90.00% after epoch 3)"
+
+
+def test_the_schedules_test_walls_name_tests_that_exist():
+    """tests/scheduling.py orders the suite by each test's wall time; a renamed test drops out of it
+    silently (counted 1 s, scheduled last, where a 40 s test stretches the wall)."""
+    from scheduling import WALL_S
+
+    for node in WALL_S:
+        path, name = node.split("::")
+        source = (REPO / "tests" / path).read_text()
+        assert f"def {name.split('[')[0]}(" in source, node
