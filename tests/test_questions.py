@@ -364,11 +364,11 @@ def test_the_report_shows_what_changed_from_the_study_it_reruns(tmp_path):
     old = tmp_path / "old" / "verdicts.csv"
     old.parent.mkdir()
     old.write_text(
-        "question,effect,n,paired,ci_low,ci_high,verdict\n"
-        "late (old),-0.001,9,True,-0.003,0.001,equivalent within ±0.3 points\n"
-        "early (old),-0.0057,9,True,-0.0078,-0.0035,worse\n"
-        "aux (old),0.01,1,True,,,inconclusive\n"
-    )
+        "question,family,effect,n,paired,ci_low,ci_high,verdict\n"
+        "late (old),exploratory,-0.001,9,True,-0.003,0.001,equivalent within ±0.3 points\n"
+        "early (old),declared,-0.0057,9,True,-0.0078,-0.0035,worse\n"
+        "aux (old),,0.01,1,True,,,inconclusive\n"
+    )  # files before the family column leave it out
     mapping = {"late vs none": "late (old)", "early vs none": "early (old)", "no aux vs aux": "aux (old)"}
     study = replace(_study(tmp_path), previous={"verdicts": str(old), "label": "old study", "questions": mapping})
     text = write_question_report(study, tmp_path / "out").read_text()
@@ -376,7 +376,8 @@ def test_the_report_shows_what_changed_from_the_study_it_reruns(tmp_path):
     assert "[" + str(old) + "](../../old/verdicts.csv)" in section  # linked relative to the report
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in section.splitlines() if line.startswith("| ")}
     late, early, aux = rows["late vs none"], rows["early vs none"], rows["no aux vs aux"]
-    assert late[1] == "-0.10 [-0.30, +0.10], 9" and late[2] == late[4] == "equivalent within ±0.3 points"
+    assert late[1] == "-0.10 [-0.30, +0.10], 9" and late[4] == "equivalent within ±0.3 points"
+    assert late[2] == "equivalent within ±0.3 points (exploratory)"  # asked outside the old family: marked
     assert late[5] == "no |" and early[2] == "worse" and early[4] == "better" and early[5] == "**yes** |"
     assert aux[1] == "+1.00 [-, -], 1" and aux[2] == "one seed: no verdict"
 

@@ -445,7 +445,7 @@ def test_a_resumed_loader_yields_the_rest_of_its_epoch_and_leaves_the_global_gen
         assert len(whole) == 12 and rest == whole[5:]
 
 
-def test_image_folder_crops_do_not_depend_on_the_workers_and_a_resumed_epoch_repeats_them(tmp_path):
+def test_image_folder_crops_do_not_depend_on_the_workers_and_a_resumed_epoch_repeats_them(tmp_path, monkeypatch):
     """ImageFolder's per-sample crop and flip draw from a generator seeded per image and epoch
     (SeededDraws): the same crops with 0 or 2 decoding workers, and a loader resumed after a batch
     yields the rest of the epoch's batches exactly, crops included."""
@@ -469,7 +469,12 @@ def test_image_folder_crops_do_not_depend_on_the_workers_and_a_resumed_epoch_rep
         loader.sampler.set_epoch(3)
         return [images for images, _ in loader]
 
-    alone = epoch_batches(0)
+    def no_gpu_seeding(seed):  # torch.manual_seed would reseed (and leave reseeded) dropout's GPU generator
+        raise AssertionError("a crop's seed reached the GPU generators")
+
+    with monkeypatch.context() as patched:  # decoding in this process (workers seed their own at start)
+        patched.setattr(torch.cuda, "manual_seed_all", no_gpu_seeding)
+        alone = epoch_batches(0)
     assert len(alone) == 3 and not torch.equal(alone[0][0], alone[0][1])
     assert all(torch.equal(a, b) for a, b in zip(alone, epoch_batches(2), strict=True))  # same crops, 2 workers
     rest = epoch_batches(2, done=1)

@@ -109,8 +109,11 @@ class EpochSeededSampler(DistributedSampler):
         if not self.draw_seeds:
             yield from indices
             return
+        # The image's draws, by (seed, epoch, image). torch's CPU generator keeps a seed's low 32 bits;
+        # the odd multiplier puts epochs at least 14M seeds apart, so no image repeats a crop across
+        # epochs and no two images share one in sets under 14M images.
         base = (self.seed * 100_003 + self.epoch) * 1_000_000_007
-        yield from ((i, (base + i) % 2**63) for i in indices)  # the image's draws: by (seed, epoch, image)
+        yield from ((i, (base + i) % 2**32) for i in indices)
 
     def __len__(self) -> int:
         return self.num_samples if self.train else len(self.indices())
@@ -196,8 +199,11 @@ class SeededDraws(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        with torch.random.fork_rng(devices=[]):  # the worker's own generator is left as it was
-            torch.manual_seed(seed)
+        # The CPU generator only, put back afterwards: torch.manual_seed would also reseed (and leave
+        # reseeded) every GPU's generator, which dropout draws from when decoding runs in the training
+        # process (no workers), and costs a stack trace per image where CUDA is not initialised.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 

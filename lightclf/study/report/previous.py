@@ -59,8 +59,10 @@ def _points(value: str | float | None, signed: bool = True) -> str:
 
 
 def _old_word(row: dict[str, str]) -> str:
-    """The earlier verdict, with a one-seed row named as such (older files called it inconclusive)."""
-    return "one seed: no verdict" if row.get("n") == "1" else row["verdict"]
+    """The earlier verdict, with a one-seed row named as such (older files called it inconclusive) and
+    a question the earlier study asked outside its declared family marked exploratory."""
+    word = "one seed: no verdict" if row.get("n") == "1" else row["verdict"]
+    return f"{word} (exploratory)" if row.get("family") == "exploratory" else word
 
 
 def changes_table(previous: Previous, verdicts: list[Verdict], out_dir: Path) -> list[str]:
@@ -90,6 +92,8 @@ def changes_table(previous: Previous, verdicts: list[Verdict], out_dir: Path) ->
         word = verdict.word if e.n else "-"
         # One seed, or an interim look, gives no verdict: nothing to compare yet, so no "changed" either.
         undecided = e.n < 2 or verdict.interim
-        changed = "-" if undecided else ("no" if word == _old_word(before) else "**yes**")
+        changed = (
+            "-" if undecided else ("no" if word == _old_word(before).removesuffix(" (exploratory)") else "**yes**")
+        )
         lines.append(f"| {verdict.name} | {was} | {_old_word(before)} | {now} | {word} | {changed} |")
     return lines + [""] if len(lines) > 7 else []
