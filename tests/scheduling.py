@@ -7,7 +7,7 @@ each worker's share starts with its long tests and ends with the short ones that
 the longest-processing-time-first rule, on the walls of a fresh-clone CI (2 workers, AMD EPYC).
 Two groups stay on one worker each: the tests that read the trained checkpoint (the first of them
 trains it, under a lock, and a reader on the other worker would wait idle for it) with those that
-share the stop tests' reference run (a module fixture: on two workers it trains twice), and the DDP
+share the stop tests' reference run (trained once per worker: on two workers it trains twice), and the DDP
 fits (two processes each, which would otherwise overlap and run four processes on two cores).
 Tests not listed count as 1 s. The order changes only the wall time, never a result.
 """

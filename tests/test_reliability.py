@@ -87,9 +87,11 @@ def _final(run_folder: Path) -> dict:
     return json.loads((run_folder / "results.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> dict:
-    """The uninterrupted run of the fast recipe."""
+    """The uninterrupted run of the fast recipe, trained once per test process: session-scoped, since
+    the suite's schedule (tests/scheduling.py) interleaves files, and a module fixture is torn down
+    and trained again whenever a test of another file runs between its users."""
     tmp = tmp_path_factory.mktemp("reference")
     config = smoke_config(tmp, network_kwargs=WIDE, **RESUME_OVERRIDES, **FAST)
     result = run_lightclf("fit", "--config", str(config))
