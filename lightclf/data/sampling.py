@@ -109,9 +109,9 @@ class EpochSeededSampler(DistributedSampler):
         if not self.draw_seeds:
             yield from indices
             return
-        # The image's draws, by (seed, epoch, image). torch's CPU generator keeps a seed's low 32 bits;
-        # the odd multiplier puts epochs at least 14M seeds apart, so no image repeats a crop across
-        # epochs and no two images share one in sets under 14M images.
+        # The image's draws, by (seed, epoch, image). torch's CPU generator keeps a seed's low 32 bits:
+        # modulo 2**32 the odd multiplier starts each of a seed's first 200 epochs at least 14M seeds
+        # from every other, so in sets under 14M images no two (epoch, image) draws share a seed.
         base = (self.seed * 100_003 + self.epoch) * 1_000_000_007
         yield from ((i, (base + i) % 2**32) for i in indices)
 
