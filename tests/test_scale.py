@@ -174,6 +174,36 @@ def test_a_time_limit_starts_no_run_that_cannot_finish(tmp_path):
     assert not any(study.run_dir(spec).exists() for spec in study.specs())
 
 
+def test_only_runs_trained_from_their_start_time_the_eta_and_the_time_limit(tmp_path, monkeypatch):
+    """A run resumed near its end finishes in minutes; timed as a whole run it would shrink the ETA and
+    let a time limit start a run that cannot finish (gpu-study --minutes). Fits are faked on a clock."""
+    import lightclf.study.runner as runner
+    from lightclf.runs import RunRecord
+
+    path, study = _tiny_study(tmp_path)
+    first, *_ = study.specs()
+    RunRecord(folder=study.run_dir(first)).last_ckpt.parent.mkdir(parents=True)
+    RunRecord(folder=study.run_dir(first)).last_ckpt.touch()  # stopped near its end earlier
+    clock = [1_000.0]
+
+    def fake_fit(study, spec, folder, slot, extra, log, label, echo=False):
+        resumed = RunRecord.read(folder).resume_ckpt.exists()
+        clock[0] += 60 if resumed else 3_600  # the rest of a run, or a whole one
+        RunRecord(folder=folder).update(status="finished", test_metrics={"test/acc1": 0.5})
+        return "ok"
+
+    monkeypatch.setattr(runner, "run_one", fake_fit)
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    lines: list[str] = []
+    runner.run_study(study, jobs=1, log=lines.append, deadline=1_000.0 + 60 + 3_600 + 3_000)
+    progress = [line for line in lines if line.startswith("study: ")]
+    assert progress[1] == "study: 1 done, 0 running, 3 left"  # the resumed run: no whole-run time, no ETA
+    assert progress[2] == "study: 2 done, 0 running, 2 left, ETA 2h00m"  # one whole run: 1 h each
+    # 3,000 s were left for the third run: the whole run's hour says it cannot finish; the resumed
+    # run's minute would have said it could.
+    assert "time limit: 2 run(s) left for a later call (the study resumes)" in lines
+
+
 def test_gpu_study_smoke_runs_the_prepared_path_on_the_cpu(tmp_path):
     """The GPU box's one command, on the CPU: two short fits, the img/s table, the report."""
     result = run_lightclf("gpu-study", "--smoke", "--out", str(tmp_path), timeout=900)

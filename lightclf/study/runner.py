@@ -58,7 +58,8 @@ __all__ = [
 
 
 class Progress:
-    """Counts runs done / running / left and estimates the time left from the runs timed so far.
+    """Counts runs done / running / left and estimates the time left from the runs timed so far (runs
+    trained from their start in this call: a resumed run's time is only its rest).
 
     Hand-written on purpose: tqdm was considered. Its bar redraws one terminal line, but a study's
     progress goes to a log (often a file, several workers writing whole lines under a lock), and its
@@ -95,7 +96,7 @@ def run_study(
     order; resume interrupted ones from their last checkpoint; skip runs another runner holds.
 
     ``deadline`` (a ``time.time()``): no run starts that would not finish by then, judged by the
-    durations of the runs of its configuration (else of all runs) finished so far; at the deadline
+    durations of the runs of its configuration (else of all runs) trained from their start so far; at the deadline
     the running fits are stopped (SIGTERM: they record themselves as interrupted and the next call
     resumes them from their last finished epoch).
     With ``order: seeds`` a study cut this way keeps complete seed sets of its first points."""
@@ -166,6 +167,9 @@ def run_study(
         with progress.lock:
             progress.running += 1
         started = time.time()
+        # Only a run trained from its start here times a whole run: a resumed one's time covers what
+        # was left of it, and would shrink the ETA and let a time limit start runs that cannot finish.
+        from_start = not RunRecord.read(folder).resume_ckpt.exists()
         result = "failed (no result)"
         try:
             if run_status(study, spec) == "finished":  # finished by another runner since the scan
@@ -179,7 +183,7 @@ def run_study(
             with progress.lock:
                 progress.running -= 1
                 progress.done += 1
-                if result == "ok":
+                if result == "ok" and from_start:
                     progress.durations.setdefault(_configuration(spec), []).append(time.time() - started)
         record = RunRecord.read(study.run_dir(spec))
         top1 = record.test_metrics.get("test/acc1")
